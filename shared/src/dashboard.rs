@@ -1,0 +1,231 @@
+//! Hub → dashboard messages and dashboard → hub client messages (JSON over WebSocket).
+//!
+//! Server messages are one JSON object each with `"type"` and a hub-wide increasing `"seq"`.
+//! The hub serialises an event once, when it is stored; live delivery and replay send the same
+//! text.
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::alarm::{AlarmEvent, AlertState, Priority};
+use crate::ids::{EdgeId, PatientId, WardId};
+use crate::time::format_rfc3339;
+use crate::vitals::{Reading, Vitals};
+
+/// Whether an edge is reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeState {
+    /// Connected.
+    Online,
+    /// Silent for longer than the configured limit.
+    Offline,
+}
+
+/// An event as dashboards see it (without its `seq`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerEvent {
+    /// A reading.
+    Vitals {
+        /// Patient id.
+        patient: PatientId,
+        /// Ward of the edge that sent it.
+        ward: WardId,
+        /// RFC 3339 measurement time.
+        ts: String,
+        /// The values present in the reading.
+        #[serde(serialize_with = "present_fields")]
+        values: Vitals,
+        /// NEWS2 aggregate score, once computable.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        news2: Option<u8>,
+    },
+    /// An alarm state change.
+    Alert {
+        /// Episode id.
+        id: String,
+        /// Patient id.
+        patient: PatientId,
+        /// Ward.
+        ward: WardId,
+        /// Priority.
+        priority: Priority,
+        /// State.
+        state: AlertState,
+        /// Condition, e.g. `hr_high`.
+        kind: String,
+        /// Summary.
+        message: String,
+        /// Values that caused it.
+        #[serde(serialize_with = "present_fields")]
+        values: Vitals,
+        /// RFC 3339 time of the state change.
+        ts: String,
+        /// Who acknowledged, when `state` is `acknowledged`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// An edge came or went.
+    Edge {
+        /// Edge id.
+        edge: EdgeId,
+        /// Its ward.
+        ward: WardId,
+        /// Online or offline.
+        state: EdgeState,
+    },
+}
+
+impl ServerEvent {
+    /// The event for a reading from `ward`.
+    pub fn vitals(ward: &WardId, reading: &Reading, news2: Option<u8>) -> Self {
+        ServerEvent::Vitals {
+            patient: reading.patient.clone(),
+            ward: ward.clone(),
+            ts: format_rfc3339(reading.ts),
+            values: reading.vitals,
+            news2,
+        }
+    }
+
+    /// The event for an alarm event from `ward`.
+    pub fn alert(ward: &WardId, a: &AlarmEvent, by: Option<String>) -> Self {
+        ServerEvent::Alert {
+            id: a.id.clone(),
+            patient: a.patient.clone(),
+            ward: ward.clone(),
+            priority: a.priority,
+            state: a.state,
+            kind: a.kind.clone(),
+            message: a.message.clone(),
+            values: a.values,
+            ts: format_rfc3339(a.ts),
+            by,
+        }
+    }
+
+    /// The ward this event belongs to; access is decided on it.
+    pub fn ward(&self) -> &WardId {
+        match self {
+            ServerEvent::Vitals { ward, .. }
+            | ServerEvent::Alert { ward, .. }
+            | ServerEvent::Edge { ward, .. } => ward,
+        }
+    }
+
+    /// The JSON text sent to dashboards, with `seq` inserted after `type`.
+    pub fn to_json(&self, seq: u64) -> String {
+        #[derive(Serialize)]
+        struct WithSeq<'a> {
+            seq: u64,
+            #[serde(flatten)]
+            event: &'a ServerEvent,
+        }
+        // Serialising these plain types into a String cannot fail: no maps with non-string
+        // keys, no non-finite floats (readings are range-checked on the way in).
+        serde_json::to_string(&WithSeq { seq, event: self }).unwrap_or_default()
+    }
+}
+
+/// Serialises only the fields a reading carries.
+fn present_fields<S: Serializer>(v: &Vitals, s: S) -> Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(None)?;
+    let nums = [
+        ("hr", v.hr),
+        ("spo2", v.spo2),
+        ("rr", v.rr),
+        ("temp", v.temp),
+        ("sbp", v.sbp),
+        ("dbp", v.dbp),
+    ];
+    for (k, val) in nums {
+        if let Some(x) = val {
+            m.serialize_entry(k, &x)?;
+        }
+    }
+    if let Some(o2) = v.o2 {
+        m.serialize_entry("o2", &o2)?;
+    }
+    if let Some(a) = v.acvpu {
+        m.serialize_entry("acvpu", &a)?;
+    }
+    m.end()
+}
+
+/// A message from a dashboard.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Acknowledge an alarm episode.
+    Ack {
+        /// Episode id.
+        alert: String,
+    },
+    /// Silence a patient's alarms for a while.
+    Silence {
+        /// Patient id.
+        patient: PatientId,
+        /// Duration.
+        minutes: u32,
+        /// Why (audited).
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vitals::Acvpu;
+
+    #[test]
+    fn vitals_message_shape() {
+        let reading = Reading {
+            patient: PatientId::new("bed-1").unwrap(),
+            ts: 1_795_694_400_250,
+            vitals: Vitals {
+                hr: Some(72.0),
+                temp: Some(36.8),
+                o2: Some(false),
+                acvpu: Some(Acvpu::A),
+                ..Vitals::default()
+            },
+        };
+        let ward = WardId::new("icu").unwrap();
+        let json = ServerEvent::vitals(&ward, &reading, None).to_json(7);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["type"], "vitals");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["patient"], "bed-1");
+        assert_eq!(v["ward"], "icu");
+        assert_eq!(v["ts"], "2026-11-26T12:00:00.250Z");
+        assert_eq!(v["values"]["hr"], 72.0);
+        assert_eq!(v["values"]["temp"].as_f64().unwrap() as f32, 36.8);
+        assert_eq!(v["values"]["acvpu"], "A");
+        assert!(v["values"].get("spo2").is_none());
+        assert!(v.get("news2").is_none());
+    }
+
+    #[test]
+    fn client_messages_parse() {
+        let ack: ClientMessage = serde_json::from_str(r#"{"type":"ack","alert":"a-1"}"#).unwrap();
+        assert_eq!(
+            ack,
+            ClientMessage::Ack {
+                alert: "a-1".into()
+            }
+        );
+        let s: ClientMessage = serde_json::from_str(
+            r#"{"type":"silence","patient":"bed-2","minutes":5,"reason":"repositioning"}"#,
+        )
+        .unwrap();
+        assert!(matches!(s, ClientMessage::Silence { minutes: 5, .. }));
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"drop"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ClientMessage>(
+                r#"{"type":"silence","patient":"a/b","minutes":5,"reason":""}"#
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! The edge↔hub protocol: versioned postcard frames with a length prefix.
+//!
+//! A frame on the wire is a 4-byte big-endian length followed by that many bytes of postcard.
+//! The first frame on a connection's control stream is [`Frame::Hello`]; its layout (variant 0,
+//! version first) never changes, so any future hub can read the version and answer with a clear
+//! [`Frame::Error`]. New frame kinds are only ever appended to the enum.
+
+use serde::{Deserialize, Serialize};
+
+use crate::alarm::AlarmEvent;
+use crate::ids::{EdgeId, WardId};
+use crate::vitals::Reading;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// ALPN identifier of the protocol on QUIC.
+pub const ALPN: &[u8] = b"wardlink/1";
+
+/// Largest frame body accepted, in bytes. Larger length prefixes are refused before any
+/// allocation, so a peer cannot make the other side reserve memory it then never fills.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// The two lanes. Alarms overtake telemetry: they have their own stream and sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Lane {
+    /// Alarm events: small, urgent, never evicted.
+    Alarms,
+    /// Vital-sign readings: bulky, may be evicted oldest-first under a disk budget.
+    Telemetry,
+}
+
+impl Lane {
+    /// Both lanes, alarms first.
+    pub const ALL: [Lane; 2] = [Lane::Alarms, Lane::Telemetry];
+
+    /// A stable small number for storage keys.
+    pub fn index(self) -> u8 {
+        match self {
+            Lane::Alarms => 0,
+            Lane::Telemetry => 1,
+        }
+    }
+
+    /// The inverse of [`Lane::index`].
+    pub fn from_index(i: u8) -> Option<Lane> {
+        match i {
+            0 => Some(Lane::Alarms),
+            1 => Some(Lane::Telemetry),
+            _ => None,
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Lane::Alarms => "alarms",
+            Lane::Telemetry => "telemetry",
+        }
+    }
+}
+
+/// What a record carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RecordBody {
+    /// A validated reading (telemetry lane).
+    Vitals(Reading),
+    /// An alarm event (alarm lane).
+    Alarm(AlarmEvent),
+}
+
+impl RecordBody {
+    /// The lane this kind of record travels on.
+    pub fn lane(&self) -> Lane {
+        match self {
+            RecordBody::Vitals(_) => Lane::Telemetry,
+            RecordBody::Alarm(_) => Lane::Alarms,
+        }
+    }
+}
+
+/// One record of a lane. `seq` is assigned by the edge's outbox, contiguous per lane from 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the lane.
+    pub seq: u64,
+    /// The content.
+    pub body: RecordBody,
+}
+
+/// Why a peer refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The Hello named a protocol version this hub does not speak.
+    UnsupportedVersion,
+    /// The Hello's edge id or ward differ from the client certificate.
+    IdentityMismatch,
+    /// A frame was malformed, too large, or out of order.
+    BadFrame,
+    /// The peer failed internally; try again later.
+    Internal,
+}
+
+/// Every message between edge and hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// Edge → hub, first frame of the control stream.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the edge.
+        version: u16,
+        /// Must equal the certificate's CN.
+        edge: EdgeId,
+        /// Must equal the certificate's ward.
+        ward: WardId,
+    },
+    /// Hub → edge, answer to a good Hello: the highest seq the hub has stored per lane.
+    Welcome {
+        /// Hub's protocol version.
+        version: u16,
+        /// `(lane, seq)`: everything up to `seq` is stored; 0 means nothing yet.
+        stored: Vec<(Lane, u64)>,
+    },
+    /// Either way: a refusal; the sender closes after it.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// Edge → hub, first frame of a lane stream.
+    OpenLane {
+        /// Which lane this stream carries.
+        lane: Lane,
+    },
+    /// Edge → hub: records of the stream's lane, in seq order.
+    Records {
+        /// The records.
+        records: Vec<Record>,
+    },
+    /// Hub → edge: every record of the lane up to `seq` is durably stored.
+    Ack {
+        /// Highest contiguous stored seq.
+        seq: u64,
+    },
+    /// Keep-alive probe.
+    Ping {
+        /// Echoed in the pong.
+        nonce: u64,
+    },
+    /// Keep-alive answer.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+}
+
+/// A frame that could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The length prefix exceeds [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES} byte limit")]
+    TooLarge(usize),
+    /// The body is not a valid frame.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Encodes a frame with its length prefix.
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, WireError> {
+    let mut buf = vec![0u8; 4];
+    let mut buf = postcard::to_extend(frame, std::mem::take(&mut buf))?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME_BYTES {
+        return Err(WireError::TooLarge(len));
+    }
+    // len <= MAX_FRAME_BYTES < u32::MAX, checked above.
+    let prefix = u32::try_from(len).map_err(|_| WireError::TooLarge(len))?;
+    buf[..4].copy_from_slice(&prefix.to_be_bytes());
+    Ok(buf)
+}
+
+/// Reads a length prefix, refusing lengths over the limit.
+pub fn body_len(prefix: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(WireError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body (without the prefix).
+pub fn decode(body: &[u8]) -> Result<Frame, WireError> {
+    Ok(postcard::from_bytes(body)?)
+}
+
+/// Splits `records` into chunks whose encoded frames stay under the limit.
+/// `max_records` caps a frame's record count.
+pub fn chunk_records(records: Vec<Record>, max_records: usize) -> Vec<Vec<Record>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0usize;
+    for r in records {
+        let r_size = postcard::experimental::serialized_size(&r).unwrap_or(MAX_FRAME_BYTES);
+        if !current.is_empty()
+            && (current.len() >= max_records || size + r_size > MAX_FRAME_BYTES - 64)
+        {
+            chunks.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += r_size;
+        current.push(r);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alarm::{AlertState, Priority};
+    use crate::ids::PatientId;
+    use crate::vitals::{Acvpu, Vitals};
+
+    fn sample_records() -> Vec<Record> {
+        let patient = PatientId::new("bed-3").unwrap();
+        let vitals = Vitals {
+            hr: Some(181.0),
+            spo2: Some(93.5),
+            acvpu: Some(Acvpu::V),
+            o2: Some(true),
+            ..Vitals::default()
+        };
+        vec![
+            Record {
+                seq: 1,
+                body: RecordBody::Vitals(Reading {
+                    patient: patient.clone(),
+                    ts: 1_795_694_400_250,
+                    vitals,
+                }),
+            },
+            Record {
+                seq: 2,
+                body: RecordBody::Alarm(AlarmEvent {
+                    id: "e-1".into(),
+                    patient,
+                    kind: "hr_high".into(),
+                    priority: Priority::High,
+                    state: AlertState::Raised,
+                    message: "HR high".into(),
+                    values: vitals,
+                    ts: 1_795_694_400_250,
+                }),
+            },
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = vec![
+            Frame::Hello {
+                version: PROTOCOL_VERSION,
+                edge: EdgeId::new("edge-a").unwrap(),
+                ward: WardId::new("ward-a").unwrap(),
+            },
+            Frame::Welcome {
+                version: 1,
+                stored: vec![(Lane::Alarms, 3), (Lane::Telemetry, u64::MAX)],
+            },
+            Frame::Records {
+                records: sample_records(),
+            },
+            Frame::Ack { seq: 42 },
+            Frame::Error {
+                code: ErrorCode::BadFrame,
+                message: "x".into(),
+            },
+        ];
+        for f in frames {
+            let bytes = encode(&f).unwrap();
+            let len = body_len(bytes[..4].try_into().unwrap()).unwrap();
+            assert_eq!(len, bytes.len() - 4);
+            assert_eq!(decode(&bytes[4..]).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn hello_layout_is_frozen() {
+        // Variant 0, then the version as a varint: a hub of any version can read it.
+        let bytes = encode(&Frame::Hello {
+            version: 1,
+            edge: EdgeId::new("e").unwrap(),
+            ward: WardId::new("w").unwrap(),
+        })
+        .unwrap();
+        assert_eq!(&bytes[4..], &[0, 1, 1, b'e', 1, b'w']);
+    }
+
+    #[test]
+    fn oversized_and_garbage_are_errors() {
+        assert!(matches!(
+            body_len(u32::MAX.to_be_bytes()),
+            Err(WireError::TooLarge(_))
+        ));
+        assert!(decode(&[0xff, 0xff, 0xff]).is_err());
+        assert!(decode(&[]).is_err());
+        // A Hello with an id that breaks the id rule is refused by decoding.
+        assert!(decode(&[0, 1, 3, b'a', b'/', b'b', 1, b'w']).is_err());
+    }
+
+    #[test]
+    fn chunks_respect_count() {
+        let mut records = Vec::new();
+        for _ in 0..5 {
+            records.extend(sample_records());
+        }
+        let chunks = chunk_records(records, 4);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
+    }
+}
