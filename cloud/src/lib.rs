@@ -1,1 +1,115 @@
-//! placeholder
+//! `wardlink-cloud`: the hub. Accepts ward edges over QUIC with mutual TLS, stores their
+//! records exactly once, and pushes them live to dashboards over WebSocket.
+//!
+//! ```text
+//! edges ─QUIC─▶ ingress ─▶ store (redb, one writer) ─▶ bus ─▶ /ws sessions
+//!                                  ▲                           │ replay (?since=)
+//!                                  └───────────────────────────┘
+//! ```
+
+pub mod api;
+pub mod bus;
+pub mod config;
+pub mod ingress;
+pub mod metrics;
+pub mod pki;
+pub mod store;
+pub mod token;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Bus;
+use crate::config::CloudConfig;
+use crate::metrics::HubMetrics;
+use crate::store::Store;
+use crate::token::TokenVerifier;
+
+/// A running hub.
+pub struct RunningHub {
+    /// HTTP: `/ws`, `/healthz`, `/metrics`.
+    pub http_addr: SocketAddr,
+    /// QUIC (UDP) for edges.
+    pub quic_addr: SocketAddr,
+    /// Live metrics.
+    pub metrics: Arc<HubMetrics>,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl RunningHub {
+    /// Asks every task to stop.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the hub has stopped and its store is closed.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Starts the hub and returns once it is ready.
+pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
+    let metrics = Arc::new(HubMetrics::new());
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let bus = Bus::new();
+    let (store, store_thread) = Store::open(&cfg.store_path(), bus.clone(), metrics.clone())
+        .with_context(|| format!("opening store {}", cfg.store_path().display()))?;
+    let verifier = TokenVerifier::load(&cfg.auth.jwt_public_key, &cfg.auth.issuer, &cfg.auth.audience)
+        .context("loading the token verification key")?;
+
+    let quic = ingress::server_config(&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key)
+        .context("loading the hub's TLS credentials")?;
+    let endpoint = ingress::bind(quic, cfg.hub.quic_listen)
+        .with_context(|| format!("binding QUIC listener {}", cfg.hub.quic_listen))?;
+    let quic_addr = endpoint.local_addr()?;
+    tracker.spawn(ingress::run(endpoint, store.clone(), metrics.clone(), shutdown.clone()));
+
+    let listener = tokio::net::TcpListener::bind(cfg.hub.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP listener {}", cfg.hub.http_listen))?;
+    let http_addr = listener.local_addr()?;
+    let app = api::router(api::AppState {
+        store: store.clone(),
+        bus,
+        verifier: Arc::new(verifier),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let http_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP listener failed");
+        }
+    });
+
+    metrics.ready.store(true, Ordering::Release);
+    tracing::info!(http = %http_addr, quic = %quic_addr, "hub ready");
+
+    let supervisor = shutdown.clone();
+    let done = tokio::spawn(async move {
+        supervisor.cancelled().await;
+        tracker.close();
+        tracker.wait().await;
+        // Last handle: the writer finishes what is queued and exits.
+        drop(store);
+        let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+        tracing::info!("hub stopped");
+    });
+    Ok(RunningHub {
+        http_addr,
+        quic_addr,
+        metrics,
+        shutdown,
+        done,
+    })
+}

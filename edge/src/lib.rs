@@ -1,1 +1,163 @@
-//! placeholder
+//! `wardlink-edge`: the per-ward daemon. Devices publish to its embedded MQTT broker; it
+//! validates every reading, runs the alarm rules locally (also with no uplink), keeps every
+//! record in a durable outbox, and ships the outbox to the hub over QUIC.
+//!
+//! ```text
+//! broker ─link─▶ ingest ─(readings)─▶ rules ─(records)─▶ outbox (redb) ─▶ uplink ─QUIC─▶ hub
+//! ```
+//!
+//! Shutdown order keeps every accepted reading: ingest stops pulling from the broker, rules
+//! drain their channel into the outbox, the outbox commits what is queued and closes; the
+//! uplink closes its connection, and what the hub has not acknowledged stays on disk.
+
+pub mod admin;
+pub mod broker;
+mod clock;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod outbox;
+pub mod rules;
+pub mod simulate;
+pub mod uplink;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::DeviceRegistry;
+use crate::config::EdgeConfig;
+use crate::metrics::EdgeMetrics;
+use crate::outbox::Outbox;
+use crate::uplink::Uplink;
+
+/// Readings between ingest and rules. When full, ingest waits (backpressure); the broker's
+/// commit log absorbs the burst meanwhile.
+const READINGS_QUEUE: usize = 8192;
+/// How long the broker gets to start listening.
+const BROKER_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running edge.
+pub struct RunningEdge {
+    /// Where `/healthz` and `/metrics` are served.
+    pub admin_addr: SocketAddr,
+    /// The MQTT 3.1.1 listener.
+    pub mqtt_addr: SocketAddr,
+    /// Live metrics.
+    pub metrics: Arc<EdgeMetrics>,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningEdge {
+    /// Asks every task to stop (the outbox is flushed first).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the edge has stopped; an error means it stopped on a failure.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.done.await.context("edge supervisor panicked")?
+    }
+}
+
+/// Starts every subsystem and returns once the edge is ready.
+pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
+    let metrics = Arc::new(EdgeMetrics::new());
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let (outbox, outbox_thread) = Outbox::open(&cfg.outbox_path(), cfg.outbox.max_batch, metrics.clone())
+        .with_context(|| format!("opening outbox {}", cfg.outbox_path().display()))?;
+    let registry = Arc::new(DeviceRegistry::new(cfg.devices_path()));
+    let client = uplink::client_config(&cfg.hub).context("loading the edge's TLS credentials")?;
+
+    let broker = broker::start(&cfg.mqtt, registry, metrics.clone()).context("starting MQTT broker")?;
+    let (readings_tx, readings_rx) = mpsc::channel(READINGS_QUEUE);
+    let ingest = tracker.spawn(ingest::run(broker.link_rx, readings_tx, metrics.clone(), shutdown.clone()));
+    // The subscription lives as long as the link's sender.
+    let link_tx = broker.link_tx;
+    let rules = tracker.spawn(rules::run(
+        cfg.alarms,
+        cfg.edge.id.to_string(),
+        readings_rx,
+        outbox.clone(),
+        metrics.clone(),
+    ));
+    let uplink = Uplink {
+        edge: cfg.edge.id.clone(),
+        ward: cfg.edge.ward.clone(),
+        hub_addr: cfg.hub.addr.clone(),
+        server_name: cfg.hub.server_name.clone(),
+        client,
+        max_in_flight: cfg.outbox.max_in_flight,
+        outbox: outbox.clone(),
+        metrics: metrics.clone(),
+    };
+    tracker.spawn(uplink.run(shutdown.clone()));
+
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("binding admin listener {}", cfg.admin.listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_app = admin::router(metrics.clone());
+    let admin_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let serve = axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+
+    if !broker::wait_listening(cfg.mqtt.listen, BROKER_START_TIMEOUT).await {
+        shutdown.cancel();
+        anyhow::bail!("MQTT broker is not listening on {}", cfg.mqtt.listen);
+    }
+    metrics.ready.store(true, Ordering::Release);
+    tracing::info!(
+        edge = %cfg.edge.id,
+        ward = %cfg.edge.ward,
+        mqtt = %cfg.mqtt.listen,
+        admin = %admin_addr,
+        hub = %cfg.hub.addr,
+        "edge ready"
+    );
+
+    let supervisor_shutdown = shutdown.clone();
+    let mut broker_stopped = broker.stopped;
+    let done = tokio::spawn(async move {
+        let failure = tokio::select! {
+            () = supervisor_shutdown.cancelled() => None,
+            _ = &mut broker_stopped => Some(anyhow::anyhow!("MQTT broker stopped")),
+            r = ingest => match r {
+                Ok(Err(e)) => Some(anyhow::anyhow!("broker link failed: {e}")),
+                _ => None,
+            },
+        };
+        supervisor_shutdown.cancel();
+        // Rules end once ingest has dropped its sender and the channel is drained.
+        let _ = rules.await;
+        drop(link_tx);
+        tracker.close();
+        tracker.wait().await;
+        // Last handle: the outbox thread commits what is queued, then exits.
+        drop(outbox);
+        let _ = tokio::task::spawn_blocking(move || outbox_thread.join()).await;
+        tracing::info!("edge stopped");
+        failure.map_or(Ok(()), Err)
+    });
+    Ok(RunningEdge {
+        admin_addr,
+        mqtt_addr: cfg.mqtt.listen,
+        metrics,
+        shutdown,
+        done,
+    })
+}

@@ -5,6 +5,7 @@
 //! depends on time takes `now` as an argument, so the clinical logic is tested deterministically.
 
 pub mod alarm;
+pub mod config;
 pub mod dashboard;
 pub mod ids;
 pub mod metrics;

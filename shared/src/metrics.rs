@@ -66,6 +66,23 @@ pub struct Registry {
     families: Mutex<Vec<Family>>,
 }
 
+/// A gauge family with one label, whose values were fixed at registration.
+#[derive(Debug, Clone)]
+pub struct LabeledGauge {
+    series: Vec<(String, Arc<Gauge>)>,
+    other: Arc<Gauge>,
+}
+
+impl LabeledGauge {
+    /// The gauge for `value`; values not registered share `other`.
+    pub fn with(&self, value: &str) -> &Gauge {
+        self.series
+            .iter()
+            .find(|(v, _)| v == value)
+            .map_or(&self.other, |(_, g)| g)
+    }
+}
+
 /// A counter family with one label, whose values were fixed at registration.
 #[derive(Debug, Clone)]
 pub struct LabeledCounter {
@@ -147,6 +164,27 @@ impl Registry {
             series: all,
         });
         LabeledCounter { series, other }
+    }
+
+    /// Registers a gauge family with one label and its possible values (plus `other`).
+    pub fn labeled_gauge(&self, name: &str, help: &str, label: &str, values: &[&str]) -> LabeledGauge {
+        let series: Vec<(String, Arc<Gauge>)> = values
+            .iter()
+            .map(|v| ((*v).to_owned(), Arc::new(Gauge::default())))
+            .collect();
+        let other = Arc::new(Gauge::default());
+        let mut all: Vec<(Option<String>, Series)> = series
+            .iter()
+            .map(|(v, g)| (Some(v.clone()), Series::Gauge(g.clone())))
+            .collect();
+        all.push((Some("other".into()), Series::Gauge(other.clone())));
+        self.push(Family {
+            name: name.into(),
+            help: help.into(),
+            label: Some(label.into()),
+            series: all,
+        });
+        LabeledGauge { series, other }
     }
 
     /// Renders every family in the Prometheus text format.

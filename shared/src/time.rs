@@ -36,6 +36,23 @@ pub fn format_rfc3339(ms: Millis) -> String {
     }
 }
 
+/// Parses a duration such as `250ms`, `3s`, `15m`, `8h` or `1d`. A bare number is seconds.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        _ => return None,
+    };
+    std::time::Duration::try_from_secs_f64(secs).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +68,19 @@ mod tests {
     fn offsets_are_normalised_to_utc() {
         let ms = parse_rfc3339("2026-11-26T13:00:00+01:00").unwrap();
         assert_eq!(format_rfc3339(ms), "2026-11-26T12:00:00.000Z");
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("3s"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("8h"), Some(Duration::from_secs(8 * 3600)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("3w"), None);
     }
 
     #[test]

@@ -193,6 +193,45 @@ pub fn decode(body: &[u8]) -> Result<Frame, WireError> {
     Ok(postcard::from_bytes(body)?)
 }
 
+/// Reassembles frames from a byte stream, whatever the chunking (sans-IO: the caller reads
+/// the socket and pushes what it got).
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    /// An empty decoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete frame, if the buffer holds one. An oversized length prefix is an
+    /// error as soon as the prefix arrives, before its body is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        let Some(prefix) = self.buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = body_len(*prefix)?;
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = decode(&self.buf[4..4 + len]);
+        self.buf.drain(..4 + len);
+        frame.map(Some)
+    }
+
+    /// Bytes buffered but not yet returned as a frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 /// Splits `records` into chunks whose encoded frames stay under the limit.
 /// `max_records` caps a frame's record count.
 pub fn chunk_records(records: Vec<Record>, max_records: usize) -> Vec<Vec<Record>> {
@@ -308,6 +347,33 @@ mod tests {
         assert!(decode(&[]).is_err());
         // A Hello with an id that breaks the id rule is refused by decoding.
         assert!(decode(&[0, 1, 3, b'a', b'/', b'b', 1, b'w']).is_err());
+    }
+
+    #[test]
+    fn decoder_handles_any_chunking() {
+        let frames = vec![
+            Frame::Ack { seq: 1 },
+            Frame::Records {
+                records: sample_records(),
+            },
+            Frame::Ping { nonce: 9 },
+        ];
+        let bytes: Vec<u8> = frames.iter().flat_map(|f| encode(f).unwrap()).collect();
+        for chunk in [1, 2, 3, 7, bytes.len()] {
+            let mut d = FrameDecoder::new();
+            let mut out = Vec::new();
+            for piece in bytes.chunks(chunk) {
+                d.push(piece);
+                while let Some(f) = d.next_frame().unwrap() {
+                    out.push(f);
+                }
+            }
+            assert_eq!(out, frames, "chunk size {chunk}");
+            assert_eq!(d.pending(), 0);
+        }
+        let mut d = FrameDecoder::new();
+        d.push(&u32::MAX.to_be_bytes());
+        assert!(d.next_frame().is_err());
     }
 
     #[test]

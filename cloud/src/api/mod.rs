@@ -1,0 +1,56 @@
+//! The hub's HTTP API: `/ws` for dashboards, `/healthz`, `/metrics`.
+
+mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::bus::Bus;
+use crate::metrics::HubMetrics;
+use crate::store::Store;
+use crate::token::TokenVerifier;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Event log for replay.
+    pub store: Store,
+    /// Live events.
+    pub bus: Bus,
+    /// Dashboard token checks.
+    pub verifier: Arc<TokenVerifier>,
+    /// Metrics.
+    pub metrics: Arc<HubMetrics>,
+    /// Fires when the hub stops; sessions close with 1001 (going away).
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/ws", get(ws::upgrade))
+        .with_state(state)
+}
+
+async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
+    if app.metrics.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.registry.render(),
+    )
+}

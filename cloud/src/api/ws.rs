@@ -1,0 +1,235 @@
+//! `GET /ws`: the dashboard WebSocket.
+//!
+//! Authorisation happens before the upgrade: no or bad token → 401, a token whose role or
+//! wards do not allow the request → 403. A session then subscribes to the bus first and, with
+//! `?since=`, replays the store after that seq; it remembers the last seq it passed, so replay
+//! and live overlap without a gap and without a duplicate. A session that falls behind the bus
+//! catches up from the store the same way.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use wardlink_shared::WardId;
+use wardlink_shared::dashboard::ClientMessage;
+
+use super::AppState;
+use crate::token::Claims;
+
+/// Largest client message accepted.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Events read from the store per replay step.
+const REPLAY_PAGE: usize = 1000;
+/// WebSocket close code for a policy violation (RFC 6455 §7.4.1): used when the token expires.
+const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code "going away": the hub is stopping.
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// What a session may see.
+struct Scope {
+    claims: Claims,
+    ward: Option<WardId>,
+}
+
+impl Scope {
+    fn allows(&self, ward: &WardId) -> bool {
+        self.claims.may_see(ward) && self.ward.as_ref().is_none_or(|w| w == ward)
+    }
+}
+
+fn refuse(app: &AppState, status: StatusCode, message: &str) -> Response {
+    let reason = if status == StatusCode::UNAUTHORIZED {
+        "unauthorized"
+    } else {
+        "forbidden"
+    };
+    app.metrics.ws_refused.with(reason).inc();
+    let mut response = (status, format!("{message}\n")).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub(super) async fn upgrade(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(token) = bearer(&headers).or(query.get("token").map(String::as_str)) else {
+        return refuse(&app, StatusCode::UNAUTHORIZED, "missing token");
+    };
+    let claims = match app.verifier.verify(token) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "dashboard token refused");
+            return refuse(&app, StatusCode::UNAUTHORIZED, "invalid token");
+        }
+    };
+    if !claims.role.sees_live_data() {
+        return refuse(&app, StatusCode::FORBIDDEN, "this role has no access to live data");
+    }
+    if !claims.role.all_wards() && claims.wards.is_empty() {
+        return refuse(&app, StatusCode::FORBIDDEN, "token names no ward");
+    }
+    let ward = match query.get("ward").map(|w| WardId::new(w.as_str())) {
+        None => None,
+        Some(Ok(w)) if claims.may_see(&w) => Some(w),
+        Some(Ok(_)) => return refuse(&app, StatusCode::FORBIDDEN, "token does not cover this ward"),
+        Some(Err(_)) => return (StatusCode::BAD_REQUEST, "ward is not a valid id\n").into_response(),
+    };
+    let since = match query.get("since").map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => return (StatusCode::BAD_REQUEST, "since must be a sequence number\n").into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let scope = Scope { claims, ward };
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| session(socket, app, scope, since))
+}
+
+/// The session ends when the client goes, the token expires, or sending fails.
+async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u64>) {
+    app.metrics.ws_sessions.add(1);
+    tracing::info!(user = %scope.claims.sub, role = ?scope.claims.role, "dashboard session started");
+    // Subscribe before reading the store: whatever is committed after this point is live.
+    let mut live = app.bus.subscribe();
+    let (mut sink, mut stream) = socket.split();
+    let mut last = since.unwrap_or_else(|| app.bus.latest());
+    let expiry = tokio::time::sleep(until_expiry(scope.claims.exp));
+    tokio::pin!(expiry);
+    let mut ok = since.is_none() || catch_up(&app, &scope, &mut sink, &mut last).await;
+    while ok {
+        tokio::select! {
+            r = live.recv() => match r {
+                Ok(event) => {
+                    if event.seq > last {
+                        last = event.seq;
+                        if scope.allows(&event.ward) {
+                            ok = send(&app, &mut sink, event.json.to_string()).await;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    app.metrics.ws_catchups.inc();
+                    ok = catch_up(&app, &scope, &mut sink, &mut last).await;
+                }
+                Err(RecvError::Closed) => ok = false,
+            },
+            m = stream.next() => match m {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(reply) = client_message(&app, text.as_str()) {
+                        ok = send(&app, &mut sink, reply).await;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    app.metrics.ws_client_errors.with("binary").inc();
+                    ok = send(&app, &mut sink, error_json("binary", "messages are JSON text")).await;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => ok = false,
+                Some(Ok(_)) => {}
+            },
+            () = app.shutdown.cancelled() => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CLOSE_GOING_AWAY,
+                        reason: "hub shutting down".into(),
+                    })))
+                    .await;
+                ok = false;
+            }
+            () = &mut expiry => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CLOSE_POLICY,
+                        reason: "token expired".into(),
+                    })))
+                    .await;
+                ok = false;
+            }
+        }
+    }
+    app.metrics.ws_sessions.add(-1);
+    tracing::info!(user = %scope.claims.sub, "dashboard session ended");
+}
+
+fn until_expiry(exp: u64) -> Duration {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Duration::from_secs(exp.saturating_sub(now))
+}
+
+async fn send(app: &AppState, sink: &mut Sink, text: String) -> bool {
+    let ok = sink.send(Message::Text(text.into())).await.is_ok();
+    if ok {
+        app.metrics.ws_messages_sent.inc();
+    }
+    ok
+}
+
+/// Sends every stored event after `last` that the scope allows; advances `last`.
+async fn catch_up(app: &AppState, scope: &Scope, sink: &mut Sink, last: &mut u64) -> bool {
+    loop {
+        let page = match app.store.events_after(*last, REPLAY_PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "replay failed; closing session");
+                return false;
+            }
+        };
+        let full = page.len() == REPLAY_PAGE;
+        for event in page {
+            *last = event.seq;
+            if scope.allows(&event.ward) && !send(app, sink, event.json.to_string()).await {
+                return false;
+            }
+        }
+        if !full {
+            return true;
+        }
+    }
+}
+
+fn error_json(error: &str, message: &str) -> String {
+    json!({"type": "error", "error": error, "message": message}).to_string()
+}
+
+/// Handles a client message; returns the reply, if any.
+fn client_message(app: &AppState, text: &str) -> Option<String> {
+    match serde_json::from_str::<ClientMessage>(text) {
+        Ok(ClientMessage::Ack { .. } | ClientMessage::Silence { .. }) => {
+            app.metrics.ws_client_errors.with("not_implemented").inc();
+            Some(error_json(
+                "not_implemented",
+                "acknowledge and silence are not available yet",
+            ))
+        }
+        Err(e) => {
+            app.metrics.ws_client_errors.with("malformed").inc();
+            Some(error_json("malformed", &e.to_string()))
+        }
+    }
+}

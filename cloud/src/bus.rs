@@ -1,0 +1,76 @@
+//! The in-process bus: every stored event, in hub seq order, to every live WebSocket session.
+//!
+//! A broadcast channel: a session that falls behind by more than [`BUS_CAPACITY`] events gets
+//! `Lagged` and catches up from the store, so a slow dashboard never loses an event and never
+//! slows the others.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::broadcast;
+use wardlink_shared::WardId;
+
+/// Events buffered for the slowest live session before it must catch up from the store.
+pub const BUS_CAPACITY: usize = 16 * 1024;
+
+/// A stored event as dashboards receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Hub-wide sequence number.
+    pub seq: u64,
+    /// The ward it belongs to (for access control).
+    pub ward: WardId,
+    /// The JSON text, `seq` included.
+    pub json: Arc<str>,
+}
+
+/// The bus's sending side.
+#[derive(Clone)]
+pub struct Bus {
+    tx: broadcast::Sender<Arc<Event>>,
+    latest: Arc<AtomicU64>,
+}
+
+impl Bus {
+    /// A bus with [`BUS_CAPACITY`].
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(BUS_CAPACITY);
+        Self {
+            tx,
+            latest: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Publishes an event (no-op when nobody listens). Events must be published in seq order.
+    pub fn publish(&self, event: Arc<Event>) {
+        self.latest.store(event.seq, Ordering::Release);
+        let _ = self.tx.send(event);
+    }
+
+    /// The seq of the last event published. A session that subscribes and then reads this
+    /// receives every later event live.
+    pub fn latest(&self) -> u64 {
+        self.latest.load(Ordering::Acquire)
+    }
+
+    /// Starts `latest` at the store's last seq when the hub starts.
+    pub fn set_latest(&self, seq: u64) {
+        self.latest.store(seq, Ordering::Release);
+    }
+
+    /// A new live subscription.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    /// Live subscriptions.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Self::new()
+    }
+}

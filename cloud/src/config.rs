@@ -1,0 +1,169 @@
+//! The hub's configuration: `cloud.toml`, written by `wardlink-cloud init`, parsed once at
+//! startup, then the `WARDLINK_*` environment overrides.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wardlink_shared::config::parse_toml;
+pub use wardlink_shared::config::ConfigError;
+
+/// `cloud.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    /// Listeners and storage.
+    pub hub: HubSection,
+    /// Certificates.
+    pub tls: TlsSection,
+    /// Dashboard tokens.
+    pub auth: AuthSection,
+}
+
+/// `[hub]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    /// The name in the hub's certificate, which edges check.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// HTTP: `/ws`, `/healthz`, `/metrics`.
+    pub http_listen: SocketAddr,
+    /// QUIC from edges (UDP).
+    pub quic_listen: SocketAddr,
+    /// The address edges are told to use by `enroll` (defaults to `quic_listen`, with
+    /// loopback in place of an unspecified address).
+    #[serde(default)]
+    pub public_quic_addr: Option<String>,
+}
+
+fn default_name() -> String {
+    "wardlink-hub".into()
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The CA that issues edge certificates (PEM).
+    pub ca_cert: PathBuf,
+    /// The CA key; only `enroll` reads it. Keep it offline in production.
+    pub ca_key: PathBuf,
+    /// The hub's certificate (PEM).
+    pub cert: PathBuf,
+    /// The hub's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Ed25519 public key that verifies dashboard tokens (PEM).
+    pub jwt_public_key: PathBuf,
+    /// Ed25519 private key that signs them; only `token` reads it.
+    pub jwt_private_key: PathBuf,
+    /// `iss` of every token.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// `aud` of every token.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+}
+
+fn default_issuer() -> String {
+    "wardlink-hub".into()
+}
+
+fn default_audience() -> String {
+    "wardlink-dashboard".into()
+}
+
+/// The environment variables that override the file.
+pub const ENV_KEYS: [&str; 3] = [
+    "WARDLINK_HTTP_LISTEN",
+    "WARDLINK_QUIC_LISTEN",
+    "WARDLINK_DATA_DIR",
+];
+
+impl CloudConfig {
+    /// Reads `path`, applies the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| ENV_KEYS.contains(&k.as_str()))
+            .collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// Reads `path`, applies `env`. Relative paths are relative to the file.
+    pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "-".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        let mut cfg: CloudConfig = parse_toml(&file, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut cfg.hub.data_dir,
+            &mut cfg.tls.ca_cert,
+            &mut cfg.tls.ca_key,
+            &mut cfg.tls.cert,
+            &mut cfg.tls.key,
+            &mut cfg.auth.jwt_public_key,
+            &mut cfg.auth.jwt_private_key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        cfg.apply_env(env)?;
+        Ok(cfg)
+    }
+
+    /// Applies the `WARDLINK_*` overrides found in `env`.
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let addr = |key: &str, v: &str| {
+            v.parse::<SocketAddr>().map_err(|e| ConfigError {
+                file: "environment".into(),
+                key: key.into(),
+                reason: e.to_string(),
+            })
+        };
+        if let Some(v) = env.get("WARDLINK_HTTP_LISTEN") {
+            self.hub.http_listen = addr("WARDLINK_HTTP_LISTEN", v)?;
+        }
+        if let Some(v) = env.get("WARDLINK_QUIC_LISTEN") {
+            self.hub.quic_listen = addr("WARDLINK_QUIC_LISTEN", v)?;
+        }
+        if let Some(v) = env.get("WARDLINK_DATA_DIR") {
+            self.hub.data_dir = PathBuf::from(v);
+        }
+        Ok(())
+    }
+
+    /// The address `enroll` writes into edge configs.
+    pub fn edge_facing_addr(&self) -> String {
+        if let Some(a) = &self.hub.public_quic_addr {
+            return a.clone();
+        }
+        let mut a = self.hub.quic_listen;
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        a.to_string()
+    }
+
+    /// The store's database file.
+    pub fn store_path(&self) -> PathBuf {
+        self.hub.data_dir.join("hub.redb")
+    }
+}

@@ -1,0 +1,348 @@
+//! Ingress: accepts edges over QUIC, checks who they are, stores their records exactly once
+//! and acknowledges after the commit.
+//!
+//! Per connection: a control stream (`Hello` → `Welcome` with the stored watermarks, or
+//! `Error`), then one stream per lane carrying `Records` up and `Ack` down. The edge's
+//! identity is the CN and ward the OU of its verified client certificate; a `Hello` that claims
+//! anything else is refused.
+
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wardlink_shared::dashboard::{EdgeState, ServerEvent};
+use wardlink_shared::wire::{self, ErrorCode, Frame, FrameDecoder, PROTOCOL_VERSION};
+use wardlink_shared::{EdgeId, WardId};
+
+use crate::metrics::HubMetrics;
+use crate::store::{self, Store, StoreError};
+pub use tls::{TlsError, peer_identity, server_config};
+
+/// The Hello must arrive within this after the handshake.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an edge session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Writing failed.
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Reading failed.
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// A frame was malformed or oversized.
+    #[error("wire: {0}")]
+    Wire(#[from] wire::WireError),
+    /// The edge broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The edge was silent.
+    #[error("timed out waiting for the edge")]
+    Timeout,
+    /// Storing failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store is closed.
+    #[error(transparent)]
+    Closed(#[from] store::Closed),
+}
+
+/// Which connection of each edge is the current one, so a stale connection closing after a
+/// reconnect does not mark the edge offline.
+#[derive(Default)]
+struct Presence {
+    generations: Mutex<HashMap<EdgeId, u64>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Presence {
+    fn arrive(&self, edge: &EdgeId) -> u64 {
+        let g = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(edge.clone(), g);
+        g
+    }
+
+    /// True if `generation` was the edge's current connection (which is now gone).
+    fn leave(&self, edge: &EdgeId, generation: u64) -> bool {
+        let mut map = self
+            .generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.get(edge) == Some(&generation) {
+            map.remove(edge);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Binds the QUIC endpoint.
+pub fn bind(config: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::server(config, addr)
+}
+
+/// Accepts edges until shutdown.
+pub async fn run(endpoint: quinn::Endpoint, store: Store, metrics: Arc<HubMetrics>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let presence = Arc::new(Presence::default());
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let (store, metrics, shutdown, presence) = (store.clone(), metrics.clone(), shutdown.clone(), presence.clone());
+        tracker.spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    metrics.edges_refused.with("handshake").inc();
+                    tracing::info!(error = %e, "edge handshake refused");
+                    return;
+                }
+            };
+            let Some((edge, ward)) = peer_identity(&conn) else {
+                metrics.edges_refused.with("no_identity").inc();
+                tracing::warn!("edge certificate names no edge id and ward; closing");
+                conn.close(2u32.into(), b"certificate has no edge identity");
+                return;
+            };
+            let session = Session {
+                conn,
+                edge,
+                ward,
+                store,
+                metrics,
+                presence,
+            };
+            session.run(shutdown).await;
+        });
+    }
+    endpoint.close(0u32.into(), b"hub shutting down");
+    tracker.close();
+    tracker.wait().await;
+}
+
+struct Session {
+    conn: quinn::Connection,
+    edge: EdgeId,
+    ward: WardId,
+    store: Store,
+    metrics: Arc<HubMetrics>,
+    presence: Arc<Presence>,
+}
+
+impl Session {
+    async fn run(self, shutdown: CancellationToken) {
+        let generation = match self.handshake().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(edge = %self.edge, error = %e, "edge refused");
+                self.conn.close(2u32.into(), b"refused");
+                return;
+            }
+        };
+        self.metrics.edges_connected.add(1);
+        tracing::info!(edge = %self.edge, ward = %self.ward, "edge online");
+        self.announce(EdgeState::Online).await;
+        let result = tokio::select! {
+            r = self.serve_lanes() => r,
+            () = shutdown.cancelled() => {
+                self.conn.close(0u32.into(), b"hub shutting down");
+                Ok(())
+            }
+        };
+        self.metrics.edges_connected.add(-1);
+        if let Err(e) = &result {
+            tracing::info!(edge = %self.edge, error = %e, "edge connection ended");
+        }
+        if self.presence.leave(&self.edge, generation) && !shutdown.is_cancelled() {
+            tracing::info!(edge = %self.edge, ward = %self.ward, "edge offline");
+            self.announce(EdgeState::Offline).await;
+        }
+    }
+
+    async fn announce(&self, state: EdgeState) {
+        let event = ServerEvent::Edge {
+            edge: self.edge.clone(),
+            ward: self.ward.clone(),
+            state,
+        };
+        match self.store.append_event(event).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(edge = %self.edge, error = %e, "cannot store edge state"),
+            Err(_) => {}
+        }
+    }
+
+    /// Hello → Welcome; returns this connection's presence generation.
+    async fn handshake(&self) -> Result<u64, IngressError> {
+        let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, self.conn.accept_bi())
+            .await
+            .map_err(|_| IngressError::Timeout)??;
+        let mut dec = FrameDecoder::new();
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, &mut dec))
+            .await
+            .map_err(|_| IngressError::Timeout)?;
+        let refusal = match hello {
+            Ok(Some(Frame::Hello { version, edge, ward })) => {
+                if version != PROTOCOL_VERSION {
+                    Some((
+                        "version",
+                        ErrorCode::UnsupportedVersion,
+                        format!("this hub speaks protocol version {PROTOCOL_VERSION}; the edge sent {version}"),
+                    ))
+                } else if edge != self.edge || ward != self.ward {
+                    Some((
+                        "identity_mismatch",
+                        ErrorCode::IdentityMismatch,
+                        format!(
+                            "hello names edge {edge} ward {ward}; the certificate names edge {} ward {}",
+                            self.edge, self.ward
+                        ),
+                    ))
+                } else {
+                    None
+                }
+            }
+            Ok(_) | Err(IngressError::Wire(_)) => Some(("bad_frame", ErrorCode::BadFrame, "expected Hello".into())),
+            Err(e) => return Err(e),
+        };
+        if let Some((label, code, message)) = refusal {
+            self.metrics.edges_refused.with(label).inc();
+            write_frame(&mut send, &Frame::Error { code, message: message.clone() }).await?;
+            let _ = send.finish();
+            // Give the error frame a moment to leave before the connection closes.
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+            return Err(IngressError::Protocol(message));
+        }
+        let generation = self.presence.arrive(&self.edge);
+        let stored = self.store.watermarks(self.edge.clone()).await?;
+        write_frame(
+            &mut send,
+            &Frame::Welcome {
+                version: PROTOCOL_VERSION,
+                stored,
+            },
+        )
+        .await?;
+        Ok(generation)
+    }
+
+    async fn serve_lanes(&self) -> Result<(), IngressError> {
+        let mut lanes = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                s = self.conn.accept_bi() => {
+                    let (send, recv) = s?;
+                    let lane = Lane {
+                        send,
+                        recv,
+                        edge: self.edge.clone(),
+                        ward: self.ward.clone(),
+                        store: self.store.clone(),
+                        metrics: self.metrics.clone(),
+                    };
+                    lanes.spawn(lane.run());
+                }
+                Some(done) = lanes.join_next() => {
+                    match done {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) => return Err(IngressError::Protocol(format!("lane task failed: {e}"))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Lane {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    edge: EdgeId,
+    ward: WardId,
+    store: Store,
+    metrics: Arc<HubMetrics>,
+}
+
+impl Lane {
+    async fn run(mut self) -> Result<(), IngressError> {
+        let mut dec = FrameDecoder::new();
+        let lane = match read_frame(&mut self.recv, &mut dec).await? {
+            Some(Frame::OpenLane { lane }) => lane,
+            _ => return self.refuse("a lane stream must start with OpenLane").await,
+        };
+        loop {
+            match read_frame(&mut self.recv, &mut dec).await {
+                Ok(Some(Frame::Records { records })) => {
+                    if records.iter().any(|r| r.body.lane() != lane) {
+                        return self.refuse("record on the wrong lane").await;
+                    }
+                    let ingested = self
+                        .store
+                        .ingest(self.edge.clone(), self.ward.clone(), lane, records)
+                        .await??;
+                    write_frame(
+                        &mut self.send,
+                        &Frame::Ack {
+                            seq: ingested.watermark,
+                        },
+                    )
+                    .await?;
+                }
+                Ok(Some(Frame::Ping { nonce })) => write_frame(&mut self.send, &Frame::Pong { nonce }).await?,
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => return self.refuse("unexpected frame on a lane").await,
+                Err(IngressError::Wire(e)) => return self.refuse(&e.to_string()).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn refuse(&mut self, message: &str) -> Result<(), IngressError> {
+        self.metrics.edges_refused.with("bad_frame").inc();
+        write_frame(
+            &mut self.send,
+            &Frame::Error {
+                code: ErrorCode::BadFrame,
+                message: message.into(),
+            },
+        )
+        .await?;
+        let _ = self.send.finish();
+        Err(IngressError::Protocol(message.into()))
+    }
+}
+
+async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), IngressError> {
+    send.write_all(&wire::encode(frame)?).await?;
+    Ok(())
+}
+
+/// The next frame, or `None` when the peer finished the stream.
+async fn read_frame(recv: &mut quinn::RecvStream, dec: &mut FrameDecoder) -> Result<Option<Frame>, IngressError> {
+    loop {
+        if let Some(frame) = dec.next_frame()? {
+            return Ok(Some(frame));
+        }
+        match recv.read_chunk(64 * 1024, true).await? {
+            Some(chunk) => dec.push(&chunk.bytes),
+            None => return Ok(None),
+        }
+    }
+}

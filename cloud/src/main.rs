@@ -1,0 +1,218 @@
+//! The `wardlink-cloud` command: `init`, `enroll`, `token`, `serve`, `watch`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use wardlink_cloud::config::CloudConfig;
+use wardlink_cloud::pki::{self, InitOptions};
+use wardlink_cloud::token::{Role, TokenIssuer};
+use wardlink_shared::{EdgeId, WardId};
+
+/// EX_USAGE from sysexits.h: bad configuration or arguments.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "wardlink-cloud", version, about = "Wardlink hub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a CA, the hub certificate, the token signing key and DIR/cloud.toml.
+    Init {
+        /// Directory to create.
+        dir: PathBuf,
+        /// HTTP listen address written into cloud.toml.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http_listen: String,
+        /// QUIC listen address written into cloud.toml.
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        quic_listen: String,
+        /// Extra DNS name or IP for the hub certificate (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+    /// Issue an edge certificate and write EDGE_DIR/edge.toml.
+    Enroll {
+        /// The hub directory made by `init`.
+        dir: PathBuf,
+        /// Edge id.
+        #[arg(long)]
+        edge: EdgeId,
+        /// Ward the edge serves.
+        #[arg(long)]
+        ward: WardId,
+        /// Where to write the edge's files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a dashboard token (the JWT alone on stdout).
+    Token {
+        /// The hub directory made by `init`.
+        dir: PathBuf,
+        /// User name.
+        #[arg(long)]
+        user: String,
+        /// Role.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Ward the token covers (repeatable).
+        #[arg(long = "ward")]
+        wards: Vec<WardId>,
+        /// Lifetime, e.g. 8h or 30m.
+        #[arg(long, default_value = "8h", value_parser = duration)]
+        ttl: Duration,
+    },
+    /// Run the hub.
+    Serve {
+        /// Path to cloud.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the live feed a dashboard receives.
+    Watch {
+        /// WebSocket URL, e.g. ws://127.0.0.1:8080/ws?since=0
+        #[arg(long)]
+        url: String,
+        /// Dashboard token.
+        #[arg(long, env = "WARDLINK_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Also print every vitals message.
+        #[arg(long)]
+        vitals: bool,
+    },
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    wardlink_shared::time::parse_duration(s).ok_or_else(|| format!("not a duration: {s:?}"))
+}
+
+fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("wardlink-cloud: {message}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn load(path: &Path) -> Result<CloudConfig, ExitCode> {
+    CloudConfig::load(path).map_err(usage)
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init {
+            dir,
+            http_listen,
+            quic_listen,
+            sans,
+        } => {
+            let opts = InitOptions {
+                http_listen,
+                quic_listen,
+                extra_names: sans,
+            };
+            pki::init(&dir, &opts).map(|path| eprintln!("hub initialised: {}", path.display())).map_err(anyhow::Error::from)
+        }
+        Command::Enroll { dir, edge, ward, out } => {
+            let cfg = match load(&dir.join("cloud.toml")) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            pki::enroll(&cfg, &edge, &ward, &out)
+                .map(|path| eprintln!("edge {edge} enrolled for ward {ward}: {}", path.display()))
+                .map_err(anyhow::Error::from)
+        }
+        Command::Token {
+            dir,
+            user,
+            role,
+            wards,
+            ttl,
+        } => {
+            let cfg = match load(&dir.join("cloud.toml")) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if matches!(role, Role::Nurse | Role::Doctor) && wards.is_empty() {
+                return usage("nurse and doctor tokens need at least one --ward");
+            }
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            TokenIssuer::load(&cfg.auth.jwt_private_key, &cfg.auth.issuer, &cfg.auth.audience)
+                .and_then(|issuer| issuer.issue(&user, role, wards, now, ttl))
+                .map(|token| println!("{token}"))
+                .map_err(anyhow::Error::from)
+        }
+        Command::Serve { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            runtime().and_then(|rt| rt.block_on(serve(cfg)))
+        }
+        Command::Watch { url, token, vitals } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let shutdown = CancellationToken::new();
+                let signal = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    signal.cancel();
+                });
+                wardlink_cloud::watch::run(&url, &token, vitals, shutdown).await
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wardlink-cloud: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Runtime::new()?)
+}
+
+async fn serve(cfg: CloudConfig) -> anyhow::Result<()> {
+    let hub = wardlink_cloud::start(cfg).await?;
+    wait_for_signal().await;
+    tracing::info!("signal received; stopping");
+    hub.shutdown();
+    hub.wait().await;
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

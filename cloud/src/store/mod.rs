@@ -1,0 +1,192 @@
+//! The hub store: every record from every edge, stored exactly once, and the event log that
+//! dashboards replay.
+//!
+//! One thread owns writes. Records arrive per (edge, lane) in seq order; a record whose seq is
+//! at or below the lane's watermark is a redelivery and is ignored. Records and the new
+//! watermark commit in one transaction, so the watermark never claims more than is stored and
+//! the dedupe never expires. Each stored record becomes an event with the next hub seq, in the
+//! same transaction; after the commit the events go to the bus, in seq order.
+//!
+//! Reads (replay) run on any thread in their own read transaction.
+
+mod tables;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::Database;
+use tokio::sync::{mpsc, oneshot};
+use wardlink_shared::dashboard::ServerEvent;
+use wardlink_shared::wire::{Lane, Record};
+use wardlink_shared::{EdgeId, WardId};
+
+use crate::bus::{Bus, Event};
+use crate::metrics::HubMetrics;
+pub use tables::StoreError;
+
+/// Write commands queued to the store thread. When full, ingress waits, which stops reading
+/// the edge's stream: QUIC flow control then slows the edge. Nothing is dropped.
+const WRITE_QUEUE: usize = 1024;
+/// Most commands merged into one transaction.
+const MAX_GROUP: usize = 256;
+
+/// What an ingest did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    /// The lane's watermark after the commit: everything up to it is stored.
+    pub watermark: u64,
+    /// Records newly stored.
+    pub stored: u64,
+    /// Records that were already stored.
+    pub duplicates: u64,
+}
+
+enum Write {
+    Ingest {
+        edge: EdgeId,
+        ward: WardId,
+        lane: Lane,
+        records: Vec<Record>,
+        reply: oneshot::Sender<Result<Ingested, StoreError>>,
+    },
+    Event {
+        event: ServerEvent,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+/// The store is closed (the hub is stopping).
+#[derive(Debug, thiserror::Error)]
+#[error("store is closed")]
+pub struct Closed;
+
+/// A handle to the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Write>,
+}
+
+impl Store {
+    /// Opens (or creates) the store and starts its writer thread, which publishes to `bus`.
+    pub fn open(
+        path: &Path,
+        bus: Bus,
+        metrics: Arc<HubMetrics>,
+    ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+        let db = Arc::new(tables::open(path)?);
+        let next_seq = tables::next_event_seq(&db)?;
+        bus.set_latest(next_seq - 1);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let writer_db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || writer(writer_db, next_seq, rx, bus, metrics))
+            .map_err(StoreError::Thread)?;
+        Ok((Store { db, tx }, thread))
+    }
+
+    /// Stores `records` of `edge`'s `lane` exactly once; returns the new watermark.
+    pub async fn ingest(
+        &self,
+        edge: EdgeId,
+        ward: WardId,
+        lane: Lane,
+        records: Vec<Record>,
+    ) -> Result<Result<Ingested, StoreError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Write::Ingest {
+                edge,
+                ward,
+                lane,
+                records,
+                reply,
+            })
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// Stores an event that is not an edge record (e.g. an edge going offline); returns its seq.
+    pub async fn append_event(&self, event: ServerEvent) -> Result<Result<u64, StoreError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Write::Event { event, reply })
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// The stored watermark of each lane of `edge`.
+    pub async fn watermarks(&self, edge: EdgeId) -> Result<Vec<(Lane, u64)>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || tables::watermarks(&db, &edge)).await
+    }
+
+    /// Up to `limit` events with seq > `after`, in order.
+    pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || tables::events_after(&db, after, limit)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Thread(std::io::Error::other(e)))?
+}
+
+fn writer(db: Arc<Database>, mut next_seq: u64, mut rx: mpsc::Receiver<Write>, bus: Bus, metrics: Arc<HubMetrics>) {
+    let mut group: Vec<Write> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(w) => group.push(w),
+                Err(_) => break,
+            }
+        }
+        match tables::commit_group(&db, next_seq, &group) {
+            Ok(outcome) => {
+                next_seq = outcome.next_seq;
+                for (w, result) in group.drain(..).zip(outcome.results) {
+                    match (w, result) {
+                        (Write::Ingest { lane, reply, .. }, tables::WriteResult::Ingested(i)) => {
+                            metrics.records_stored.with(lane.label()).add(i.stored);
+                            metrics.records_duplicate.with(lane.label()).add(i.duplicates);
+                            let _ = reply.send(Ok(i));
+                        }
+                        (Write::Event { reply, .. }, tables::WriteResult::Event(seq)) => {
+                            let _ = reply.send(Ok(seq));
+                        }
+                        // commit_group returns one result per write, of the write's kind.
+                        _ => {}
+                    }
+                }
+                for event in outcome.events {
+                    bus.publish(Arc::new(event));
+                }
+                metrics.last_event_seq.set(i64::try_from(next_seq - 1).unwrap_or(i64::MAX));
+            }
+            Err(e) => {
+                // Nothing was stored and nothing acknowledged: edges will send it again.
+                metrics.store_errors.inc();
+                tracing::error!(error = %e, "store commit failed");
+                let msg = e.to_string();
+                for w in group.drain(..) {
+                    match w {
+                        Write::Ingest { reply, .. } => {
+                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
+                        }
+                        Write::Event { reply, .. } => {
+                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

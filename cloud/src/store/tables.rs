@@ -1,0 +1,187 @@
+//! The hub store's redb tables and transactions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use wardlink_shared::dashboard::ServerEvent;
+use wardlink_shared::wire::{Lane, RecordBody};
+use wardlink_shared::{EdgeId, WardId};
+
+use super::{Ingested, Write};
+use crate::bus::Event;
+
+/// Highest stored seq by (edge id, lane index). Never deleted: the dedupe does not expire.
+const WATERMARKS: TableDefinition<(&str, u8), u64> = TableDefinition::new("watermarks");
+/// Events by hub seq: (ward, JSON text).
+const EVENTS: TableDefinition<u64, (&str, &str)> = TableDefinition::new("events");
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed.
+    #[error("store database: {0}")]
+    Db(#[from] redb::Error),
+    /// A thread could not be started or failed.
+    #[error("store thread: {0}")]
+    Thread(std::io::Error),
+    /// The group this write was part of failed to commit.
+    #[error("store commit failed: {0}")]
+    Failed(String),
+    /// A stored value is not what this version writes.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    /// The data directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub(super) fn open(path: &Path) -> Result<Database, StoreError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let db = Database::create(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(WATERMARKS)?;
+    txn.open_table(EVENTS)?;
+    txn.commit()?;
+    Ok(db)
+}
+
+pub(super) fn next_event_seq(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(EVENTS)?;
+    Ok(t.last()?.map_or(1, |(k, _)| k.value() + 1))
+}
+
+pub(super) fn watermarks(db: &Database, edge: &EdgeId) -> Result<Vec<(Lane, u64)>, StoreError> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(WATERMARKS)?;
+    let mut out = Vec::new();
+    for lane in Lane::ALL {
+        let w = t.get((edge.as_str(), lane.index()))?.map_or(0, |v| v.value());
+        out.push((lane, w));
+    }
+    Ok(out)
+}
+
+pub(super) fn events_after(db: &Database, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(EVENTS)?;
+    let mut out = Vec::new();
+    for entry in t.range(after.saturating_add(1)..)?.take(limit) {
+        let (k, v) = entry?;
+        let (ward, json) = v.value();
+        let ward = WardId::new(ward).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        out.push(Event {
+            seq: k.value(),
+            ward,
+            json: Arc::from(json),
+        });
+    }
+    Ok(out)
+}
+
+pub(super) enum WriteResult {
+    Ingested(Ingested),
+    Event(u64),
+}
+
+pub(super) struct GroupOutcome {
+    pub(super) next_seq: u64,
+    pub(super) results: Vec<WriteResult>,
+    pub(super) events: Vec<Event>,
+}
+
+/// Commits every write of the group in one durable transaction.
+pub(super) fn commit_group(db: &Database, mut next_seq: u64, group: &[Write]) -> Result<GroupOutcome, StoreError> {
+    let mut results = Vec::with_capacity(group.len());
+    let mut events = Vec::new();
+    let txn = db.begin_write()?;
+    {
+        let mut marks = txn.open_table(WATERMARKS)?;
+        let mut log = txn.open_table(EVENTS)?;
+        let mut push = |ward: &WardId, event: ServerEvent, seq: &mut u64| -> Result<u64, StoreError> {
+            let s = *seq;
+            let json = event.to_json(s);
+            log.insert(s, (ward.as_str(), json.as_str()))?;
+            events.push(Event {
+                seq: s,
+                ward: ward.clone(),
+                json: Arc::from(json),
+            });
+            *seq += 1;
+            Ok(s)
+        };
+        for w in group {
+            match w {
+                Write::Ingest {
+                    edge,
+                    ward,
+                    lane,
+                    records,
+                    ..
+                } => {
+                    let key = (edge.as_str(), lane.index());
+                    let mut mark = marks.get(key)?.map_or(0, |v| v.value());
+                    let mut ingested = Ingested {
+                        watermark: mark,
+                        stored: 0,
+                        duplicates: 0,
+                    };
+                    for r in records {
+                        if r.seq <= mark {
+                            ingested.duplicates += 1;
+                            continue;
+                        }
+                        let event = match &r.body {
+                            RecordBody::Vitals(reading) => ServerEvent::vitals(ward, reading, None),
+                            RecordBody::Alarm(alarm) => ServerEvent::alert(ward, alarm, None),
+                        };
+                        push(ward, event, &mut next_seq)?;
+                        mark = r.seq;
+                        ingested.stored += 1;
+                    }
+                    marks.insert(key, mark)?;
+                    ingested.watermark = mark;
+                    results.push(WriteResult::Ingested(ingested));
+                }
+                Write::Event { event, .. } => {
+                    let seq = push(event.ward(), event.clone(), &mut next_seq)?;
+                    results.push(WriteResult::Event(seq));
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(GroupOutcome {
+        next_seq,
+        results,
+        events,
+    })
+}

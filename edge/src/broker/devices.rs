@@ -1,0 +1,277 @@
+//! The device registry: which devices may connect, bound to which patient, with which password.
+//!
+//! Stored as `devices.json` in the data directory, written atomically (temporary file, fsync,
+//! rename) by `wardlink-edge device add`, and re-read by the running edge whenever the file
+//! changes, so a new device can connect within seconds without a restart. Passwords are stored
+//! only as Argon2id PHC strings.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand::RngExt as _;
+use serde::{Deserialize, Serialize};
+use wardlink_shared::{DeviceId, PatientId};
+
+/// A registry problem.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Reading or writing the file failed.
+    #[error("device registry {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a valid registry.
+    #[error("device registry {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The device id is reserved for the edge's own links.
+    #[error("device ids starting with {0:?} are reserved")]
+    Reserved(&'static str),
+    /// Hashing failed.
+    #[error("cannot hash password: {0}")]
+    Hash(String),
+}
+
+/// One registered device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    /// MQTT username and client id.
+    pub id: DeviceId,
+    /// The patient this device measures.
+    pub patient: PatientId,
+    /// Argon2id PHC string of the password.
+    pub password_hash: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RegistryFile {
+    devices: Vec<DeviceEntry>,
+}
+
+/// Adds (or re-keys) a device and returns its new password. Used by `device add`.
+pub fn add_device(path: &Path, id: DeviceId, patient: PatientId) -> Result<String, RegistryError> {
+    if id.as_str().starts_with(super::RESERVED_PREFIX) {
+        return Err(RegistryError::Reserved(super::RESERVED_PREFIX));
+    }
+    let mut file = read_file(path)?.unwrap_or_default();
+    let password = new_password();
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    let password_hash = Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| RegistryError::Hash(e.to_string()))?
+        .to_string();
+    file.devices.retain(|d| d.id != id);
+    file.devices.push(DeviceEntry {
+        id,
+        patient,
+        password_hash,
+    });
+    write_file(path, &file)?;
+    Ok(password)
+}
+
+/// 128 random bits, hex: a secret, not a memorable password, so brute force is hopeless even
+/// without the KDF; the KDF protects the file.
+fn new_password() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_file(path: &Path) -> Result<Option<RegistryFile>, RegistryError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RegistryError::Corrupt {
+                path: path.into(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RegistryError::Io {
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+fn write_file(path: &Path, file: &RegistryFile) -> Result<(), RegistryError> {
+    let io = |source| RegistryError::Io {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(file).map_err(|e| RegistryError::Corrupt {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
+/// The running edge's view of the registry, reloaded when the file's mtime changes.
+#[derive(Debug)]
+pub struct DeviceRegistry {
+    path: PathBuf,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    mtime: Option<SystemTime>,
+    devices: HashMap<DeviceId, DeviceEntry>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthRefusal {
+    /// Client id breaks the id rule (e.g. contains `/`, `#`, `+`, `$`).
+    BadClientId,
+    /// Client id differs from the username.
+    ClientIdMismatch,
+    /// No such device.
+    UnknownDevice,
+    /// Wrong password.
+    BadPassword,
+}
+
+impl AuthRefusal {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthRefusal::BadClientId => "bad_client_id",
+            AuthRefusal::ClientIdMismatch => "client_id_mismatch",
+            AuthRefusal::UnknownDevice => "unknown_device",
+            AuthRefusal::BadPassword => "bad_password",
+        }
+    }
+
+    /// Every label.
+    pub const LABELS: [&'static str; 4] = [
+        "bad_client_id",
+        "client_id_mismatch",
+        "unknown_device",
+        "bad_password",
+    ];
+}
+
+impl DeviceRegistry {
+    /// A registry backed by `path` (which need not exist yet).
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    /// Looks a device up, reloading the file first if it changed.
+    pub fn lookup(&self, id: &DeviceId) -> Result<Option<DeviceEntry>, RegistryError> {
+        let mtime = match std::fs::metadata(&self.path) {
+            Ok(m) => m.modified().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(RegistryError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.mtime != mtime || mtime.is_none() {
+            let file = read_file(&self.path)?.unwrap_or_default();
+            cache.devices = file
+                .devices
+                .into_iter()
+                .map(|d| (d.id.clone(), d))
+                .collect();
+            cache.mtime = mtime;
+        }
+        Ok(cache.devices.get(id).cloned())
+    }
+
+    /// Checks an MQTT CONNECT. Blocking (Argon2 takes tens of milliseconds): call it from a
+    /// blocking thread.
+    ///
+    /// The client id must be the device id: this keeps ids free of the characters that upset
+    /// rumqttd's router, and bounds the connection table by the number of devices.
+    pub fn authenticate(&self, client_id: &str, user: &str, pass: &str) -> Result<DeviceEntry, AuthRefusal> {
+        let id = DeviceId::new(client_id).map_err(|_| AuthRefusal::BadClientId)?;
+        if user != client_id {
+            return Err(AuthRefusal::ClientIdMismatch);
+        }
+        let entry = match self.lookup(&id) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Err(AuthRefusal::UnknownDevice),
+            Err(e) => {
+                tracing::error!(error = %e, "device registry unreadable; refusing connections");
+                return Err(AuthRefusal::UnknownDevice);
+            }
+        };
+        let hash = PasswordHash::new(&entry.password_hash).map_err(|_| AuthRefusal::BadPassword)?;
+        Argon2::default()
+            .verify_password(pass.as_bytes(), &hash)
+            .map_err(|_| AuthRefusal::BadPassword)?;
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_then_authenticate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devices.json");
+        let reg = DeviceRegistry::new(path.clone());
+        let dev = DeviceId::new("mon-1").unwrap();
+        assert_eq!(
+            reg.authenticate("mon-1", "mon-1", "x").unwrap_err(),
+            AuthRefusal::UnknownDevice
+        );
+        let pw = add_device(&path, dev.clone(), PatientId::new("bed-1").unwrap()).unwrap();
+        assert_eq!(pw.len(), 32);
+        let entry = reg.authenticate("mon-1", "mon-1", &pw).unwrap();
+        assert_eq!(entry.patient.as_str(), "bed-1");
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(&pw));
+
+        let cases = [
+            (("a/b", "a/b", pw.as_str()), AuthRefusal::BadClientId),
+            (("#", "#", pw.as_str()), AuthRefusal::BadClientId),
+            (("mon-1", "mon-2", pw.as_str()), AuthRefusal::ClientIdMismatch),
+            (("mon-1", "mon-1", "wrong"), AuthRefusal::BadPassword),
+        ];
+        for ((c, u, p), want) in cases {
+            assert_eq!(reg.authenticate(c, u, p).unwrap_err(), want);
+        }
+
+        // Re-keying replaces the old password.
+        let pw2 = add_device(&path, dev, PatientId::new("bed-1").unwrap()).unwrap();
+        // mtime granularity may hide a same-instant rewrite from the cache: force a reload.
+        let reg = DeviceRegistry::new(path);
+        assert!(reg.authenticate("mon-1", "mon-1", &pw2).is_ok());
+        assert_eq!(
+            reg.authenticate("mon-1", "mon-1", &pw).unwrap_err(),
+            AuthRefusal::BadPassword
+        );
+    }
+}

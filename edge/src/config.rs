@@ -1,0 +1,320 @@
+//! The edge's configuration: `edge.toml`, parsed once at startup, then the `WARDLINK_*`
+//! environment overrides.
+//!
+//! A bad configuration is a [`ConfigError`] naming the file, the key and the reason; the binary
+//! prints it on one line and exits 64 (EX_USAGE).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wardlink_shared::alarm::AlarmLimits;
+use wardlink_shared::config::parse_toml;
+pub use wardlink_shared::config::ConfigError;
+use wardlink_shared::{EdgeId, WardId};
+
+/// `edge.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Identity.
+    pub edge: EdgeSection,
+    /// The device-facing MQTT broker.
+    #[serde(default)]
+    pub mqtt: MqttSection,
+    /// The local admin HTTP listener.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// The uplink to the hub.
+    pub hub: HubSection,
+    /// The durable outbox.
+    #[serde(default)]
+    pub outbox: OutboxSection,
+    /// The ward's alarm limits.
+    #[serde(default)]
+    pub alarms: AlarmLimits,
+}
+
+/// `[edge]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSection {
+    /// This edge's id; must match its certificate.
+    pub id: EdgeId,
+    /// The ward it serves; must match its certificate.
+    pub ward: WardId,
+    /// Where the outbox and the device registry live.
+    pub data_dir: PathBuf,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// Plain MQTT 3.1.1 listener.
+    pub listen: SocketAddr,
+    /// Plain MQTT 5 listener (rumqttd serves each protocol version on its own port).
+    pub listen_v5: Option<SocketAddr>,
+    /// Most devices that may be connected at once. Connections are only accepted from
+    /// registered devices using their own id, so this also bounds the broker's table.
+    pub max_devices: usize,
+    /// Largest MQTT payload accepted by the broker.
+    pub max_payload_bytes: usize,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout_ms: u16,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            listen_v5: None,
+            max_devices: 2000,
+            max_payload_bytes: 16 * 1024,
+            connect_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// `/healthz` and `/metrics`. Loopback by default: it is for the box's operator.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+        }
+    }
+}
+
+/// `[hub]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    /// `host:port` of the hub's QUIC listener.
+    pub addr: String,
+    /// The name in the hub's certificate.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// The hub CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This edge's certificate (PEM), issued by `wardlink-cloud enroll`.
+    pub cert: PathBuf,
+    /// This edge's private key (PEM).
+    pub key: PathBuf,
+}
+
+fn default_server_name() -> String {
+    "wardlink-hub".into()
+}
+
+/// `[outbox]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSection {
+    /// Most records committed in one transaction.
+    pub max_batch: usize,
+    /// Most records in flight to the hub per lane before waiting for an ack.
+    pub max_in_flight: u64,
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            max_in_flight: 8192,
+        }
+    }
+}
+
+/// The environment variables that override the file.
+pub const ENV_KEYS: [&str; 4] = [
+    "WARDLINK_MQTT_LISTEN",
+    "WARDLINK_ADMIN_LISTEN",
+    "WARDLINK_HUB_ADDR",
+    "WARDLINK_DATA_DIR",
+];
+
+impl EdgeConfig {
+    /// Reads `path`, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| ENV_KEYS.contains(&k.as_str()))
+            .collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// Reads `path`, applies `env`, validates. Relative paths are relative to the file.
+    pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "-".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        let mut cfg: EdgeConfig = parse_toml(&file, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        cfg.apply_env(env)?;
+        cfg.validate(&file)?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.edge.data_dir,
+            &mut self.hub.ca_cert,
+            &mut self.hub.cert,
+            &mut self.hub.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// Applies the `WARDLINK_*` overrides found in `env`.
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError {
+            file: "environment".into(),
+            key: key.into(),
+            reason,
+        };
+        if let Some(v) = env.get("WARDLINK_MQTT_LISTEN") {
+            self.mqtt.listen = v
+                .parse()
+                .map_err(|e| bad("WARDLINK_MQTT_LISTEN", format!("{e}")))?;
+        }
+        if let Some(v) = env.get("WARDLINK_ADMIN_LISTEN") {
+            self.admin.listen = v
+                .parse()
+                .map_err(|e| bad("WARDLINK_ADMIN_LISTEN", format!("{e}")))?;
+        }
+        if let Some(v) = env.get("WARDLINK_HUB_ADDR") {
+            self.hub.addr = v.clone();
+        }
+        if let Some(v) = env.get("WARDLINK_DATA_DIR") {
+            self.edge.data_dir = PathBuf::from(v);
+        }
+        Ok(())
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| ConfigError {
+            file: file.into(),
+            key: key.into(),
+            reason: reason.into(),
+        };
+        if self.hub.addr.rsplit_once(':').is_none() {
+            return Err(bad("hub.addr", "must be host:port"));
+        }
+        if self.mqtt.max_devices == 0 {
+            return Err(bad("mqtt.max_devices", "must be at least 1"));
+        }
+        if self.outbox.max_batch == 0 {
+            return Err(bad("outbox.max_batch", "must be at least 1"));
+        }
+        if self.outbox.max_in_flight == 0 {
+            return Err(bad("outbox.max_in_flight", "must be at least 1"));
+        }
+        self.alarms
+            .validate()
+            .map_err(|(key, reason)| bad(&format!("alarms.{key}"), reason))
+    }
+
+    /// The outbox database file.
+    pub fn outbox_path(&self) -> PathBuf {
+        self.edge.data_dir.join("outbox.redb")
+    }
+
+    /// The device registry file.
+    pub fn devices_path(&self) -> PathBuf {
+        self.edge.data_dir.join("devices.json")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[edge]
+id = "edge-a"
+ward = "ward-a"
+data_dir = "data"
+
+[hub]
+addr = "127.0.0.1:4433"
+ca_cert = "ca.pem"
+cert = "edge.pem"
+key = "edge.key"
+"#;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let (dir, path) = write(GOOD);
+        let cfg = EdgeConfig::load_with_env(&path, &HashMap::new()).unwrap();
+        assert_eq!(cfg.edge.data_dir, dir.path().join("data"));
+        assert_eq!(cfg.admin.listen.ip().to_string(), "127.0.0.1");
+        assert_eq!(cfg.hub.server_name, "wardlink-hub");
+        assert_eq!(cfg.alarms, AlarmLimits::default());
+    }
+
+    #[test]
+    fn env_overrides() {
+        let (_dir, path) = write(GOOD);
+        let env: HashMap<String, String> = [
+            ("WARDLINK_MQTT_LISTEN", "127.0.0.1:1999"),
+            ("WARDLINK_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("WARDLINK_HUB_ADDR", "hub.example:5000"),
+            ("WARDLINK_DATA_DIR", "/var/lib/x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let cfg = EdgeConfig::load_with_env(&path, &env).unwrap();
+        assert_eq!(cfg.mqtt.listen.port(), 1999);
+        assert_eq!(cfg.admin.listen.port(), 0);
+        assert_eq!(cfg.hub.addr, "hub.example:5000");
+        assert_eq!(cfg.edge.data_dir, PathBuf::from("/var/lib/x"));
+
+        let bad: HashMap<String, String> =
+            [("WARDLINK_MQTT_LISTEN".to_owned(), "nope".to_owned())].into();
+        let err = EdgeConfig::load_with_env(&path, &bad).unwrap_err();
+        assert_eq!(err.key, "WARDLINK_MQTT_LISTEN");
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let cases = [
+            (GOOD.replace("edge-a", "edge/a"), "edge.id"),
+            (GOOD.replace("ward = \"ward-a\"", "ward = 3"), "edge.ward"),
+            (format!("{GOOD}\n[mqtt]\nlisten = \"here\"\n"), "mqtt.listen"),
+            (format!("{GOOD}\n[mqtt]\ncolour = 1\n"), "mqtt.colour"),
+            (
+                format!("{GOOD}\n[alarms.hr]\nlow = 150.0\nhigh = 100.0\ndelay_s = 1\nhysteresis = 1.0\npriority = \"high\"\nlow_extreme = 10.0\nhigh_extreme = 200.0\n"),
+                "alarms.hr.low",
+            ),
+        ];
+        for (text, key) in cases {
+            let (_dir, path) = write(&text);
+            let err = EdgeConfig::load_with_env(&path, &HashMap::new()).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+            assert!(err.file.ends_with("edge.toml"));
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The edge's metrics, registered once and shared by every subsystem.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use wardlink_shared::metrics::{Counter, Gauge, LabeledCounter, LabeledGauge, Registry};
+use wardlink_shared::payload::RejectReason;
+
+use crate::broker::AuthRefusal;
+
+const LANES: [&str; 2] = ["alarms", "telemetry"];
+
+/// Every counter and gauge the edge exposes on `/metrics`.
+#[derive(Debug)]
+pub struct EdgeMetrics {
+    /// The registry that renders them.
+    pub registry: Registry,
+    /// Set once every subsystem is up; `/healthz` answers 200 from then on.
+    pub ready: AtomicBool,
+    /// Publishes received from the broker.
+    pub readings_received: Arc<Counter>,
+    /// Publishes refused, by reason.
+    pub readings_rejected: LabeledCounter,
+    /// Readings accepted into the pipeline.
+    pub readings_accepted: Arc<Counter>,
+    /// Alarm events produced by the rules.
+    pub alarm_events: Arc<Counter>,
+    /// MQTT connections refused by authentication, by reason.
+    pub auth_refused: LabeledCounter,
+    /// Records durably committed to the outbox, by lane.
+    pub outbox_committed: LabeledCounter,
+    /// Records in the outbox not yet acknowledged by the hub, by lane.
+    pub outbox_depth: LabeledGauge,
+    /// Outbox transactions that failed.
+    pub outbox_errors: Arc<Counter>,
+    /// Records that could not be stored at all (counted, logged at ERROR).
+    pub records_dropped: Arc<Counter>,
+    /// 1 while a QUIC connection to the hub is up.
+    pub uplink_connected: Arc<Gauge>,
+    /// Connection attempts that failed.
+    pub uplink_connect_failures: Arc<Counter>,
+    /// Records sent to the hub, by lane (re-sends after a reconnect included).
+    pub records_sent: LabeledCounter,
+    /// Records acknowledged by the hub, by lane.
+    pub records_acked: LabeledCounter,
+}
+
+impl EdgeMetrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        Self {
+            ready: AtomicBool::new(false),
+            readings_received: r.counter(
+                "wardlink_edge_readings_received_total",
+                "MQTT publishes received on patients/+/vitals.",
+            ),
+            readings_rejected: r.labeled_counter(
+                "wardlink_edge_readings_rejected_total",
+                "Publishes refused by validation, by reason.",
+                "reason",
+                &RejectReason::LABELS,
+            ),
+            readings_accepted: r.counter(
+                "wardlink_edge_readings_accepted_total",
+                "Readings accepted into the alarm rules and the outbox.",
+            ),
+            alarm_events: r.counter(
+                "wardlink_edge_alarm_events_total",
+                "Alarm events (raised, updated, resolved) produced by the rules.",
+            ),
+            auth_refused: r.labeled_counter(
+                "wardlink_edge_mqtt_auth_refused_total",
+                "MQTT connections refused, by reason.",
+                "reason",
+                &AuthRefusal::LABELS,
+            ),
+            outbox_committed: r.labeled_counter(
+                "wardlink_edge_outbox_committed_total",
+                "Records durably committed to the outbox, by lane.",
+                "lane",
+                &LANES,
+            ),
+            outbox_depth: r.labeled_gauge(
+                "wardlink_edge_outbox_depth",
+                "Records in the outbox not yet acknowledged by the hub, by lane.",
+                "lane",
+                &LANES,
+            ),
+            outbox_errors: r.counter(
+                "wardlink_edge_outbox_errors_total",
+                "Outbox transactions that failed.",
+            ),
+            records_dropped: r.counter(
+                "wardlink_edge_records_dropped_total",
+                "Accepted records that could not be stored (data loss).",
+            ),
+            uplink_connected: r.gauge(
+                "wardlink_edge_uplink_connected",
+                "1 while the QUIC connection to the hub is up.",
+            ),
+            uplink_connect_failures: r.counter(
+                "wardlink_edge_uplink_connect_failures_total",
+                "Failed attempts to connect to the hub.",
+            ),
+            records_sent: r.labeled_counter(
+                "wardlink_edge_records_sent_total",
+                "Records sent to the hub, by lane, re-sends included.",
+                "lane",
+                &LANES,
+            ),
+            records_acked: r.labeled_counter(
+                "wardlink_edge_records_acked_total",
+                "Records acknowledged by the hub, by lane.",
+                "lane",
+                &LANES,
+            ),
+            registry: r,
+        }
+    }
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,322 @@
+//! The uplink: ships the outbox to the hub over QUIC and deletes what the hub acknowledged.
+//!
+//! States: [`State::Connecting`] → [`State::Online`] → [`State::Waiting`] (backoff) → … Each
+//! connection opens a control stream (Hello/Welcome) and one stream per lane. The alarm
+//! lane's stream has the higher QUIC priority, so a new alarm overtakes a telemetry backlog.
+//! The hub's Welcome says how far it has stored each lane; sending resumes from there, so a
+//! reconnect re-sends only what was never acknowledged, and the hub ignores what it has.
+
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngExt as _;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wardlink_shared::wire::{self, ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
+use wardlink_shared::{EdgeId, WardId};
+
+use crate::metrics::EdgeMetrics;
+use crate::outbox::{Closed, Outbox, OutboxError};
+pub use tls::{TlsError, client_config, load_certs, load_key};
+
+/// Records per frame.
+const BATCH: usize = 256;
+/// Connect and handshake must finish within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+/// Why a connection attempt or a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// The hub address did not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    /// No UDP socket.
+    #[error("udp socket: {0}")]
+    Socket(std::io::Error),
+    /// QUIC refused to start the connection.
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Writing a stream failed.
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Reading a stream failed.
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// Stream priority could not be set.
+    #[error("stream: {0}")]
+    Stream(#[from] quinn::ClosedStream),
+    /// A frame was malformed.
+    #[error("wire: {0}")]
+    Wire(#[from] wire::WireError),
+    /// The hub refused us.
+    #[error("hub refused: {code:?}: {message}")]
+    Refused {
+        /// Reason code.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+    /// The hub sent something out of protocol.
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+    /// Timed out.
+    #[error("timed out")]
+    Timeout,
+    /// The outbox is gone (shutting down).
+    #[error(transparent)]
+    Closed(#[from] Closed),
+    /// The outbox failed to read.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// What the uplink needs.
+pub struct Uplink {
+    /// Our id (the certificate's CN).
+    pub edge: EdgeId,
+    /// Our ward.
+    pub ward: WardId,
+    /// `host:port` of the hub.
+    pub hub_addr: String,
+    /// Name in the hub's certificate.
+    pub server_name: String,
+    /// QUIC/TLS client settings.
+    pub client: quinn::ClientConfig,
+    /// Most unacknowledged records in flight per lane.
+    pub max_in_flight: u64,
+    /// The outbox to drain.
+    pub outbox: Outbox,
+    /// Metrics.
+    pub metrics: Arc<EdgeMetrics>,
+}
+
+enum State {
+    Connecting,
+    Online(quinn::Connection, Vec<(Lane, u64)>),
+    Waiting(Duration),
+    Stopped,
+}
+
+impl Uplink {
+    /// Runs until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut state = State::Connecting;
+        let mut failures: u32 = 0;
+        loop {
+            state = match state {
+                State::Connecting => {
+                    let attempt = tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        r = tokio::time::timeout(CONNECT_TIMEOUT, self.connect()) => r,
+                    };
+                    match attempt.unwrap_or(Err(UplinkError::Timeout)) {
+                        Ok((conn, stored)) => {
+                            failures = 0;
+                            tracing::info!(hub = %self.hub_addr, "uplink online");
+                            State::Online(conn, stored)
+                        }
+                        Err(e) => {
+                            self.metrics.uplink_connect_failures.inc();
+                            failures = failures.saturating_add(1);
+                            tracing::warn!(hub = %self.hub_addr, error = %e, "uplink connect failed");
+                            State::Waiting(backoff(failures))
+                        }
+                    }
+                }
+                State::Online(conn, stored) => {
+                    self.metrics.uplink_connected.set(1);
+                    let result = self.online(&conn, stored, &shutdown).await;
+                    self.metrics.uplink_connected.set(0);
+                    if shutdown.is_cancelled() {
+                        conn.close(0u32.into(), b"edge shutting down");
+                        State::Stopped
+                    } else {
+                        match result {
+                            Ok(()) => tracing::warn!("uplink closed"),
+                            Err(e) => tracing::warn!(error = %e, "uplink lost"),
+                        }
+                        conn.close(1u32.into(), b"error");
+                        failures = failures.saturating_add(1);
+                        State::Waiting(backoff(failures))
+                    }
+                }
+                State::Waiting(delay) => tokio::select! {
+                    () = shutdown.cancelled() => State::Stopped,
+                    () = tokio::time::sleep(delay) => State::Connecting,
+                },
+                State::Stopped => break,
+            };
+        }
+    }
+
+    async fn connect(&self) -> Result<(quinn::Connection, Vec<(Lane, u64)>), UplinkError> {
+        let addr: SocketAddr = tokio::net::lookup_host(&self.hub_addr)
+            .await
+            .map_err(|_| UplinkError::Resolve(self.hub_addr.clone()))?
+            .next()
+            .ok_or_else(|| UplinkError::Resolve(self.hub_addr.clone()))?;
+        let bind: SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(bind).map_err(UplinkError::Socket)?;
+        let conn = endpoint
+            .connect_with(self.client.clone(), addr, &self.server_name)?
+            .await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(
+            &mut send,
+            &Frame::Hello {
+                version: PROTOCOL_VERSION,
+                edge: self.edge.clone(),
+                ward: self.ward.clone(),
+            },
+        )
+        .await?;
+        let mut dec = FrameDecoder::new();
+        match read_frame(&mut recv, &mut dec).await? {
+            Some(Frame::Welcome { stored, .. }) => Ok((conn, stored)),
+            Some(Frame::Error { code, message }) => Err(UplinkError::Refused { code, message }),
+            Some(_) => Err(UplinkError::Protocol("expected Welcome")),
+            None => Err(UplinkError::Protocol("hub closed the control stream")),
+        }
+    }
+
+    async fn online(
+        &self,
+        conn: &quinn::Connection,
+        stored: Vec<(Lane, u64)>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), UplinkError> {
+        let start = |lane: Lane| {
+            stored
+                .iter()
+                .find(|(l, _)| *l == lane)
+                .map_or(0, |(_, s)| *s)
+        };
+        for lane in Lane::ALL {
+            let s = start(lane);
+            if s > 0 {
+                self.outbox.ack(lane, s).await?;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => Ok(()),
+            r = self.lane(conn, Lane::Alarms, start(Lane::Alarms)) => r,
+            r = self.lane(conn, Lane::Telemetry, start(Lane::Telemetry)) => r,
+            e = conn.closed() => Err(e.into()),
+        }
+    }
+
+    /// Streams one lane from `start` and applies the hub's acks.
+    async fn lane(&self, conn: &quinn::Connection, lane: Lane, start: u64) -> Result<(), UplinkError> {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.set_priority(if lane == Lane::Alarms { 1 } else { 0 })?;
+        write_frame(&mut send, &Frame::OpenLane { lane }).await?;
+        let (acked_tx, mut acked_rx) = watch::channel(start);
+        let reader = async {
+            let mut dec = FrameDecoder::new();
+            loop {
+                match read_frame(&mut recv, &mut dec).await? {
+                    Some(Frame::Ack { seq }) => {
+                        let before = *acked_tx.borrow();
+                        if seq > before {
+                            self.outbox.ack(lane, seq).await?;
+                            self.metrics.records_acked.with(lane.label()).add(seq - before);
+                            acked_tx.send_replace(seq);
+                        }
+                    }
+                    Some(Frame::Error { code, message }) => {
+                        return Err(UplinkError::Refused { code, message });
+                    }
+                    Some(_) => return Err(UplinkError::Protocol("unexpected frame on lane")),
+                    None => return Err(UplinkError::Protocol("hub closed the lane")),
+                }
+            }
+        };
+        let writer = async {
+            let mut cursor = start;
+            let mut heads = self.outbox.heads();
+            loop {
+                // Flow control: at most `max_in_flight` unacknowledged records.
+                let window = self.max_in_flight;
+                acked_rx
+                    .wait_for(|a| cursor.saturating_sub(*a) < window)
+                    .await
+                    .map_err(|_| Closed)?;
+                heads
+                    .wait_for(|h| h.of(lane) > cursor)
+                    .await
+                    .map_err(|_| Closed)?;
+                let records = self.outbox.read(lane, cursor, BATCH).await??;
+                let Some(last) = records.last().map(|r| r.seq) else {
+                    // Everything up to the head was acknowledged and deleted meanwhile.
+                    cursor = heads.borrow().of(lane);
+                    continue;
+                };
+                let n = records.len() as u64;
+                write_frame(&mut send, &Frame::Records { records }).await?;
+                self.metrics.records_sent.with(lane.label()).add(n);
+                cursor = last;
+            }
+        };
+        tokio::select! {
+            r = reader => r,
+            r = writer => r,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter, so a ward of edges does not reconnect in lockstep
+/// after a hub restart.
+fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_MIN.saturating_mul(1u32 << failures.min(10));
+    let cap = exp.min(BACKOFF_MAX);
+    let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+}
+
+async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), UplinkError> {
+    send.write_all(&wire::encode(frame)?).await?;
+    Ok(())
+}
+
+/// The next frame, or `None` when the peer finished the stream.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    dec: &mut FrameDecoder,
+) -> Result<Option<Frame>, UplinkError> {
+    loop {
+        if let Some(frame) = dec.next_frame()? {
+            return Ok(Some(frame));
+        }
+        match recv.read_chunk(64 * 1024, true).await? {
+            Some(chunk) => dec.push(&chunk.bytes),
+            None => return Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for failures in 0..40 {
+            let d = backoff(failures);
+            assert!(d <= BACKOFF_MAX, "{failures}: {d:?}");
+            assert!(d >= Duration::from_millis(50), "{failures}: {d:?}");
+        }
+        assert!(backoff(30) >= BACKOFF_MAX / 2);
+    }
+}
