@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use wardlink_shared::config::parse_toml;
 pub use wardlink_shared::config::ConfigError;
+use wardlink_shared::config::parse_toml;
 
 /// `cloud.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -63,15 +63,24 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     let bus = Bus::new();
     let (store, store_thread) = Store::open(&cfg.store_path(), bus.clone(), metrics.clone())
         .with_context(|| format!("opening store {}", cfg.store_path().display()))?;
-    let verifier = TokenVerifier::load(&cfg.auth.jwt_public_key, &cfg.auth.issuer, &cfg.auth.audience)
-        .context("loading the token verification key")?;
+    let verifier = TokenVerifier::load(
+        &cfg.auth.jwt_public_key,
+        &cfg.auth.issuer,
+        &cfg.auth.audience,
+    )
+    .context("loading the token verification key")?;
 
     let quic = ingress::server_config(&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key)
         .context("loading the hub's TLS credentials")?;
     let endpoint = ingress::bind(quic, cfg.hub.quic_listen)
         .with_context(|| format!("binding QUIC listener {}", cfg.hub.quic_listen))?;
     let quic_addr = endpoint.local_addr()?;
-    tracker.spawn(ingress::run(endpoint, store.clone(), metrics.clone(), shutdown.clone()));
+    tracker.spawn(ingress::run(
+        endpoint,
+        store.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     let listener = tokio::net::TcpListener::bind(cfg.hub.http_listen)
         .await
@@ -86,7 +95,8 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP listener failed");
         }

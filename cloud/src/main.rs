@@ -122,9 +122,16 @@ fn main() -> ExitCode {
                 quic_listen,
                 extra_names: sans,
             };
-            pki::init(&dir, &opts).map(|path| eprintln!("hub initialised: {}", path.display())).map_err(anyhow::Error::from)
+            pki::init(&dir, &opts)
+                .map(|path| eprintln!("hub initialised: {}", path.display()))
+                .map_err(anyhow::Error::from)
         }
-        Command::Enroll { dir, edge, ward, out } => {
+        Command::Enroll {
+            dir,
+            edge,
+            ward,
+            out,
+        } => {
             let cfg = match load(&dir.join("cloud.toml")) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -147,11 +154,17 @@ fn main() -> ExitCode {
             if matches!(role, Role::Nurse | Role::Doctor) && wards.is_empty() {
                 return usage("nurse and doctor tokens need at least one --ward");
             }
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            TokenIssuer::load(&cfg.auth.jwt_private_key, &cfg.auth.issuer, &cfg.auth.audience)
-                .and_then(|issuer| issuer.issue(&user, role, wards, now, ttl))
-                .map(|token| println!("{token}"))
-                .map_err(anyhow::Error::from)
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            TokenIssuer::load(
+                &cfg.auth.jwt_private_key,
+                &cfg.auth.issuer,
+                &cfg.auth.audience,
+            )
+            .and_then(|issuer| issuer.issue(&user, role, wards, now, ttl))
+            .map(|token| println!("{token}"))
+            .map_err(anyhow::Error::from)
         }
         Command::Serve { config } => {
             let cfg = match load(&config) {

@@ -49,7 +49,13 @@ impl HubMetrics {
                 "wardlink_hub_edges_refused_total",
                 "Edge connections refused, by reason.",
                 "reason",
-                &["handshake", "no_identity", "version", "identity_mismatch", "bad_frame"],
+                &[
+                    "handshake",
+                    "no_identity",
+                    "version",
+                    "identity_mismatch",
+                    "bad_frame",
+                ],
             ),
             records_stored: r.labeled_counter(
                 "wardlink_hub_records_stored_total",
@@ -63,9 +69,18 @@ impl HubMetrics {
                 "lane",
                 &LANES,
             ),
-            store_errors: r.counter("wardlink_hub_store_errors_total", "Store transactions that failed."),
-            last_event_seq: r.gauge("wardlink_hub_last_event_seq", "Highest hub event sequence number."),
-            ws_sessions: r.gauge("wardlink_hub_ws_sessions", "Open dashboard WebSocket sessions."),
+            store_errors: r.counter(
+                "wardlink_hub_store_errors_total",
+                "Store transactions that failed.",
+            ),
+            last_event_seq: r.gauge(
+                "wardlink_hub_last_event_seq",
+                "Highest hub event sequence number.",
+            ),
+            ws_sessions: r.gauge(
+                "wardlink_hub_ws_sessions",
+                "Open dashboard WebSocket sessions.",
+            ),
             ws_refused: r.labeled_counter(
                 "wardlink_hub_ws_refused_total",
                 "Dashboard connections refused, by reason.",

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 use wardlink_shared::{EdgeId, WardId};
@@ -98,8 +98,10 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<PathBuf, PkiError> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name.push(DnType::CommonName, "Wardlink CA");
-    ca.distinguished_name.push(DnType::OrganizationName, "Wardlink");
+    ca.distinguished_name
+        .push(DnType::CommonName, "Wardlink CA");
+    ca.distinguished_name
+        .push(DnType::OrganizationName, "Wardlink");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut ca, 3650);
@@ -108,11 +110,17 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<PathBuf, PkiError> {
 
     // The hub's server certificate.
     let hub_key = KeyPair::generate()?;
-    let mut names = vec!["wardlink-hub".to_owned(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
+    let mut names = vec![
+        "wardlink-hub".to_owned(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ];
     names.extend(opts.extra_names.iter().cloned());
     let mut hub = CertificateParams::new(names)?;
     hub.distinguished_name = DistinguishedName::new();
-    hub.distinguished_name.push(DnType::CommonName, "wardlink-hub");
+    hub.distinguished_name
+        .push(DnType::CommonName, "wardlink-hub");
     hub.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     validity(&mut hub, 825);
     let hub_cert = hub.signed_by(&hub_key, &issuer)?;
@@ -159,7 +167,12 @@ audience = "wardlink-dashboard"
 }
 
 /// `wardlink-cloud enroll DIR --edge ID --ward WARD --out EDGE_DIR`.
-pub fn enroll(cfg: &CloudConfig, edge: &EdgeId, ward: &WardId, out: &Path) -> Result<PathBuf, PkiError> {
+pub fn enroll(
+    cfg: &CloudConfig,
+    edge: &EdgeId,
+    ward: &WardId,
+    out: &Path,
+) -> Result<PathBuf, PkiError> {
     let ca_key = KeyPair::from_pem(&read(&cfg.tls.ca_key)?)?;
     let ca_pem = read(&cfg.tls.ca_cert)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)?;
@@ -167,8 +180,12 @@ pub fn enroll(cfg: &CloudConfig, edge: &EdgeId, ward: &WardId, out: &Path) -> Re
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, edge.as_str());
-    params.distinguished_name.push(DnType::OrganizationalUnitName, ward.as_str());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, edge.as_str());
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, ward.as_str());
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     validity(&mut params, 825);
     let cert = params.signed_by(&key, &issuer)?;

@@ -114,7 +114,14 @@ impl TokenIssuer {
     }
 
     /// Issues a token valid from `now` (seconds since the epoch) for `ttl`.
-    pub fn issue(&self, user: &str, role: Role, wards: Vec<WardId>, now: u64, ttl: Duration) -> Result<String, TokenError> {
+    pub fn issue(
+        &self,
+        user: &str,
+        role: Role,
+        wards: Vec<WardId>,
+        now: u64,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
         let claims = Claims {
             sub: user.into(),
             role,
@@ -125,7 +132,11 @@ impl TokenIssuer {
             nbf: now,
             exp: now.saturating_add(ttl.as_secs()),
         };
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key)?)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &self.key,
+        )?)
     }
 }
 
@@ -176,12 +187,27 @@ mod tests {
         pki::init(dir.path(), &pki::InitOptions::default()).unwrap();
         let other = tempfile::tempdir().unwrap();
         pki::init(other.path(), &pki::InitOptions::default()).unwrap();
-        let issuer = TokenIssuer::load(&dir.path().join("jwt.key"), "wardlink-hub", "wardlink-dashboard").unwrap();
-        let verifier =
-            TokenVerifier::load(&dir.path().join("jwt.pub"), "wardlink-hub", "wardlink-dashboard").unwrap();
+        let issuer = TokenIssuer::load(
+            &dir.path().join("jwt.key"),
+            "wardlink-hub",
+            "wardlink-dashboard",
+        )
+        .unwrap();
+        let verifier = TokenVerifier::load(
+            &dir.path().join("jwt.pub"),
+            "wardlink-hub",
+            "wardlink-dashboard",
+        )
+        .unwrap();
         let ward = WardId::new("icu").unwrap();
         let t = issuer
-            .issue("ann", Role::Nurse, vec![ward.clone()], now(), Duration::from_secs(60))
+            .issue(
+                "ann",
+                Role::Nurse,
+                vec![ward.clone()],
+                now(),
+                Duration::from_secs(60),
+            )
             .unwrap();
         let c = verifier.verify(&t).unwrap();
         assert_eq!(c.sub, "ann");
@@ -189,14 +215,24 @@ mod tests {
         assert!(!c.may_see(&WardId::new("er").unwrap()));
 
         let expired = issuer
-            .issue("ann", Role::Nurse, vec![], now() - 3600, Duration::from_secs(60))
+            .issue(
+                "ann",
+                Role::Nurse,
+                vec![],
+                now() - 3600,
+                Duration::from_secs(60),
+            )
             .unwrap();
         assert!(verifier.verify(&expired).is_err());
 
-        let foreign = TokenIssuer::load(&other.path().join("jwt.key"), "wardlink-hub", "wardlink-dashboard")
-            .unwrap()
-            .issue("eve", Role::Admin, vec![], now(), Duration::from_secs(60))
-            .unwrap();
+        let foreign = TokenIssuer::load(
+            &other.path().join("jwt.key"),
+            "wardlink-hub",
+            "wardlink-dashboard",
+        )
+        .unwrap()
+        .issue("eve", Role::Admin, vec![], now(), Duration::from_secs(60))
+        .unwrap();
         assert!(verifier.verify(&foreign).is_err());
 
         let wrong_aud = TokenIssuer::load(&dir.path().join("jwt.key"), "wardlink-hub", "elsewhere")
@@ -225,7 +261,10 @@ mod tests {
             exp: 0,
         };
         assert!(!c.may_see(&WardId::new("icu").unwrap()));
-        let admin = Claims { role: Role::Admin, ..c };
+        let admin = Claims {
+            role: Role::Admin,
+            ..c
+        };
         assert!(admin.may_see(&WardId::new("icu").unwrap()));
     }
 }

@@ -6,13 +6,18 @@ use std::io::{IsTerminal, Write as _};
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Connects to `url` with `token` and prints every message until the server closes or
 /// `shutdown` fires.
-pub async fn run(url: &str, token: &str, vitals: bool, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    url: &str,
+    token: &str,
+    vitals: bool,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let mut request = url.into_client_request().context("bad --url")?;
     request.headers_mut().insert(
         "authorization",
@@ -30,7 +35,9 @@ pub async fn run(url: &str, token: &str, vitals: bool, shutdown: tokio_util::syn
         };
         match msg {
             Some(Ok(Message::Text(text))) => {
-                let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
                 if let Some(line) = render(&v, vitals, colour) {
                     writeln!(out, "{line}")?;
                     out.flush()?;
@@ -72,7 +79,11 @@ pub fn render(v: &Value, vitals: bool, colour: bool) -> Option<String> {
                 "medium" => "1;43;30",
                 _ => "1;46;30",
             };
-            let by = v.get("by").and_then(Value::as_str).map(|b| format!(" by {b}")).unwrap_or_default();
+            let by = v
+                .get("by")
+                .and_then(Value::as_str)
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
             Some(format!(
                 "{} {} {:<12} {:<8} {:<10} {}{}",
                 clock(s(v, "ts")),
@@ -86,11 +97,20 @@ pub fn render(v: &Value, vitals: bool, colour: bool) -> Option<String> {
         }
         "edge" => Some(paint(
             "1;35",
-            format!("-- edge {} (ward {}) is {}", s(v, "edge"), s(v, "ward"), s(v, "state")),
+            format!(
+                "-- edge {} (ward {}) is {}",
+                s(v, "edge"),
+                s(v, "ward"),
+                s(v, "state")
+            ),
         )),
         "vitals" if vitals => {
             let vals = v.get("values")?;
-            let num = |k: &str| vals.get(k).and_then(Value::as_f64).map_or("-".into(), |x| format!("{x}"));
+            let num = |k: &str| {
+                vals.get(k)
+                    .and_then(Value::as_f64)
+                    .map_or("-".into(), |x| format!("{x}"))
+            };
             Some(paint(
                 "2",
                 format!(

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use wardlink_shared::alarm::AlarmLimits;
-use wardlink_shared::config::parse_toml;
 pub use wardlink_shared::config::ConfigError;
+use wardlink_shared::config::parse_toml;
 use wardlink_shared::{EdgeId, WardId};
 
 /// `edge.toml`.
@@ -302,10 +302,15 @@ key = "edge.key"
         let cases = [
             (GOOD.replace("edge-a", "edge/a"), "edge.id"),
             (GOOD.replace("ward = \"ward-a\"", "ward = 3"), "edge.ward"),
-            (format!("{GOOD}\n[mqtt]\nlisten = \"here\"\n"), "mqtt.listen"),
+            (
+                format!("{GOOD}\n[mqtt]\nlisten = \"here\"\n"),
+                "mqtt.listen",
+            ),
             (format!("{GOOD}\n[mqtt]\ncolour = 1\n"), "mqtt.colour"),
             (
-                format!("{GOOD}\n[alarms.hr]\nlow = 150.0\nhigh = 100.0\ndelay_s = 1\nhysteresis = 1.0\npriority = \"high\"\nlow_extreme = 10.0\nhigh_extreme = 200.0\n"),
+                format!(
+                    "{GOOD}\n[alarms.hr]\nlow = 150.0\nhigh = 100.0\ndelay_s = 1\nhysteresis = 1.0\npriority = \"high\"\nlow_extreme = 10.0\nhigh_extreme = 200.0\n"
+                ),
                 "alarms.hr.low",
             ),
         ];

@@ -73,14 +73,24 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    let (outbox, outbox_thread) = Outbox::open(&cfg.outbox_path(), cfg.outbox.max_batch, metrics.clone())
-        .with_context(|| format!("opening outbox {}", cfg.outbox_path().display()))?;
-    let registry = Arc::new(DeviceRegistry::new(cfg.devices_path()));
+    let (outbox, outbox_thread) =
+        Outbox::open(&cfg.outbox_path(), cfg.outbox.max_batch, metrics.clone())
+            .with_context(|| format!("opening outbox {}", cfg.outbox_path().display()))?;
+    let registry = Arc::new(DeviceRegistry::new(
+        cfg.devices_path(),
+        cfg.mqtt.max_devices,
+    ));
     let client = uplink::client_config(&cfg.hub).context("loading the edge's TLS credentials")?;
 
-    let broker = broker::start(&cfg.mqtt, registry, metrics.clone()).context("starting MQTT broker")?;
+    let broker =
+        broker::start(&cfg.mqtt, registry, metrics.clone()).context("starting MQTT broker")?;
     let (readings_tx, readings_rx) = mpsc::channel(READINGS_QUEUE);
-    let ingest = tracker.spawn(ingest::run(broker.link_rx, readings_tx, metrics.clone(), shutdown.clone()));
+    let ingest = tracker.spawn(ingest::run(
+        broker.link_rx,
+        readings_tx,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     // The subscription lives as long as the link's sender.
     let link_tx = broker.link_tx;
     let rules = tracker.spawn(rules::run(

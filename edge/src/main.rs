@@ -104,18 +104,28 @@ fn main() -> ExitCode {
             runtime.block_on(run(cfg))
         }
         Command::Device {
-            command: DeviceCommand::Add { config, device, patient },
+            command:
+                DeviceCommand::Add {
+                    config,
+                    device,
+                    patient,
+                },
         } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            wardlink_edge::broker::add_device(&cfg.devices_path(), device.clone(), patient)
-                .map(|password| {
-                    eprintln!("device {device} registered; MQTT username = {device}, password:");
-                    println!("{password}");
-                })
-                .map_err(anyhow::Error::from)
+            wardlink_edge::broker::add_device(
+                &cfg.devices_path(),
+                device.clone(),
+                patient,
+                cfg.mqtt.max_devices,
+            )
+            .map(|password| {
+                eprintln!("device {device} registered; MQTT username = {device}, password:");
+                println!("{password}");
+            })
+            .map_err(anyhow::Error::from)
         }
         Command::Simulate {
             config,
@@ -144,7 +154,13 @@ fn main() -> ExitCode {
                     wait_for_signal().await;
                     signal.cancel();
                 });
-                wardlink_edge::simulate::run(sim, &cfg.devices_path(), shutdown).await
+                wardlink_edge::simulate::run(
+                    sim,
+                    &cfg.devices_path(),
+                    cfg.mqtt.max_devices,
+                    shutdown,
+                )
+                .await
             })
         }
     };

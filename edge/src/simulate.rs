@@ -94,16 +94,32 @@ impl Patient {
 }
 
 /// Registers the simulated devices in `devices_path` and publishes until `shutdown`.
-pub async fn run(sim: Simulation, devices_path: &Path, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    sim: Simulation,
+    devices_path: &Path,
+    max_devices: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..sim.patients {
         // Deteriorating patients start one after another, 15 s apart, after 10 s of calm.
         let at = (i < sim.deteriorate).then(|| 10.0 + 15.0 * i as f64);
         let patient = Patient::new(i, at)?;
         let device = DeviceId::new(format!("sim-{}", patient.id))?;
-        let password = add_device(devices_path, device.clone(), patient.id.clone())
-            .with_context(|| format!("registering {device}"))?;
-        tasks.spawn(monitor(patient, device, password, sim.clone(), shutdown.clone()));
+        let password = add_device(
+            devices_path,
+            device.clone(),
+            patient.id.clone(),
+            max_devices,
+        )
+        .with_context(|| format!("registering {device}"))?;
+        tasks.spawn(monitor(
+            patient,
+            device,
+            password,
+            sim.clone(),
+            shutdown.clone(),
+        ));
     }
     tracing::info!(
         patients = sim.patients,
@@ -125,7 +141,11 @@ async fn monitor(
     sim: Simulation,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut opts = MqttOptions::new(device.as_str(), sim.broker.ip().to_string(), sim.broker.port());
+    let mut opts = MqttOptions::new(
+        device.as_str(),
+        sim.broker.ip().to_string(),
+        sim.broker.port(),
+    );
     opts.set_credentials(device.as_str(), password);
     opts.set_clean_session(false);
     opts.set_keep_alive(Duration::from_secs(30));

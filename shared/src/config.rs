@@ -14,7 +14,10 @@ pub struct ConfigError {
 }
 
 /// Parses TOML into `T`, turning the parser's error into a [`ConfigError`] that names the key.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigError> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let key = e
             .span()
@@ -39,7 +42,10 @@ fn key_at(text: &str, offset: usize) -> String {
         .map_or(text.len(), |i| line_start + i);
     let line = text[line_start..line_end].trim();
     if line.starts_with('[') {
-        return line.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+        return line
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_owned();
     }
     let table = before
         .lines()

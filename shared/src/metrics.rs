@@ -167,7 +167,13 @@ impl Registry {
     }
 
     /// Registers a gauge family with one label and its possible values (plus `other`).
-    pub fn labeled_gauge(&self, name: &str, help: &str, label: &str, values: &[&str]) -> LabeledGauge {
+    pub fn labeled_gauge(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[&str],
+    ) -> LabeledGauge {
         let series: Vec<(String, Arc<Gauge>)> = values
             .iter()
             .map(|v| ((*v).to_owned(), Arc::new(Gauge::default())))

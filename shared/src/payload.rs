@@ -154,11 +154,7 @@ pub fn decode_json(topic: &str, payload: &[u8], now: Millis) -> Result<Reading, 
         }
     }
     // `o2` alone says nothing about the patient's state.
-    let only_o2 = Vitals {
-        o2: None,
-        ..vitals
-    }
-    .is_empty();
+    let only_o2 = Vitals { o2: None, ..vitals }.is_empty();
     if only_o2 {
         return Err(RejectReason::NoVitals);
     }

@@ -39,7 +39,9 @@ pub fn format_rfc3339(ms: Millis) -> String {
 /// Parses a duration such as `250ms`, `3s`, `15m`, `8h` or `1d`. A bare number is seconds.
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let secs = match unit.trim() {

@@ -9,12 +9,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::ws::{
+    CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, StreamExt};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use wardlink_shared::WardId;
@@ -85,7 +87,11 @@ pub(super) async fn upgrade(
         }
     };
     if !claims.role.sees_live_data() {
-        return refuse(&app, StatusCode::FORBIDDEN, "this role has no access to live data");
+        return refuse(
+            &app,
+            StatusCode::FORBIDDEN,
+            "this role has no access to live data",
+        );
     }
     if !claims.role.all_wards() && claims.wards.is_empty() {
         return refuse(&app, StatusCode::FORBIDDEN, "token names no ward");
@@ -93,13 +99,23 @@ pub(super) async fn upgrade(
     let ward = match query.get("ward").map(|w| WardId::new(w.as_str())) {
         None => None,
         Some(Ok(w)) if claims.may_see(&w) => Some(w),
-        Some(Ok(_)) => return refuse(&app, StatusCode::FORBIDDEN, "token does not cover this ward"),
-        Some(Err(_)) => return (StatusCode::BAD_REQUEST, "ward is not a valid id\n").into_response(),
+        Some(Ok(_)) => {
+            return refuse(
+                &app,
+                StatusCode::FORBIDDEN,
+                "token does not cover this ward",
+            );
+        }
+        Some(Err(_)) => {
+            return (StatusCode::BAD_REQUEST, "ward is not a valid id\n").into_response();
+        }
     };
     let since = match query.get("since").map(|s| s.parse::<u64>()) {
         None => None,
         Some(Ok(s)) => Some(s),
-        Some(Err(_)) => return (StatusCode::BAD_REQUEST, "since must be a sequence number\n").into_response(),
+        Some(Err(_)) => {
+            return (StatusCode::BAD_REQUEST, "since must be a sequence number\n").into_response();
+        }
     };
     let upgrade = match upgrade {
         Ok(u) => u,
@@ -178,7 +194,9 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
 }
 
 fn until_expiry(exp: u64) -> Duration {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     Duration::from_secs(exp.saturating_sub(now))
 }
 

@@ -94,7 +94,12 @@ pub fn bind(config: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<qu
 }
 
 /// Accepts edges until shutdown.
-pub async fn run(endpoint: quinn::Endpoint, store: Store, metrics: Arc<HubMetrics>, shutdown: CancellationToken) {
+pub async fn run(
+    endpoint: quinn::Endpoint,
+    store: Store,
+    metrics: Arc<HubMetrics>,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     let presence = Arc::new(Presence::default());
     loop {
@@ -105,7 +110,12 @@ pub async fn run(endpoint: quinn::Endpoint, store: Store, metrics: Arc<HubMetric
                 None => break,
             },
         };
-        let (store, metrics, shutdown, presence) = (store.clone(), metrics.clone(), shutdown.clone(), presence.clone());
+        let (store, metrics, shutdown, presence) = (
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            presence.clone(),
+        );
         tracker.spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -199,12 +209,18 @@ impl Session {
             .await
             .map_err(|_| IngressError::Timeout)?;
         let refusal = match hello {
-            Ok(Some(Frame::Hello { version, edge, ward })) => {
+            Ok(Some(Frame::Hello {
+                version,
+                edge,
+                ward,
+            })) => {
                 if version != PROTOCOL_VERSION {
                     Some((
                         "version",
                         ErrorCode::UnsupportedVersion,
-                        format!("this hub speaks protocol version {PROTOCOL_VERSION}; the edge sent {version}"),
+                        format!(
+                            "this hub speaks protocol version {PROTOCOL_VERSION}; the edge sent {version}"
+                        ),
                     ))
                 } else if edge != self.edge || ward != self.ward {
                     Some((
@@ -219,12 +235,21 @@ impl Session {
                     None
                 }
             }
-            Ok(_) | Err(IngressError::Wire(_)) => Some(("bad_frame", ErrorCode::BadFrame, "expected Hello".into())),
+            Ok(_) | Err(IngressError::Wire(_)) => {
+                Some(("bad_frame", ErrorCode::BadFrame, "expected Hello".into()))
+            }
             Err(e) => return Err(e),
         };
         if let Some((label, code, message)) = refusal {
             self.metrics.edges_refused.with(label).inc();
-            write_frame(&mut send, &Frame::Error { code, message: message.clone() }).await?;
+            write_frame(
+                &mut send,
+                &Frame::Error {
+                    code,
+                    message: message.clone(),
+                },
+            )
+            .await?;
             let _ = send.finish();
             // Give the error frame a moment to leave before the connection closes.
             let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
@@ -305,7 +330,9 @@ impl Lane {
                     )
                     .await?;
                 }
-                Ok(Some(Frame::Ping { nonce })) => write_frame(&mut self.send, &Frame::Pong { nonce }).await?,
+                Ok(Some(Frame::Ping { nonce })) => {
+                    write_frame(&mut self.send, &Frame::Pong { nonce }).await?
+                }
                 Ok(None) => return Ok(()),
                 Ok(Some(_)) => return self.refuse("unexpected frame on a lane").await,
                 Err(IngressError::Wire(e)) => return self.refuse(&e.to_string()).await,
@@ -335,7 +362,10 @@ async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), 
 }
 
 /// The next frame, or `None` when the peer finished the stream.
-async fn read_frame(recv: &mut quinn::RecvStream, dec: &mut FrameDecoder) -> Result<Option<Frame>, IngressError> {
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    dec: &mut FrameDecoder,
+) -> Result<Option<Frame>, IngressError> {
     loop {
         if let Some(frame) = dec.next_frame()? {
             return Ok(Some(frame));

@@ -109,7 +109,10 @@ impl Store {
     }
 
     /// Stores an event that is not an edge record (e.g. an edge going offline); returns its seq.
-    pub async fn append_event(&self, event: ServerEvent) -> Result<Result<u64, StoreError>, Closed> {
+    pub async fn append_event(
+        &self,
+        event: ServerEvent,
+    ) -> Result<Result<u64, StoreError>, Closed> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Write::Event { event, reply })
@@ -139,7 +142,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Thread(std::io::Error::other(e)))?
 }
 
-fn writer(db: Arc<Database>, mut next_seq: u64, mut rx: mpsc::Receiver<Write>, bus: Bus, metrics: Arc<HubMetrics>) {
+fn writer(
+    db: Arc<Database>,
+    mut next_seq: u64,
+    mut rx: mpsc::Receiver<Write>,
+    bus: Bus,
+    metrics: Arc<HubMetrics>,
+) {
     let mut group: Vec<Write> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -156,7 +165,10 @@ fn writer(db: Arc<Database>, mut next_seq: u64, mut rx: mpsc::Receiver<Write>, b
                     match (w, result) {
                         (Write::Ingest { lane, reply, .. }, tables::WriteResult::Ingested(i)) => {
                             metrics.records_stored.with(lane.label()).add(i.stored);
-                            metrics.records_duplicate.with(lane.label()).add(i.duplicates);
+                            metrics
+                                .records_duplicate
+                                .with(lane.label())
+                                .add(i.duplicates);
                             let _ = reply.send(Ok(i));
                         }
                         (Write::Event { reply, .. }, tables::WriteResult::Event(seq)) => {
@@ -169,7 +181,9 @@ fn writer(db: Arc<Database>, mut next_seq: u64, mut rx: mpsc::Receiver<Write>, b
                 for event in outcome.events {
                     bus.publish(Arc::new(event));
                 }
-                metrics.last_event_seq.set(i64::try_from(next_seq - 1).unwrap_or(i64::MAX));
+                metrics
+                    .last_event_seq
+                    .set(i64::try_from(next_seq - 1).unwrap_or(i64::MAX));
             }
             Err(e) => {
                 // Nothing was stored and nothing acknowledged: edges will send it again.

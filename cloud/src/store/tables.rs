@@ -84,13 +84,19 @@ pub(super) fn watermarks(db: &Database, edge: &EdgeId) -> Result<Vec<(Lane, u64)
     let t = txn.open_table(WATERMARKS)?;
     let mut out = Vec::new();
     for lane in Lane::ALL {
-        let w = t.get((edge.as_str(), lane.index()))?.map_or(0, |v| v.value());
+        let w = t
+            .get((edge.as_str(), lane.index()))?
+            .map_or(0, |v| v.value());
         out.push((lane, w));
     }
     Ok(out)
 }
 
-pub(super) fn events_after(db: &Database, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+pub(super) fn events_after(
+    db: &Database,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
     let txn = db.begin_read()?;
     let t = txn.open_table(EVENTS)?;
     let mut out = Vec::new();
@@ -119,25 +125,30 @@ pub(super) struct GroupOutcome {
 }
 
 /// Commits every write of the group in one durable transaction.
-pub(super) fn commit_group(db: &Database, mut next_seq: u64, group: &[Write]) -> Result<GroupOutcome, StoreError> {
+pub(super) fn commit_group(
+    db: &Database,
+    mut next_seq: u64,
+    group: &[Write],
+) -> Result<GroupOutcome, StoreError> {
     let mut results = Vec::with_capacity(group.len());
     let mut events = Vec::new();
     let txn = db.begin_write()?;
     {
         let mut marks = txn.open_table(WATERMARKS)?;
         let mut log = txn.open_table(EVENTS)?;
-        let mut push = |ward: &WardId, event: ServerEvent, seq: &mut u64| -> Result<u64, StoreError> {
-            let s = *seq;
-            let json = event.to_json(s);
-            log.insert(s, (ward.as_str(), json.as_str()))?;
-            events.push(Event {
-                seq: s,
-                ward: ward.clone(),
-                json: Arc::from(json),
-            });
-            *seq += 1;
-            Ok(s)
-        };
+        let mut push =
+            |ward: &WardId, event: ServerEvent, seq: &mut u64| -> Result<u64, StoreError> {
+                let s = *seq;
+                let json = event.to_json(s);
+                log.insert(s, (ward.as_str(), json.as_str()))?;
+                events.push(Event {
+                    seq: s,
+                    ward: ward.clone(),
+                    json: Arc::from(json),
+                });
+                *seq += 1;
+                Ok(s)
+            };
         for w in group {
             match w {
                 Write::Ingest {

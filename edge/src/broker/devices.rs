@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngExt as _;
 use serde::{Deserialize, Serialize};
 use wardlink_shared::{DeviceId, PatientId};
@@ -39,6 +39,11 @@ pub enum RegistryError {
     /// The device id is reserved for the edge's own links.
     #[error("device ids starting with {0:?} are reserved")]
     Reserved(&'static str),
+    /// The registry holds as many devices as the broker admits.
+    #[error(
+        "the edge admits at most {0} devices (mqtt.max_devices); remove one or raise the limit"
+    )]
+    Full(usize),
     /// Hashing failed.
     #[error("cannot hash password: {0}")]
     Hash(String),
@@ -61,11 +66,24 @@ struct RegistryFile {
 }
 
 /// Adds (or re-keys) a device and returns its new password. Used by `device add`.
-pub fn add_device(path: &Path, id: DeviceId, patient: PatientId) -> Result<String, RegistryError> {
+///
+/// `capacity` is `mqtt.max_devices`: the registry never holds more devices than the broker
+/// admits at once, so an authenticated connection can never be turned away by rumqttd's
+/// router (which would corrupt its state; see [`super`]).
+pub fn add_device(
+    path: &Path,
+    id: DeviceId,
+    patient: PatientId,
+    capacity: usize,
+) -> Result<String, RegistryError> {
     if id.as_str().starts_with(super::RESERVED_PREFIX) {
         return Err(RegistryError::Reserved(super::RESERVED_PREFIX));
     }
     let mut file = read_file(path)?.unwrap_or_default();
+    let known = file.devices.iter().any(|d| d.id == id);
+    if !known && file.devices.len() >= capacity {
+        return Err(RegistryError::Full(capacity));
+    }
     let password = new_password();
     let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
     let password_hash = Argon2::default()
@@ -129,13 +147,15 @@ fn write_file(path: &Path, file: &RegistryFile) -> Result<(), RegistryError> {
 #[derive(Debug)]
 pub struct DeviceRegistry {
     path: PathBuf,
+    capacity: usize,
     cache: Mutex<Cache>,
 }
 
 #[derive(Debug, Default)]
 struct Cache {
     mtime: Option<SystemTime>,
-    devices: HashMap<DeviceId, DeviceEntry>,
+    /// Each device with its position in the file.
+    devices: HashMap<DeviceId, (usize, DeviceEntry)>,
 }
 
 /// Why a connection was refused.
@@ -149,6 +169,8 @@ pub enum AuthRefusal {
     UnknownDevice,
     /// Wrong password.
     BadPassword,
+    /// Registered beyond `mqtt.max_devices` (the file was written with a higher limit).
+    OverCapacity,
 }
 
 impl AuthRefusal {
@@ -159,29 +181,34 @@ impl AuthRefusal {
             AuthRefusal::ClientIdMismatch => "client_id_mismatch",
             AuthRefusal::UnknownDevice => "unknown_device",
             AuthRefusal::BadPassword => "bad_password",
+            AuthRefusal::OverCapacity => "over_capacity",
         }
     }
 
     /// Every label.
-    pub const LABELS: [&'static str; 4] = [
+    pub const LABELS: [&'static str; 5] = [
         "bad_client_id",
         "client_id_mismatch",
         "unknown_device",
         "bad_password",
+        "over_capacity",
     ];
 }
 
 impl DeviceRegistry {
-    /// A registry backed by `path` (which need not exist yet).
-    pub fn new(path: PathBuf) -> Self {
+    /// A registry backed by `path` (which need not exist yet) that admits the first
+    /// `capacity` devices of the file.
+    pub fn new(path: PathBuf, capacity: usize) -> Self {
         Self {
             path,
+            capacity,
             cache: Mutex::new(Cache::default()),
         }
     }
 
-    /// Looks a device up, reloading the file first if it changed.
-    pub fn lookup(&self, id: &DeviceId) -> Result<Option<DeviceEntry>, RegistryError> {
+    /// Looks a device up, reloading the file first if it changed; returns its position in
+    /// the file too.
+    pub fn lookup(&self, id: &DeviceId) -> Result<Option<(usize, DeviceEntry)>, RegistryError> {
         let mtime = match std::fs::metadata(&self.path) {
             Ok(m) => m.modified().ok(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -201,7 +228,8 @@ impl DeviceRegistry {
             cache.devices = file
                 .devices
                 .into_iter()
-                .map(|d| (d.id.clone(), d))
+                .enumerate()
+                .map(|(i, d)| (d.id.clone(), (i, d)))
                 .collect();
             cache.mtime = mtime;
         }
@@ -213,13 +241,21 @@ impl DeviceRegistry {
     ///
     /// The client id must be the device id: this keeps ids free of the characters that upset
     /// rumqttd's router, and bounds the connection table by the number of devices.
-    pub fn authenticate(&self, client_id: &str, user: &str, pass: &str) -> Result<DeviceEntry, AuthRefusal> {
+    pub fn authenticate(
+        &self,
+        client_id: &str,
+        user: &str,
+        pass: &str,
+    ) -> Result<DeviceEntry, AuthRefusal> {
         let id = DeviceId::new(client_id).map_err(|_| AuthRefusal::BadClientId)?;
         if user != client_id {
             return Err(AuthRefusal::ClientIdMismatch);
         }
         let entry = match self.lookup(&id) {
-            Ok(Some(e)) => e,
+            Ok(Some((position, _))) if position >= self.capacity => {
+                return Err(AuthRefusal::OverCapacity);
+            }
+            Ok(Some((_, e))) => e,
             Ok(None) => return Err(AuthRefusal::UnknownDevice),
             Err(e) => {
                 tracing::error!(error = %e, "device registry unreadable; refusing connections");
@@ -242,13 +278,13 @@ mod tests {
     fn add_then_authenticate() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("devices.json");
-        let reg = DeviceRegistry::new(path.clone());
+        let reg = DeviceRegistry::new(path.clone(), 2);
         let dev = DeviceId::new("mon-1").unwrap();
         assert_eq!(
             reg.authenticate("mon-1", "mon-1", "x").unwrap_err(),
             AuthRefusal::UnknownDevice
         );
-        let pw = add_device(&path, dev.clone(), PatientId::new("bed-1").unwrap()).unwrap();
+        let pw = add_device(&path, dev.clone(), PatientId::new("bed-1").unwrap(), 2).unwrap();
         assert_eq!(pw.len(), 32);
         let entry = reg.authenticate("mon-1", "mon-1", &pw).unwrap();
         assert_eq!(entry.patient.as_str(), "bed-1");
@@ -257,7 +293,10 @@ mod tests {
         let cases = [
             (("a/b", "a/b", pw.as_str()), AuthRefusal::BadClientId),
             (("#", "#", pw.as_str()), AuthRefusal::BadClientId),
-            (("mon-1", "mon-2", pw.as_str()), AuthRefusal::ClientIdMismatch),
+            (
+                ("mon-1", "mon-2", pw.as_str()),
+                AuthRefusal::ClientIdMismatch,
+            ),
             (("mon-1", "mon-1", "wrong"), AuthRefusal::BadPassword),
         ];
         for ((c, u, p), want) in cases {
@@ -265,13 +304,28 @@ mod tests {
         }
 
         // Re-keying replaces the old password.
-        let pw2 = add_device(&path, dev, PatientId::new("bed-1").unwrap()).unwrap();
+        let pw2 = add_device(&path, dev, PatientId::new("bed-1").unwrap(), 2).unwrap();
         // mtime granularity may hide a same-instant rewrite from the cache: force a reload.
-        let reg = DeviceRegistry::new(path);
+        let reg = DeviceRegistry::new(path.clone(), 2);
         assert!(reg.authenticate("mon-1", "mon-1", &pw2).is_ok());
         assert_eq!(
             reg.authenticate("mon-1", "mon-1", &pw).unwrap_err(),
             AuthRefusal::BadPassword
+        );
+
+        // Capacity: a new device beyond it cannot be added; one added under a higher limit
+        // is refused at connect.
+        let p = PatientId::new("bed-2").unwrap();
+        add_device(&path, DeviceId::new("mon-2").unwrap(), p.clone(), 2).unwrap();
+        assert!(matches!(
+            add_device(&path, DeviceId::new("mon-3").unwrap(), p.clone(), 2),
+            Err(RegistryError::Full(2))
+        ));
+        let pw3 = add_device(&path, DeviceId::new("mon-3").unwrap(), p, 3).unwrap();
+        let reg = DeviceRegistry::new(path, 2);
+        assert_eq!(
+            reg.authenticate("mon-3", "mon-3", &pw3).unwrap_err(),
+            AuthRefusal::OverCapacity
         );
     }
 }

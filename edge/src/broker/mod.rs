@@ -1,10 +1,18 @@
 //! The embedded MQTT broker (rumqttd 0.20) that bedside devices connect to.
 //!
 //! rumqttd's hazards (see DESIGN.md) are handled here: every [`rumqttd::RouterConfig`] field is
-//! set (its `Default` panics); every CONNECT goes through our authentication handler, which only
-//! admits registered devices whose client id is their device id, so no id with `/ + # $`
-//! ever reaches the router and the connection table is bounded by the registry; the in-process
-//! link is drained by [`crate::ingest`] straight away.
+//! set (its `Default` panics); the in-process link is drained by [`crate::ingest`] straight
+//! away.
+//!
+//! The worst hazard: a connection that passes authentication but is then turned away by the
+//! router (an illegal client id, or the connection table full) leaves a dangling entry in the
+//! server's will-handler map; when that client reconnects with the same id, the server thread
+//! panics holding the map's lock, and from then on every new connection panics: the broker is
+//! deaf. So no authenticated connection may ever be turned away by the router. Our
+//! authentication handler admits only registered devices whose client id is their device id
+//! (`[A-Za-z0-9_-]`, never `/ + # $`), and the registry holds at most `mqtt.max_devices`
+//! devices, which is exactly the router's table size beside the ingest link. A device that
+//! reconnects takes over its own slot (MQTT session takeover), so the table cannot overflow.
 
 mod devices;
 
@@ -54,8 +62,9 @@ pub struct RunningBroker {
 /// burst, not storage (the outbox is the store).
 const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
 const SEGMENT_COUNT: usize = 4;
-/// Connections the router keeps beside the devices: the ingest link and a margin.
-const INTERNAL_CONNECTIONS: usize = 16;
+/// Connections the router keeps beside the devices: the ingest link. The router's table size
+/// must equal `max_devices` plus this; see the module comment.
+const INTERNAL_CONNECTIONS: usize = 1;
 
 fn router_config(mqtt: &MqttSection) -> RouterConfig {
     RouterConfig {
@@ -87,7 +96,10 @@ fn connection_settings(
         let metrics = metrics.clone();
         async move {
             if client_id.starts_with(RESERVED_PREFIX) {
-                metrics.auth_refused.with(AuthRefusal::BadClientId.label()).inc();
+                metrics
+                    .auth_refused
+                    .with(AuthRefusal::BadClientId.label())
+                    .inc();
                 return false;
             }
             // Argon2 is deliberately slow; keep it off the broker's accept loop.
@@ -131,7 +143,10 @@ pub fn start(
     let config = Config {
         id: 0,
         router: router_config(mqtt),
-        v4: Some(HashMap::from([("v4".to_owned(), server("mqtt-v4", mqtt.listen))])),
+        v4: Some(HashMap::from([(
+            "v4".to_owned(),
+            server("mqtt-v4", mqtt.listen),
+        )])),
         v5,
         ws: None,
         cluster: None,

@@ -119,12 +119,20 @@ impl Store {
         Ok(counts)
     }
 
-    pub(super) fn read(&self, lane: Lane, after: u64, limit: usize) -> Result<Vec<Record>, OutboxError> {
+    pub(super) fn read(
+        &self,
+        lane: Lane,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, OutboxError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(RECORDS)?;
         let i = lane.index();
         let mut out = Vec::new();
-        for entry in t.range((i, after.saturating_add(1))..=(i, u64::MAX))?.take(limit) {
+        for entry in t
+            .range((i, after.saturating_add(1))..=(i, u64::MAX))?
+            .take(limit)
+        {
             let (k, v) = entry?;
             let (_, seq) = k.value();
             match postcard::from_bytes::<RecordBody>(v.value()) {
@@ -181,7 +189,11 @@ mod tests {
         {
             let mut s = Store::open(&path).unwrap();
             assert_eq!(s.heads(), [0, 0]);
-            assert_eq!(s.append(vec![vitals(1.0), vitals(2.0), vitals(3.0)]).unwrap(), [0, 3]);
+            assert_eq!(
+                s.append(vec![vitals(1.0), vitals(2.0), vitals(3.0)])
+                    .unwrap(),
+                [0, 3]
+            );
             assert_eq!(s.delete_through(Lane::Telemetry, 2).unwrap(), 2);
             // A durable commit after the non-durable delete makes both permanent.
             s.append(vec![vitals(4.0)]).unwrap();

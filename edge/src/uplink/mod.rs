@@ -218,7 +218,12 @@ impl Uplink {
     }
 
     /// Streams one lane from `start` and applies the hub's acks.
-    async fn lane(&self, conn: &quinn::Connection, lane: Lane, start: u64) -> Result<(), UplinkError> {
+    async fn lane(
+        &self,
+        conn: &quinn::Connection,
+        lane: Lane,
+        start: u64,
+    ) -> Result<(), UplinkError> {
         let (mut send, mut recv) = conn.open_bi().await?;
         send.set_priority(if lane == Lane::Alarms { 1 } else { 0 })?;
         write_frame(&mut send, &Frame::OpenLane { lane }).await?;
@@ -231,7 +236,10 @@ impl Uplink {
                         let before = *acked_tx.borrow();
                         if seq > before {
                             self.outbox.ack(lane, seq).await?;
-                            self.metrics.records_acked.with(lane.label()).add(seq - before);
+                            self.metrics
+                                .records_acked
+                                .with(lane.label())
+                                .add(seq - before);
                             acked_tx.send_replace(seq);
                         }
                     }

@@ -1,0 +1,71 @@
+//! The whole path, device MQTT → edge → QUIC → hub → WebSocket, with contract messages.
+
+use std::time::Duration;
+
+use wardlink_tests::{Dashboard, Hub, is};
+
+const NORMAL: &str =
+    r#"{"hr":72,"spo2":97,"rr":16,"temp":36.8,"sbp":120,"dbp":80,"o2":false,"acvpu":"A"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vitals_then_sustained_tachycardia_then_recovery() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let edge = hub
+        .edge("edge-a", "ward-a", |c| c.alarms.hr.delay_s = 2)
+        .await?;
+    edge.wait_online().await?;
+    let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-a")).await?;
+    let mut monitor = edge.device("mon-1", "bed-01").await?;
+
+    // Normal vitals arrive as contract `vitals` messages, and raise nothing.
+    for _ in 0..3 {
+        monitor.publish(NORMAL).await?;
+    }
+    let mut last_seq = 0;
+    for _ in 0..3 {
+        let v = dash.until(|v| v["type"] != "edge").await?;
+        assert!(is(&v, "vitals", "bed-01"), "{v}");
+        assert_eq!(v["ward"], "ward-a");
+        assert_eq!(v["values"]["hr"], 72.0);
+        assert_eq!(v["values"]["acvpu"], "A");
+        assert!(v["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+        let seq = v["seq"].as_u64().expect("seq");
+        assert!(seq > last_seq);
+        last_seq = seq;
+    }
+
+    // Sustained HR 180: the alarm needs the 2 s delay to pass, so keep publishing, as a
+    // monitor does, until the alert arrives; every message before it must be vitals.
+    let alert = loop {
+        monitor.publish(r#"{"hr":180,"spo2":97}"#).await?;
+        tokio::select! {
+            a = dash.until(|v| v["type"] == "alert") => break a?,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    assert_eq!(alert["kind"], "hr_high");
+    assert_eq!(alert["state"], "raised");
+    assert_eq!(alert["patient"], "bed-01");
+    assert_eq!(alert["ward"], "ward-a");
+    assert_eq!(alert["values"]["hr"], 180.0);
+    assert!(["high", "medium", "low"].contains(&alert["priority"].as_str().unwrap_or("")));
+    assert!(alert["id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(alert["seq"].as_u64() > Some(last_seq));
+    let tachy_vitals = dash
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "vitals" && v["values"]["hr"] == 180.0)
+        .count();
+    assert!(
+        tachy_vitals >= 1,
+        "the alarm follows at least one high reading"
+    );
+
+    // Back to normal: the same episode resolves.
+    monitor.publish(NORMAL).await?;
+    let resolved = dash.until(|v| v["type"] == "alert").await?;
+    assert_eq!(resolved["state"], "resolved");
+    assert_eq!(resolved["id"], alert["id"]);
+    assert_eq!(resolved["kind"], "hr_high");
+    Ok(())
+}
