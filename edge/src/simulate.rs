@@ -103,7 +103,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..sim.patients {
         // Deteriorating patients start one after another, 15 s apart, after 10 s of calm.
-        let at = (i < sim.deteriorate).then(|| 10.0 + 15.0 * i as f64);
+        let at = (i < sim.deteriorate).then_some(10.0 + 15.0 * i as f64);
         let patient = Patient::new(i, at)?;
         let device = DeviceId::new(format!("sim-{}", patient.id))?;
         let password = add_device(

@@ -164,20 +164,20 @@ impl AlarmLimits {
         for sign in VitalSign::ALL {
             let l = self.of(sign);
             let key = |k: &str| format!("{}.{k}", sign.name());
-            if let (Some(lo), Some(hi)) = (l.low, l.high) {
-                if lo >= hi {
-                    return Err((key("low"), "must be below high"));
-                }
+            if let (Some(lo), Some(hi)) = (l.low, l.high)
+                && lo >= hi
+            {
+                return Err((key("low"), "must be below high"));
             }
-            if let (Some(e), Some(lo)) = (l.low_extreme, l.low) {
-                if e > lo {
-                    return Err((key("low_extreme"), "must not be above low"));
-                }
+            if let (Some(e), Some(lo)) = (l.low_extreme, l.low)
+                && e > lo
+            {
+                return Err((key("low_extreme"), "must not be above low"));
             }
-            if let (Some(e), Some(hi)) = (l.high_extreme, l.high) {
-                if e < hi {
-                    return Err((key("high_extreme"), "must not be below high"));
-                }
+            if let (Some(e), Some(hi)) = (l.high_extreme, l.high)
+                && e < hi
+            {
+                return Err((key("high_extreme"), "must not be below high"));
             }
             if !(l.hysteresis >= 0.0 && l.hysteresis.is_finite()) {
                 return Err((key("hysteresis"), "must be a finite number >= 0"));

@@ -148,10 +148,10 @@ pub fn decode_json(topic: &str, payload: &[u8], now: Millis) -> Result<Reading, 
         o2: raw.o2,
         acvpu: raw.acvpu,
     };
-    if let (Some(s), Some(d)) = (vitals.sbp, vitals.dbp) {
-        if d >= s {
-            return Err(RejectReason::DiastolicAboveSystolic);
-        }
+    if let (Some(s), Some(d)) = (vitals.sbp, vitals.dbp)
+        && d >= s
+    {
+        return Err(RejectReason::DiastolicAboveSystolic);
     }
     // `o2` alone says nothing about the patient's state.
     let only_o2 = Vitals { o2: None, ..vitals }.is_empty();

@@ -100,7 +100,9 @@ impl Hub {
         self.token_at(user, role, wards, unix_now(), ttl)
     }
 
-    /// A token issued at `iat` (to make expired ones).
+    /// A token issued at `iat` (to make expired ones). Panics on a harness fault (unreadable
+    /// key, invalid ward id in the test), which fails the test that asked.
+    #[allow(clippy::expect_used)]
     pub fn token_at(
         &self,
         user: &str,
@@ -367,6 +369,16 @@ impl Device {
     /// Publishes a payload (QoS 1) on the device's patient topic and waits for the PUBACK.
     pub async fn publish(&mut self, payload: &str) -> anyhow::Result<()> {
         self.publish_to(&self.topic.clone(), payload).await
+    }
+
+    /// Queues a QoS 1 publish without waiting for its PUBACK.
+    pub async fn publish_nowait(&mut self, payload: &str) -> anyhow::Result<()> {
+        self.client
+            .publish(&self.topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .await?;
+        // Keep the PUBACK channel from growing without bound.
+        while self.acks.try_recv().is_ok() {}
+        Ok(())
     }
 
     /// Publishes on any topic and waits for the PUBACK.

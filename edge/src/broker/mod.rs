@@ -41,10 +41,16 @@ pub const VITALS_FILTER: &str = "patients/+/vitals";
 pub enum BrokerError {
     /// The in-process link was refused by the router.
     #[error("broker link: {0}")]
-    Link(#[from] rumqttd::local::LinkError),
+    Link(Box<rumqttd::local::LinkError>),
     /// The broker thread could not be spawned.
     #[error("cannot spawn broker thread: {0}")]
     Thread(#[from] std::io::Error),
+}
+
+impl From<rumqttd::local::LinkError> for BrokerError {
+    fn from(e: rumqttd::local::LinkError) -> Self {
+        BrokerError::Link(Box::new(e))
+    }
 }
 
 /// A running broker: the in-process link and a signal that fires if the broker stops.
