@@ -27,7 +27,16 @@ fn device_add_prints_the_password_last() {
     std::fs::write(&path, CONFIG).unwrap();
     let add = |device: &str| {
         Command::new(BIN)
-            .args(["device", "add", "--config", path.to_str().unwrap(), "--device", device, "--patient", "bed-01"])
+            .args([
+                "device",
+                "add",
+                "--config",
+                path.to_str().unwrap(),
+                "--device",
+                device,
+                "--patient",
+                "bed-01",
+            ])
             .output()
             .unwrap()
     };
@@ -57,17 +66,29 @@ fn bad_configuration_exits_64_with_one_line() {
     let path = dir.path().join("edge.toml");
     let cases = [
         (CONFIG.replace("edge-a", "edge a"), "edge.id"),
-        (CONFIG.replace("max_devices = 2", "max_devices = \"many\""), "mqtt.max_devices"),
-        (CONFIG.replace("[mqtt]", "[mqtt]\nlisten = \"here\""), "mqtt.listen"),
+        (
+            CONFIG.replace("max_devices = 2", "max_devices = \"many\""),
+            "mqtt.max_devices",
+        ),
+        (
+            CONFIG.replace("[mqtt]", "[mqtt]\nlisten = \"here\""),
+            "mqtt.listen",
+        ),
         (format!("{CONFIG}\n[alarms.hr]\nlow = 1"), "alarms.hr"),
     ];
     for (text, key) in cases {
         std::fs::write(&path, &text).unwrap();
-        let out = Command::new(BIN).args(["run", "--config", path.to_str().unwrap()]).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["run", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(64), "{key}: {out:?}");
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-        assert!(stderr.contains("edge.toml") && stderr.contains(key), "{key}: {stderr}");
+        assert!(
+            stderr.contains("edge.toml") && stderr.contains(key),
+            "{key}: {stderr}"
+        );
     }
     std::fs::write(&path, CONFIG).unwrap();
     let out = Command::new(BIN)

@@ -371,7 +371,7 @@ impl AlarmEngine {
                         state: AlertState::Resolved,
                         message: format!(
                             "{} {} {} back within limits",
-                            sign.name().to_uppercase(),
+                            sign.label(),
                             fmt_value(value),
                             sign.unit()
                         ),
@@ -481,7 +481,7 @@ fn limit_message(sign: VitalSign, side: Side, value: f32, limit: f32) -> String 
     };
     format!(
         "{} {word}: {} {} {cmp} {}",
-        sign.name().to_uppercase(),
+        sign.label(),
         fmt_value(value),
         sign.unit(),
         fmt_value(limit)

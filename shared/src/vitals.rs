@@ -108,6 +108,18 @@ impl VitalSign {
         }
     }
 
+    /// The name shown to people.
+    pub fn label(self) -> &'static str {
+        match self {
+            VitalSign::Hr => "HR",
+            VitalSign::Spo2 => "SpO2",
+            VitalSign::Rr => "RR",
+            VitalSign::Temp => "Temp",
+            VitalSign::Sbp => "SBP",
+            VitalSign::Dbp => "DBP",
+        }
+    }
+
     /// The unit shown to people.
     pub fn unit(self) -> &'static str {
         match self {

@@ -374,7 +374,12 @@ impl Device {
     /// Queues a QoS 1 publish without waiting for its PUBACK.
     pub async fn publish_nowait(&mut self, payload: &str) -> anyhow::Result<()> {
         self.client
-            .publish(&self.topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .publish(
+                &self.topic,
+                QoS::AtLeastOnce,
+                false,
+                payload.as_bytes().to_vec(),
+            )
             .await?;
         // Keep the PUBACK channel from growing without bound.
         while self.acks.try_recv().is_ok() {}

@@ -37,7 +37,8 @@ async fn main() -> anyhow::Result<()> {
         let start = Instant::now();
         device.publish_nowait(&payload).await?;
         let want = hr as f64;
-        dash.until(|v| is(v, "vitals", "bed-01") && v["values"]["hr"] == want).await?;
+        dash.until(|v| is(v, "vitals", "bed-01") && v["values"]["hr"] == want)
+            .await?;
         if i >= warmup {
             samples.push(start.elapsed());
         }
