@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use wardlink_io::config;
 pub use wardlink_shared::config::ConfigError;
-use wardlink_shared::config::parse_toml;
 
 /// `cloud.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,53 +92,35 @@ pub const ENV_KEYS: [&str; 3] = [
 impl CloudConfig {
     /// Reads `path`, applies the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| ENV_KEYS.contains(&k.as_str()))
-            .collect();
-        Self::load_with_env(path, &env)
+        Self::load_with_env(path, &config::env_overrides(&ENV_KEYS))
     }
 
     /// Reads `path`, applies `env`. Relative paths are relative to the file.
     pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            key: "-".into(),
-            reason: format!("cannot read: {e}"),
-        })?;
-        let mut cfg: CloudConfig = parse_toml(&file, &text)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for p in [
-            &mut cfg.hub.data_dir,
-            &mut cfg.tls.ca_cert,
-            &mut cfg.tls.ca_key,
-            &mut cfg.tls.cert,
-            &mut cfg.tls.key,
-            &mut cfg.auth.jwt_public_key,
-            &mut cfg.auth.jwt_private_key,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
+        let mut cfg: CloudConfig = config::read(path)?;
+        config::resolve_relative(
+            path,
+            &mut [
+                &mut cfg.hub.data_dir,
+                &mut cfg.tls.ca_cert,
+                &mut cfg.tls.ca_key,
+                &mut cfg.tls.cert,
+                &mut cfg.tls.key,
+                &mut cfg.auth.jwt_public_key,
+                &mut cfg.auth.jwt_private_key,
+            ],
+        );
         cfg.apply_env(env)?;
         Ok(cfg)
     }
 
     /// Applies the `WARDLINK_*` overrides found in `env`.
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-        let addr = |key: &str, v: &str| {
-            v.parse::<SocketAddr>().map_err(|e| ConfigError {
-                file: "environment".into(),
-                key: key.into(),
-                reason: e.to_string(),
-            })
-        };
         if let Some(v) = env.get("WARDLINK_HTTP_LISTEN") {
-            self.hub.http_listen = addr("WARDLINK_HTTP_LISTEN", v)?;
+            self.hub.http_listen = config::parse_override("WARDLINK_HTTP_LISTEN", v)?;
         }
         if let Some(v) = env.get("WARDLINK_QUIC_LISTEN") {
-            self.hub.quic_listen = addr("WARDLINK_QUIC_LISTEN", v)?;
+            self.hub.quic_listen = config::parse_override("WARDLINK_QUIC_LISTEN", v)?;
         }
         if let Some(v) = env.get("WARDLINK_DATA_DIR") {
             self.hub.data_dir = PathBuf::from(v);

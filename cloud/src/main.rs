@@ -179,7 +179,7 @@ fn main() -> ExitCode {
                 let shutdown = CancellationToken::new();
                 let signal = shutdown.clone();
                 tokio::spawn(async move {
-                    wait_for_signal().await;
+                    wardlink_io::signal::terminated().await;
                     signal.cancel();
                 });
                 wardlink_cloud::watch::run(&url, &token, vitals, shutdown).await
@@ -201,32 +201,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve(cfg: CloudConfig) -> anyhow::Result<()> {
     let hub = wardlink_cloud::start(cfg).await?;
-    wait_for_signal().await;
+    wardlink_io::signal::terminated().await;
     tracing::info!("signal received; stopping");
     hub.shutdown();
     hub.wait().await;
     Ok(())
-}
-
-/// SIGTERM or SIGINT.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use wardlink_io::config;
 use wardlink_shared::alarm::AlarmLimits;
 pub use wardlink_shared::config::ConfigError;
-use wardlink_shared::config::parse_toml;
 use wardlink_shared::{EdgeId, WardId};
 
 /// `edge.toml`.
@@ -144,57 +144,33 @@ pub const ENV_KEYS: [&str; 4] = [
 impl EdgeConfig {
     /// Reads `path`, applies the process environment, validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| ENV_KEYS.contains(&k.as_str()))
-            .collect();
-        Self::load_with_env(path, &env)
+        Self::load_with_env(path, &config::env_overrides(&ENV_KEYS))
     }
 
     /// Reads `path`, applies `env`, validates. Relative paths are relative to the file.
     pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            key: "-".into(),
-            reason: format!("cannot read: {e}"),
-        })?;
-        let mut cfg: EdgeConfig = parse_toml(&file, &text)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        cfg.resolve_paths(base);
+        let mut cfg: EdgeConfig = config::read(path)?;
+        config::resolve_relative(
+            path,
+            &mut [
+                &mut cfg.edge.data_dir,
+                &mut cfg.hub.ca_cert,
+                &mut cfg.hub.cert,
+                &mut cfg.hub.key,
+            ],
+        );
         cfg.apply_env(env)?;
-        cfg.validate(&file)?;
+        cfg.validate(&path.display().to_string())?;
         Ok(cfg)
-    }
-
-    fn resolve_paths(&mut self, base: &Path) {
-        for p in [
-            &mut self.edge.data_dir,
-            &mut self.hub.ca_cert,
-            &mut self.hub.cert,
-            &mut self.hub.key,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
     }
 
     /// Applies the `WARDLINK_*` overrides found in `env`.
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-        let bad = |key: &str, reason: String| ConfigError {
-            file: "environment".into(),
-            key: key.into(),
-            reason,
-        };
         if let Some(v) = env.get("WARDLINK_MQTT_LISTEN") {
-            self.mqtt.listen = v
-                .parse()
-                .map_err(|e| bad("WARDLINK_MQTT_LISTEN", format!("{e}")))?;
+            self.mqtt.listen = config::parse_override("WARDLINK_MQTT_LISTEN", v)?;
         }
         if let Some(v) = env.get("WARDLINK_ADMIN_LISTEN") {
-            self.admin.listen = v
-                .parse()
-                .map_err(|e| bad("WARDLINK_ADMIN_LISTEN", format!("{e}")))?;
+            self.admin.listen = config::parse_override("WARDLINK_ADMIN_LISTEN", v)?;
         }
         if let Some(v) = env.get("WARDLINK_HUB_ADDR") {
             self.hub.addr = v.clone();

@@ -152,7 +152,7 @@ fn main() -> ExitCode {
                 let shutdown = CancellationToken::new();
                 let signal = shutdown.clone();
                 tokio::spawn(async move {
-                    wait_for_signal().await;
+                    wardlink_io::signal::terminated().await;
                     signal.cancel();
                 });
                 wardlink_edge::simulate::run(
@@ -177,33 +177,10 @@ fn main() -> ExitCode {
 async fn run(cfg: EdgeConfig) -> anyhow::Result<()> {
     let edge = wardlink_edge::start(cfg).await?;
     tokio::select! {
-        () = wait_for_signal() => {
+        () = wardlink_io::signal::terminated() => {
             tracing::info!("signal received; flushing the outbox and stopping");
             edge.shutdown();
             edge.wait().await
         }
-    }
-}
-
-/// SIGTERM or SIGINT.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wardlink_io::frames::{FrameIoError, read_frame, write_frame};
 use wardlink_shared::dashboard::{EdgeState, ServerEvent};
-use wardlink_shared::wire::{self, ErrorCode, Frame, FrameDecoder, PROTOCOL_VERSION};
+use wardlink_shared::wire::{ErrorCode, Frame, FrameDecoder, PROTOCOL_VERSION};
 use wardlink_shared::{EdgeId, WardId};
 
 use crate::metrics::HubMetrics;
@@ -32,15 +33,9 @@ pub enum IngressError {
     /// The connection failed or closed.
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
-    /// Writing failed.
-    #[error("write: {0}")]
-    Write(#[from] quinn::WriteError),
-    /// Reading failed.
-    #[error("read: {0}")]
-    Read(#[from] quinn::ReadError),
-    /// A frame was malformed or oversized.
-    #[error("wire: {0}")]
-    Wire(#[from] wire::WireError),
+    /// Sending or receiving a frame failed.
+    #[error(transparent)]
+    Frame(#[from] FrameIoError),
     /// The edge broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -235,10 +230,10 @@ impl Session {
                     None
                 }
             }
-            Ok(_) | Err(IngressError::Wire(_)) => {
+            Ok(_) | Err(FrameIoError::Wire(_)) => {
                 Some(("bad_frame", ErrorCode::BadFrame, "expected Hello".into()))
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         if let Some((label, code, message)) = refusal {
             self.metrics.edges_refused.with(label).inc();
@@ -335,8 +330,8 @@ impl Lane {
                 }
                 Ok(None) => return Ok(()),
                 Ok(Some(_)) => return self.refuse("unexpected frame on a lane").await,
-                Err(IngressError::Wire(e)) => return self.refuse(&e.to_string()).await,
-                Err(e) => return Err(e),
+                Err(FrameIoError::Wire(e)) => return self.refuse(&e.to_string()).await,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -353,26 +348,5 @@ impl Lane {
         .await?;
         let _ = self.send.finish();
         Err(IngressError::Protocol(message.into()))
-    }
-}
-
-async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), IngressError> {
-    send.write_all(&wire::encode(frame)?).await?;
-    Ok(())
-}
-
-/// The next frame, or `None` when the peer finished the stream.
-async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    dec: &mut FrameDecoder,
-) -> Result<Option<Frame>, IngressError> {
-    loop {
-        if let Some(frame) = dec.next_frame()? {
-            return Ok(Some(frame));
-        }
-        match recv.read_chunk(64 * 1024, true).await? {
-            Some(chunk) => dec.push(&chunk.bytes),
-            None => return Ok(None),
-        }
     }
 }

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
+use wardlink_io::pem::{PemError, load_certs, load_key, load_roots};
 use wardlink_shared::wire::ALPN;
 use wardlink_shared::{EdgeId, WardId};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -19,13 +19,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file is missing or malformed.
-    #[error("{path}: {reason}")]
-    Pem {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     /// rustls refused the configuration.
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
@@ -37,34 +32,13 @@ pub enum TlsError {
     Quic(String),
 }
 
-fn pem_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
-    TlsError::Pem {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_err(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err(path, e))?;
-    if certs.is_empty() {
-        return Err(pem_err(path, "no certificate found"));
-    }
-    Ok(certs)
-}
-
 /// The QUIC server configuration.
 pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in load_certs(ca)? {
-        roots.add(c)?;
-    }
+    let roots = load_roots(ca)?;
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+    let key = load_key(key)?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

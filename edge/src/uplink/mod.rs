@@ -15,12 +15,13 @@ use std::time::Duration;
 use rand::RngExt as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use wardlink_shared::wire::{self, ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
+use wardlink_io::frames::{FrameIoError, read_frame, write_frame};
+use wardlink_shared::wire::{ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
 use wardlink_shared::{EdgeId, WardId};
 
 use crate::metrics::EdgeMetrics;
 use crate::outbox::{Closed, Outbox, OutboxError};
-pub use tls::{TlsError, client_config, load_certs, load_key};
+pub use tls::{TlsError, client_config};
 
 /// Records per frame.
 const BATCH: usize = 256;
@@ -44,18 +45,12 @@ pub enum UplinkError {
     /// The connection failed or closed.
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
-    /// Writing a stream failed.
-    #[error("write: {0}")]
-    Write(#[from] quinn::WriteError),
-    /// Reading a stream failed.
-    #[error("read: {0}")]
-    Read(#[from] quinn::ReadError),
+    /// Sending or receiving a frame failed.
+    #[error(transparent)]
+    Frame(#[from] FrameIoError),
     /// Stream priority could not be set.
     #[error("stream: {0}")]
     Stream(#[from] quinn::ClosedStream),
-    /// A frame was malformed.
-    #[error("wire: {0}")]
-    Wire(#[from] wire::WireError),
     /// The hub refused us.
     #[error("hub refused: {code:?}: {message}")]
     Refused {
@@ -291,27 +286,6 @@ fn backoff(failures: u32) -> Duration {
     let cap = exp.min(BACKOFF_MAX);
     let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(1);
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
-}
-
-async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), UplinkError> {
-    send.write_all(&wire::encode(frame)?).await?;
-    Ok(())
-}
-
-/// The next frame, or `None` when the peer finished the stream.
-async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    dec: &mut FrameDecoder,
-) -> Result<Option<Frame>, UplinkError> {
-    loop {
-        if let Some(frame) = dec.next_frame()? {
-            return Ok(Some(frame));
-        }
-        match recv.read_chunk(64 * 1024, true).await? {
-            Some(chunk) => dec.push(&chunk.bytes),
-            None => return Ok(None),
-        }
-    }
 }
 
 #[cfg(test)]

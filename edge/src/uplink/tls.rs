@@ -1,12 +1,10 @@
 //! The uplink's QUIC client configuration: TLS 1.3 with the edge's enrolled certificate,
 //! trusting only the hub's CA.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use wardlink_io::pem::{PemError, load_certs, load_key, load_roots};
 use wardlink_shared::wire::ALPN;
 
 use crate::config::HubSection;
@@ -20,13 +18,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file is missing or malformed.
-    #[error("{path}: {reason}")]
-    Pem {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     /// rustls refused the configuration.
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
@@ -35,36 +28,9 @@ pub enum TlsError {
     Quic(String),
 }
 
-fn pem_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
-    TlsError::Pem {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
-}
-
-/// Reads every certificate in a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_err(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err(path, e))?;
-    if certs.is_empty() {
-        return Err(pem_err(path, "no certificate found"));
-    }
-    Ok(certs)
-}
-
-/// Reads a private key from a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_err(path, e))
-}
-
 /// The QUIC client configuration for connecting to the hub.
 pub fn client_config(hub: &HubSection) -> Result<quinn::ClientConfig, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in load_certs(&hub.ca_cert)? {
-        roots.add(ca)?;
-    }
+    let roots = load_roots(&hub.ca_cert)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

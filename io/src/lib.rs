@@ -1,0 +1,7 @@
+//! The I/O glue both programs share, kept out of the sans-IO `wardlink-shared`: frames over
+//! QUIC streams, PEM credentials, configuration files and termination signals.
+
+pub mod config;
+pub mod frames;
+pub mod pem;
+pub mod signal;
