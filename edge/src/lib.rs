@@ -126,9 +126,11 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         }
     });
 
-    if !broker::wait_listening(cfg.mqtt.listen, BROKER_START_TIMEOUT).await {
-        shutdown.cancel();
-        anyhow::bail!("MQTT broker is not listening on {}", cfg.mqtt.listen);
+    for addr in std::iter::once(cfg.mqtt.listen).chain(cfg.mqtt.listen_v5) {
+        if !broker::wait_listening(addr, BROKER_START_TIMEOUT).await {
+            shutdown.cancel();
+            anyhow::bail!("MQTT broker is not listening on {addr}");
+        }
     }
     metrics.ready.store(true, Ordering::Release);
     tracing::info!(
