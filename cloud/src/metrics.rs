@@ -22,6 +22,8 @@ pub struct HubMetrics {
     pub records_stored: LabeledCounter,
     /// Records received again and ignored, by lane.
     pub records_duplicate: LabeledCounter,
+    /// Records the edges could not read back from their outboxes (lost at the edge).
+    pub records_unreadable: Arc<Counter>,
     /// Store transactions that failed.
     pub store_errors: Arc<Counter>,
     /// Highest hub event seq.
@@ -68,6 +70,10 @@ impl HubMetrics {
                 "Edge records received again and ignored, by lane.",
                 "lane",
                 &LANES,
+            ),
+            records_unreadable: r.counter(
+                "wardlink_hub_records_unreadable_total",
+                "Records an edge stored but could not read back from its outbox (lost).",
             ),
             store_errors: r.counter(
                 "wardlink_hub_store_errors_total",

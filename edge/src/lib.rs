@@ -61,9 +61,10 @@ impl RunningEdge {
         self.shutdown.cancel();
     }
 
-    /// Waits until the edge has stopped; an error means it stopped on a failure.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.done.await.context("edge supervisor panicked")?
+    /// Waits until the edge has stopped; an error means it stopped on a failure. Cancel-safe:
+    /// may be polled again after another branch of a `select!` won.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.done).await.context("edge supervisor panicked")?
     }
 }
 

@@ -175,12 +175,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: EdgeConfig) -> anyhow::Result<()> {
-    let edge = wardlink_edge::start(cfg).await?;
+    let mut edge = wardlink_edge::start(cfg).await?;
     tokio::select! {
         () = wardlink_io::signal::terminated() => {
             tracing::info!("signal received; flushing the outbox and stopping");
             edge.shutdown();
             edge.wait().await
         }
+        // The edge stopped by itself (its broker or link failed): exit non-zero so the
+        // supervisor (systemd) restarts it.
+        r = edge.wait() => r.and(Err(anyhow::anyhow!("edge stopped unexpectedly"))),
     }
 }

@@ -67,6 +67,14 @@ pub enum RecordBody {
     Vitals(Reading),
     /// An alarm event (alarm lane).
     Alarm(AlarmEvent),
+    /// A record the edge stored but could not read back (a damaged outbox). It keeps its place
+    /// in the lane so the sequence stays contiguous; the hub counts it.
+    Unreadable {
+        /// The lane of its slot.
+        lane: Lane,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl RecordBody {
@@ -75,11 +83,13 @@ impl RecordBody {
         match self {
             RecordBody::Vitals(_) => Lane::Telemetry,
             RecordBody::Alarm(_) => Lane::Alarms,
+            RecordBody::Unreadable { lane, .. } => *lane,
         }
     }
 }
 
-/// One record of a lane. `seq` is assigned by the edge's outbox, contiguous per lane from 1.
+/// One record of a lane. `seq` is assigned by the edge's outbox, contiguous per lane and
+/// stream from 1; a lane never skips a seq.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Position in the lane.
@@ -112,8 +122,13 @@ pub enum Frame {
         edge: EdgeId,
         /// Must equal the certificate's ward.
         ward: WardId,
+        /// The edge's outbox stream: random, chosen when the outbox is created (or replaced).
+        /// Seqs count within a stream, so an edge whose disk was replaced starts a new stream
+        /// instead of colliding with what the hub already stored.
+        stream: u64,
     },
-    /// Hub → edge, answer to a good Hello: the highest seq the hub has stored per lane.
+    /// Hub → edge, answer to a good Hello: the highest seq the hub has stored per lane of the
+    /// Hello's stream.
     Welcome {
         /// Hub's protocol version.
         version: u16,
@@ -303,6 +318,7 @@ mod tests {
                 version: PROTOCOL_VERSION,
                 edge: EdgeId::new("edge-a").unwrap(),
                 ward: WardId::new("ward-a").unwrap(),
+                stream: u64::MAX,
             },
             Frame::Welcome {
                 version: 1,
@@ -332,9 +348,10 @@ mod tests {
             version: 1,
             edge: EdgeId::new("e").unwrap(),
             ward: WardId::new("w").unwrap(),
+            stream: 7,
         })
         .unwrap();
-        assert_eq!(&bytes[4..], &[0, 1, 1, b'e', 1, b'w']);
+        assert_eq!(&bytes[4..], &[0, 1, 1, b'e', 1, b'w', 7]);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use wardlink_edge::config::EdgeConfig;
 use wardlink_shared::{DeviceId, EdgeId, PatientId, WardId};
 
 /// Upper bound for any wait in a scenario.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Installs the process-wide crypto provider and a test log subscriber (once).
 pub fn init() {
@@ -77,6 +77,30 @@ impl Hub {
         };
         let path = pki::init(dir.path(), &opts)?;
         let config = CloudConfig::load_with_env(&path, &HashMap::new())?;
+        let running = wardlink_cloud::start(config.clone()).await?;
+        Ok(Hub {
+            dir,
+            config,
+            running,
+        })
+    }
+
+    /// Stops the hub cleanly; returns what is needed to start it again.
+    pub async fn stop(self) -> (tempfile::TempDir, CloudConfig) {
+        let Hub {
+            dir,
+            mut config,
+            running,
+        } = self;
+        config.hub.http_listen = running.http_addr;
+        config.hub.quic_listen = running.quic_addr;
+        running.shutdown();
+        running.wait().await;
+        (dir, config)
+    }
+
+    /// Starts a hub again from what [`Hub::stop`] returned.
+    pub async fn resume(dir: tempfile::TempDir, config: CloudConfig) -> anyhow::Result<Hub> {
         let running = wardlink_cloud::start(config.clone()).await?;
         Ok(Hub {
             dir,

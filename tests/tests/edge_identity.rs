@@ -74,6 +74,7 @@ async fn hello_must_match_certificate_and_version() -> anyhow::Result<()> {
             version: PROTOCOL_VERSION + 1,
             edge: edge.clone(),
             ward: ward.clone(),
+            stream: 1,
         },
     )
     .await?;
@@ -88,6 +89,7 @@ async fn hello_must_match_certificate_and_version() -> anyhow::Result<()> {
             version: PROTOCOL_VERSION,
             edge: EdgeId::new("edge-b")?,
             ward: ward.clone(),
+            stream: 1,
         },
     )
     .await?;
@@ -108,6 +110,7 @@ async fn hello_must_match_certificate_and_version() -> anyhow::Result<()> {
             version: PROTOCOL_VERSION,
             edge: edge.clone(),
             ward: WardId::new("ward-b")?,
+            stream: 1,
         },
     )
     .await?;
@@ -140,6 +143,7 @@ async fn hello_must_match_certificate_and_version() -> anyhow::Result<()> {
             version: PROTOCOL_VERSION,
             edge,
             ward,
+            stream: 1,
         },
     )
     .await?;
@@ -173,6 +177,92 @@ async fn hello_must_match_certificate_and_version() -> anyhow::Result<()> {
         metric(
             &text,
             "wardlink_hub_edges_refused_total{reason=\"bad_frame\"}"
+        ),
+        Some(1)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_must_continue_their_lane() -> anyhow::Result<()> {
+    use wardlink_shared::wire::{Lane, Record, RecordBody};
+    use wardlink_shared::{PatientId, Reading, Vitals};
+
+    let hub = Hub::start().await?;
+    let (_dir, cfg) = hub.enroll_edge("edge-a", "ward-a", |_| {})?;
+    let client = wardlink_edge::uplink::client_config(&cfg.hub)?;
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let conn = endpoint
+        .connect_with(client, hub.running.quic_addr, &cfg.hub.server_name)?
+        .await?;
+    let (mut control, mut control_rx) = conn.open_bi().await?;
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        edge: EdgeId::new("edge-a")?,
+        ward: WardId::new("ward-a")?,
+        stream: 42,
+    };
+    control.write_all(&wire::encode(&hello)?).await?;
+    let mut dec = FrameDecoder::new();
+    let welcome = wardlink_io::frames::read_frame(&mut control_rx, &mut dec).await?;
+    assert!(
+        matches!(welcome, Some(Frame::Welcome { .. })),
+        "{welcome:?}"
+    );
+
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let reading = |seq: u64| Record {
+        seq,
+        body: RecordBody::Vitals(Reading {
+            patient: PatientId::new("bed-01").expect("id"),
+            ts: 1_795_694_400_000,
+            vitals: Vitals {
+                hr: Some(70.0),
+                ..Vitals::default()
+            },
+        }),
+    };
+    let mut dec = FrameDecoder::new();
+    send.write_all(&wire::encode(&Frame::OpenLane {
+        lane: Lane::Telemetry,
+    })?)
+    .await?;
+    // A stream may start anywhere (earlier seqs were delivered under an older stream).
+    send.write_all(&wire::encode(&Frame::Records {
+        records: vec![reading(5), reading(6)],
+    })?)
+    .await?;
+    let ack = wardlink_io::frames::read_frame(&mut recv, &mut dec).await?;
+    assert_eq!(ack, Some(Frame::Ack { seq: 6 }));
+    // Redelivery is acknowledged and ignored.
+    send.write_all(&wire::encode(&Frame::Records {
+        records: vec![reading(6)],
+    })?)
+    .await?;
+    let ack = wardlink_io::frames::read_frame(&mut recv, &mut dec).await?;
+    assert_eq!(ack, Some(Frame::Ack { seq: 6 }));
+    // A gap is refused and nothing of it is stored.
+    send.write_all(&wire::encode(&Frame::Records {
+        records: vec![reading(8)],
+    })?)
+    .await?;
+    let refused = wardlink_io::frames::read_frame(&mut recv, &mut dec).await?;
+    assert!(
+        matches!(refused, Some(Frame::Error { code: ErrorCode::BadFrame, ref message }) if message.contains("expected seq 7")),
+        "{refused:?}"
+    );
+    let text = hub.metrics().await?;
+    assert_eq!(
+        metric(
+            &text,
+            "wardlink_hub_records_stored_total{lane=\"telemetry\"}"
+        ),
+        Some(2)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "wardlink_hub_records_duplicate_total{lane=\"telemetry\"}"
         ),
         Some(1)
     );

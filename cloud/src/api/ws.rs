@@ -200,8 +200,15 @@ fn until_expiry(exp: u64) -> Duration {
     Duration::from_secs(exp.saturating_sub(now))
 }
 
+/// A dashboard that does not take a message within this is gone (or hostile): the session
+/// ends rather than holding the hub's memory and its shutdown hostage.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn send(app: &AppState, sink: &mut Sink, text: String) -> bool {
-    let ok = sink.send(Message::Text(text.into())).await.is_ok();
+    let ok = matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    );
     if ok {
         app.metrics.ws_messages_sent.inc();
     }

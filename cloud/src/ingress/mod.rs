@@ -140,6 +140,8 @@ pub async fn run(
     endpoint.close(0u32.into(), b"hub shutting down");
     tracker.close();
     tracker.wait().await;
+    // Let closing connections drain, so the UDP port is free when this returns.
+    endpoint.wait_idle().await;
 }
 
 struct Session {
@@ -153,7 +155,7 @@ struct Session {
 
 impl Session {
     async fn run(self, shutdown: CancellationToken) {
-        let generation = match self.handshake().await {
+        let (generation, stream) = match self.handshake().await {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(edge = %self.edge, error = %e, "edge refused");
@@ -165,7 +167,7 @@ impl Session {
         tracing::info!(edge = %self.edge, ward = %self.ward, "edge online");
         self.announce(EdgeState::Online).await;
         let result = tokio::select! {
-            r = self.serve_lanes() => r,
+            r = self.serve_lanes(stream) => r,
             () = shutdown.cancelled() => {
                 self.conn.close(0u32.into(), b"hub shutting down");
                 Ok(())
@@ -194,8 +196,8 @@ impl Session {
         }
     }
 
-    /// Hello → Welcome; returns this connection's presence generation.
-    async fn handshake(&self) -> Result<u64, IngressError> {
+    /// Hello → Welcome; returns this connection's presence generation and the edge's stream.
+    async fn handshake(&self) -> Result<(u64, u64), IngressError> {
         let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, self.conn.accept_bi())
             .await
             .map_err(|_| IngressError::Timeout)??;
@@ -203,12 +205,15 @@ impl Session {
         let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, &mut dec))
             .await
             .map_err(|_| IngressError::Timeout)?;
+        let mut stream = 0;
         let refusal = match hello {
             Ok(Some(Frame::Hello {
                 version,
                 edge,
                 ward,
+                stream: s,
             })) => {
+                stream = s;
                 if version != PROTOCOL_VERSION {
                     Some((
                         "version",
@@ -251,7 +256,7 @@ impl Session {
             return Err(IngressError::Protocol(message));
         }
         let generation = self.presence.arrive(&self.edge);
-        let stored = self.store.watermarks(self.edge.clone()).await?;
+        let stored = self.store.watermarks(self.edge.clone(), stream).await?;
         write_frame(
             &mut send,
             &Frame::Welcome {
@@ -260,10 +265,10 @@ impl Session {
             },
         )
         .await?;
-        Ok(generation)
+        Ok((generation, stream))
     }
 
-    async fn serve_lanes(&self) -> Result<(), IngressError> {
+    async fn serve_lanes(&self, stream: u64) -> Result<(), IngressError> {
         let mut lanes = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -273,6 +278,7 @@ impl Session {
                         send,
                         recv,
                         edge: self.edge.clone(),
+                        stream,
                         ward: self.ward.clone(),
                         store: self.store.clone(),
                         metrics: self.metrics.clone(),
@@ -295,6 +301,7 @@ struct Lane {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     edge: EdgeId,
+    stream: u64,
     ward: WardId,
     store: Store,
     metrics: Arc<HubMetrics>,
@@ -313,10 +320,23 @@ impl Lane {
                     if records.iter().any(|r| r.body.lane() != lane) {
                         return self.refuse("record on the wrong lane").await;
                     }
-                    let ingested = self
+                    let ingested = match self
                         .store
-                        .ingest(self.edge.clone(), self.ward.clone(), lane, records)
-                        .await??;
+                        .ingest(
+                            self.edge.clone(),
+                            self.stream,
+                            self.ward.clone(),
+                            lane,
+                            records,
+                        )
+                        .await?
+                    {
+                        Ok(i) => i,
+                        Err(e @ StoreError::Gap { .. }) => {
+                            return self.refuse(&e.to_string()).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     write_frame(
                         &mut self.send,
                         &Frame::Ack {

@@ -39,11 +39,14 @@ pub struct Ingested {
     pub stored: u64,
     /// Records that were already stored.
     pub duplicates: u64,
+    /// Records the edge could not read back from its outbox (counted, no event).
+    pub unreadable: u64,
 }
 
 enum Write {
     Ingest {
         edge: EdgeId,
+        stream: u64,
         ward: WardId,
         lane: Lane,
         records: Vec<Record>,
@@ -86,10 +89,12 @@ impl Store {
         Ok((Store { db, tx }, thread))
     }
 
-    /// Stores `records` of `edge`'s `lane` exactly once; returns the new watermark.
+    /// Stores `records` of `edge`'s `stream` and `lane` exactly once; returns the new
+    /// watermark.
     pub async fn ingest(
         &self,
         edge: EdgeId,
+        stream: u64,
         ward: WardId,
         lane: Lane,
         records: Vec<Record>,
@@ -98,6 +103,7 @@ impl Store {
         self.tx
             .send(Write::Ingest {
                 edge,
+                stream,
                 ward,
                 lane,
                 records,
@@ -121,10 +127,14 @@ impl Store {
         rx.await.map_err(|_| Closed)
     }
 
-    /// The stored watermark of each lane of `edge`.
-    pub async fn watermarks(&self, edge: EdgeId) -> Result<Vec<(Lane, u64)>, StoreError> {
+    /// The stored watermark of each lane of `edge`'s `stream`.
+    pub async fn watermarks(
+        &self,
+        edge: EdgeId,
+        stream: u64,
+    ) -> Result<Vec<(Lane, u64)>, StoreError> {
         let db = self.db.clone();
-        blocking(move || tables::watermarks(&db, &edge)).await
+        blocking(move || tables::watermarks(&db, &edge, stream)).await
     }
 
     /// Up to `limit` events with seq > `after`, in order.
@@ -169,7 +179,14 @@ fn writer(
                                 .records_duplicate
                                 .with(lane.label())
                                 .add(i.duplicates);
+                            metrics.records_unreadable.add(i.unreadable);
                             let _ = reply.send(Ok(i));
+                        }
+                        (
+                            Write::Ingest { reply, .. },
+                            tables::WriteResult::Gap { expected, got },
+                        ) => {
+                            let _ = reply.send(Err(StoreError::Gap { expected, got }));
                         }
                         (Write::Event { reply, .. }, tables::WriteResult::Event(seq)) => {
                             let _ = reply.send(Ok(seq));

@@ -11,8 +11,9 @@ use wardlink_shared::{EdgeId, WardId};
 use super::{Ingested, Write};
 use crate::bus::Event;
 
-/// Highest stored seq by (edge id, lane index). Never deleted: the dedupe does not expire.
-const WATERMARKS: TableDefinition<(&str, u8), u64> = TableDefinition::new("watermarks");
+/// Highest stored seq by (edge id, stream, lane index). Never deleted: the dedupe does not
+/// expire. Every seq up to the watermark is stored: lanes are contiguous.
+const WATERMARKS: TableDefinition<(&str, u64, u8), u64> = TableDefinition::new("watermarks");
 /// Events by hub seq: (ward, JSON text).
 const EVENTS: TableDefinition<u64, (&str, &str)> = TableDefinition::new("events");
 
@@ -28,6 +29,14 @@ pub enum StoreError {
     /// The group this write was part of failed to commit.
     #[error("store commit failed: {0}")]
     Failed(String),
+    /// Records did not continue their lane (an edge bug): nothing of them was stored.
+    #[error("records do not continue the lane: expected seq {expected}, got {got}")]
+    Gap {
+        /// The seq that should have come next.
+        expected: u64,
+        /// The seq that came.
+        got: u64,
+    },
     /// A stored value is not what this version writes.
     #[error("store corrupt: {0}")]
     Corrupt(String),
@@ -79,13 +88,17 @@ pub(super) fn next_event_seq(db: &Database) -> Result<u64, StoreError> {
     Ok(t.last()?.map_or(1, |(k, _)| k.value() + 1))
 }
 
-pub(super) fn watermarks(db: &Database, edge: &EdgeId) -> Result<Vec<(Lane, u64)>, StoreError> {
+pub(super) fn watermarks(
+    db: &Database,
+    edge: &EdgeId,
+    stream: u64,
+) -> Result<Vec<(Lane, u64)>, StoreError> {
     let txn = db.begin_read()?;
     let t = txn.open_table(WATERMARKS)?;
     let mut out = Vec::new();
     for lane in Lane::ALL {
         let w = t
-            .get((edge.as_str(), lane.index()))?
+            .get((edge.as_str(), stream, lane.index()))?
             .map_or(0, |v| v.value());
         out.push((lane, w));
     }
@@ -115,6 +128,11 @@ pub(super) fn events_after(
 
 pub(super) enum WriteResult {
     Ingested(Ingested),
+    /// The records did not continue the lane: nothing of this write was stored.
+    Gap {
+        expected: u64,
+        got: u64,
+    },
     Event(u64),
 }
 
@@ -153,30 +171,52 @@ pub(super) fn commit_group(
             match w {
                 Write::Ingest {
                     edge,
+                    stream,
                     ward,
                     lane,
                     records,
                     ..
                 } => {
-                    let key = (edge.as_str(), lane.index());
+                    let key = (edge.as_str(), *stream, lane.index());
                     let mut mark = marks.get(key)?.map_or(0, |v| v.value());
                     let mut ingested = Ingested {
                         watermark: mark,
                         stored: 0,
                         duplicates: 0,
+                        unreadable: 0,
                     };
+                    let mut events = Vec::new();
+                    let mut gap = None;
                     for r in records {
                         if r.seq <= mark {
                             ingested.duplicates += 1;
                             continue;
                         }
-                        let event = match &r.body {
-                            RecordBody::Vitals(reading) => ServerEvent::vitals(ward, reading, None),
-                            RecordBody::Alarm(alarm) => ServerEvent::alert(ward, alarm, None),
-                        };
-                        push(ward, event, &mut next_seq)?;
+                        // A lane is contiguous; only a stream's first record may start above 1
+                        // (the edge deletes what an earlier stream already delivered).
+                        if r.seq != mark + 1 && mark != 0 {
+                            gap = Some((mark + 1, r.seq));
+                            break;
+                        }
                         mark = r.seq;
                         ingested.stored += 1;
+                        match &r.body {
+                            RecordBody::Vitals(reading) => {
+                                events.push(ServerEvent::vitals(ward, reading, None))
+                            }
+                            RecordBody::Alarm(alarm) => {
+                                events.push(ServerEvent::alert(ward, alarm, None))
+                            }
+                            RecordBody::Unreadable { .. } => ingested.unreadable += 1,
+                        }
+                    }
+                    if let Some((expected, got)) = gap {
+                        // Nothing of this write is stored.
+                        results.push(WriteResult::Gap { expected, got });
+                        continue;
+                    }
+                    for event in events {
+                        push(ward, event, &mut next_seq)?;
                     }
                     marks.insert(key, mark)?;
                     ingested.watermark = mark;

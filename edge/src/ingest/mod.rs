@@ -18,18 +18,33 @@ use wardlink_shared::payload::{RejectReason, decode_json};
 use crate::clock::now_ms;
 use crate::metrics::EdgeMetrics;
 
-/// Runs until shutdown or until the broker link breaks (which stops the edge: without the
-/// link no reading can arrive).
+/// After shutdown is requested, ingest keeps draining the link until it has been quiet this
+/// long, so readings the broker already acknowledged to devices still reach the outbox.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Runs until shutdown (then drains) or until the broker link breaks (which stops the edge:
+/// without the link no reading can arrive).
 pub async fn run(
     mut link: LinkRx,
     readings: mpsc::Sender<Reading>,
     metrics: Arc<EdgeMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), rumqttd::local::LinkError> {
+    let mut draining = false;
     loop {
-        let notification = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            n = link.next() => n?,
+        let notification = if draining {
+            match tokio::time::timeout(DRAIN_QUIET, link.next()).await {
+                Ok(n) => n?,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    draining = true;
+                    continue;
+                }
+                n = link.next() => n?,
+            }
         };
         match notification {
             Some(Notification::Forward(forward)) => {

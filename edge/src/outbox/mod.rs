@@ -28,14 +28,18 @@ pub use store::OutboxError;
 /// slows down, and behind it ingest; nothing is dropped.
 const COMMAND_QUEUE: usize = 4096;
 
-/// The highest committed seq of each lane (0 = none yet).
+/// The outbox's stream id and the highest committed seq of each lane (0 = none yet).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Heads([u64; 2]);
+pub struct Heads {
+    /// The stream these seqs belong to.
+    pub stream: u64,
+    seqs: [u64; 2],
+}
 
 impl Heads {
     /// The highest committed seq of `lane`.
     pub fn of(&self, lane: Lane) -> u64 {
-        self.0[usize::from(lane.index())]
+        self.seqs[usize::from(lane.index())]
     }
 }
 
@@ -52,6 +56,7 @@ enum Command {
         upto: u64,
     },
     Sync(oneshot::Sender<()>),
+    NewStream(oneshot::Sender<Result<u64, OutboxError>>),
 }
 
 /// The outbox thread is gone (the edge is stopping, or the database failed fatally).
@@ -75,7 +80,10 @@ impl Outbox {
         metrics: Arc<EdgeMetrics>,
     ) -> Result<(Outbox, std::thread::JoinHandle<()>), OutboxError> {
         let store = store::Store::open(path)?;
-        let heads = Heads(store.heads());
+        let heads = Heads {
+            stream: store.stream(),
+            seqs: store.heads(),
+        };
         for lane in Lane::ALL {
             let depth = store.depth(lane)?;
             metrics
@@ -144,6 +152,16 @@ impl Outbox {
         rx.await.map_err(|_| Closed)
     }
 
+    /// Replaces the stream id (see `Store::new_stream`); returns the new one.
+    pub async fn new_stream(&self) -> Result<Result<u64, OutboxError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::NewStream(reply))
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
     /// Watches the committed heads.
     pub fn heads(&self) -> watch::Receiver<Heads> {
         self.heads.clone()
@@ -195,6 +213,11 @@ fn run(
                 Command::Sync(reply) => {
                     let _ = reply.send(());
                 }
+                Command::NewStream(reply) => {
+                    let result = store.new_stream();
+                    heads.send_modify(|h| h.stream = store.stream());
+                    let _ = reply.send(result);
+                }
             }
         }
         for lane in Lane::ALL {
@@ -234,7 +257,7 @@ fn commit(
                     .with(lane.label())
                     .add(i64::try_from(c).unwrap_or(i64::MAX));
             }
-            heads.send_replace(Heads(store.heads()));
+            heads.send_modify(|h| h.seqs = store.heads());
         }
         Err(e) => {
             metrics.outbox_errors.inc();

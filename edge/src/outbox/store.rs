@@ -9,6 +9,9 @@ use wardlink_shared::wire::{Lane, Record, RecordBody};
 const RECORDS: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("records");
 /// Next seq to assign, by lane index. Written in the same transaction as the records.
 const NEXT_SEQ: TableDefinition<u8, u64> = TableDefinition::new("next_seq");
+/// Outbox-wide values: the stream id.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STREAM_KEY: &str = "stream";
 
 /// An outbox storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,7 @@ db_err!(
 pub(super) struct Store {
     db: Database,
     next: [u64; 2],
+    stream: u64,
 }
 
 impl Store {
@@ -66,6 +70,7 @@ impl Store {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         let mut next = [1u64; 2];
+        let stream;
         {
             txn.open_table(RECORDS)?;
             let seqs = txn.open_table(NEXT_SEQ)?;
@@ -74,9 +79,36 @@ impl Store {
                     next[usize::from(lane.index())] = v.value();
                 }
             }
+            let mut meta = txn.open_table(META)?;
+            let existing = meta.get(STREAM_KEY)?.map(|v| v.value());
+            stream = match existing {
+                Some(s) => s,
+                None => {
+                    let s = new_stream_id();
+                    meta.insert(STREAM_KEY, s)?;
+                    s
+                }
+            };
         }
         txn.commit()?;
-        Ok(Self { db, next })
+        Ok(Self { db, next, stream })
+    }
+
+    /// The stream id the hub knows this outbox by.
+    pub(super) fn stream(&self) -> u64 {
+        self.stream
+    }
+
+    /// Starts a new stream: the records still here are sent again under it. Used when the hub
+    /// claims more of the current stream than this outbox ever wrote (a restored backup), where
+    /// continuing would make the hub discard new records as duplicates.
+    pub(super) fn new_stream(&mut self) -> Result<u64, OutboxError> {
+        let s = new_stream_id();
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(STREAM_KEY, s)?;
+        txn.commit()?;
+        self.stream = s;
+        Ok(s)
     }
 
     /// Highest committed seq per lane.
@@ -137,9 +169,18 @@ impl Store {
             let (_, seq) = k.value();
             match postcard::from_bytes::<RecordBody>(v.value()) {
                 Ok(body) => out.push(Record { seq, body }),
-                // Only a corrupted file or a downgrade can cause this; skipping keeps the lane
-                // flowing, the hub tolerates the gap.
-                Err(e) => tracing::error!(seq, error = %e, "outbox: undecodable record skipped"),
+                // Only a damaged file or a downgrade can cause this. The slot is sent as
+                // Unreadable so the lane stays contiguous and the loss is counted at the hub.
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "outbox: unreadable record");
+                    out.push(Record {
+                        seq,
+                        body: RecordBody::Unreadable {
+                            lane,
+                            reason: e.to_string(),
+                        },
+                    });
+                }
             }
         }
         Ok(out)
@@ -163,6 +204,16 @@ impl Store {
         }
         txn.commit()?;
         Ok(removed)
+    }
+}
+
+/// A random, non-zero stream id.
+fn new_stream_id() -> u64 {
+    loop {
+        let s: u64 = rand::RngExt::random(&mut rand::rng());
+        if s != 0 {
+            return s;
+        }
     }
 }
 
@@ -198,8 +249,15 @@ mod tests {
             // A durable commit after the non-durable delete makes both permanent.
             s.append(vec![vitals(4.0)]).unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let mut s = Store::open(&path).unwrap();
         assert_eq!(s.heads(), [0, 4]);
+        let first = s.stream();
+        assert_ne!(first, 0);
+        let second = s.new_stream().unwrap();
+        assert_ne!(second, first);
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.stream(), second, "stream id persists");
         let rest = s.read(Lane::Telemetry, 0, 10).unwrap();
         assert_eq!(rest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4]);
         assert_eq!(s.read(Lane::Telemetry, 3, 10).unwrap().len(), 1);

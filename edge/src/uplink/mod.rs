@@ -71,6 +71,19 @@ pub enum UplinkError {
     /// The outbox failed to read.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// The hub has stored more of this stream than the outbox ever wrote (the outbox was
+    /// restored from an older copy); the outbox moved to a new stream.
+    #[error(
+        "hub holds seq {stored} of lane {lane:?} but the outbox only reached {head}; started a new stream"
+    )]
+    StreamRewound {
+        /// The lane.
+        lane: Lane,
+        /// What the hub has.
+        stored: u64,
+        /// What the outbox has written.
+        head: u64,
+    },
 }
 
 /// What the uplink needs.
@@ -168,18 +181,36 @@ impl Uplink {
             .connect_with(self.client.clone(), addr, &self.server_name)?
             .await?;
         let (mut send, mut recv) = conn.open_bi().await?;
+        let stream = self.outbox.heads().borrow().stream;
         write_frame(
             &mut send,
             &Frame::Hello {
                 version: PROTOCOL_VERSION,
                 edge: self.edge.clone(),
                 ward: self.ward.clone(),
+                stream,
             },
         )
         .await?;
         let mut dec = FrameDecoder::new();
         match read_frame(&mut recv, &mut dec).await? {
-            Some(Frame::Welcome { stored, .. }) => Ok((conn, stored)),
+            Some(Frame::Welcome { stored, .. }) => {
+                let heads = *self.outbox.heads().borrow();
+                for &(lane, seq) in &stored {
+                    if seq > heads.of(lane) {
+                        // Acknowledging would delete records the hub never got, and the hub
+                        // would discard new ones as duplicates: start afresh instead.
+                        self.outbox.new_stream().await??;
+                        conn.close(0u32.into(), b"new stream");
+                        return Err(UplinkError::StreamRewound {
+                            lane,
+                            stored: seq,
+                            head: heads.of(lane),
+                        });
+                    }
+                }
+                Ok((conn, stored))
+            }
             Some(Frame::Error { code, message }) => Err(UplinkError::Refused { code, message }),
             Some(_) => Err(UplinkError::Protocol("expected Welcome")),
             None => Err(UplinkError::Protocol("hub closed the control stream")),
