@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use wardlink_io::config;
-use wardlink_shared::alarm::AlarmLimits;
+use wardlink_shared::alarm::{AlarmLimits, News2Settings, RuleSettings, SignalSettings};
 pub use wardlink_shared::config::ConfigError;
 use wardlink_shared::{EdgeId, WardId};
 
@@ -34,6 +34,12 @@ pub struct EdgeConfig {
     /// The ward's alarm limits.
     #[serde(default)]
     pub alarms: AlarmLimits,
+    /// NEWS2 settings.
+    #[serde(default)]
+    pub news2: News2Settings,
+    /// Technical alarm settings.
+    #[serde(default)]
+    pub signal: SignalSettings,
 }
 
 /// `[edge]`.
@@ -199,9 +205,18 @@ impl EdgeConfig {
         if self.outbox.max_in_flight == 0 {
             return Err(bad("outbox.max_in_flight", "must be at least 1"));
         }
-        self.alarms
+        self.rules()
             .validate()
-            .map_err(|(key, reason)| bad(&format!("alarms.{key}"), reason))
+            .map_err(|(key, reason)| bad(&key, reason))
+    }
+
+    /// The alarm engine's settings.
+    pub fn rules(&self) -> RuleSettings {
+        RuleSettings {
+            limits: self.alarms,
+            news2: self.news2,
+            signal: self.signal,
+        }
     }
 
     /// The outbox database file.

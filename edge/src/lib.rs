@@ -95,7 +95,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     // The subscription lives as long as the link's sender.
     let link_tx = broker.link_tx;
     let rules = tracker.spawn(rules::run(
-        cfg.alarms,
+        cfg.rules(),
         cfg.edge.id.to_string(),
         readings_rx,
         outbox.clone(),

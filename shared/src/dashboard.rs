@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::alarm::{AlarmEvent, AlertState, Priority};
 use crate::ids::{EdgeId, PatientId, WardId};
+use crate::news2::{News2, Risk};
 use crate::time::format_rfc3339;
 use crate::vitals::{Reading, Vitals};
 
@@ -40,6 +41,9 @@ pub enum ServerEvent {
         /// NEWS2 aggregate score, once computable.
         #[serde(skip_serializing_if = "Option::is_none")]
         news2: Option<u8>,
+        /// NEWS2 per parameter, the SpO2 scale and the clinical risk band.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        news2_detail: Option<News2Detail>,
     },
     /// An alarm state change.
     Alert {
@@ -79,13 +83,17 @@ pub enum ServerEvent {
 
 impl ServerEvent {
     /// The event for a reading from `ward`.
-    pub fn vitals(ward: &WardId, reading: &Reading, news2: Option<u8>) -> Self {
+    pub fn vitals(ward: &WardId, reading: &Reading, news2: Option<News2>) -> Self {
         ServerEvent::Vitals {
             patient: reading.patient.clone(),
             ward: ward.clone(),
             ts: format_rfc3339(reading.ts),
             values: reading.vitals,
-            news2,
+            news2: news2.map(|n| n.total),
+            news2_detail: news2.map(|score| News2Detail {
+                risk: score.risk(),
+                score,
+            }),
         }
     }
 
@@ -126,6 +134,16 @@ impl ServerEvent {
         // keys, no non-finite floats (readings are range-checked on the way in).
         serde_json::to_string(&WithSeq { seq, event: self }).unwrap_or_default()
     }
+}
+
+/// NEWS2 as dashboards see it: `{"total":5,"rr":2,…,"scale":1,"risk":"medium"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct News2Detail {
+    /// Aggregate and per-parameter scores.
+    #[serde(flatten)]
+    pub score: News2,
+    /// The RCP clinical risk band.
+    pub risk: Risk,
 }
 
 /// Serialises only the fields a reading carries.
@@ -204,6 +222,29 @@ mod tests {
         assert_eq!(v["values"]["acvpu"], "A");
         assert!(v["values"].get("spo2").is_none());
         assert!(v.get("news2").is_none());
+
+        let score = crate::news2::score(
+            &crate::news2::Observations {
+                rr: 22.0,
+                spo2: 97.0,
+                on_oxygen: false,
+                sbp: 120.0,
+                hr: 115.0,
+                acvpu: Acvpu::A,
+                temp: 38.5,
+            },
+            crate::news2::Spo2Scale::One,
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&ServerEvent::vitals(&ward, &reading, Some(score)).to_json(8))
+                .unwrap();
+        assert_eq!(v["news2"], 5);
+        assert_eq!(v["news2_detail"]["total"], 5);
+        assert_eq!(v["news2_detail"]["rr"], 2);
+        assert_eq!(v["news2_detail"]["hr"], 2);
+        assert_eq!(v["news2_detail"]["temp"], 1);
+        assert_eq!(v["news2_detail"]["scale"], 1);
+        assert_eq!(v["news2_detail"]["risk"], "medium");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmEvent;
 use crate::ids::{EdgeId, WardId};
+use crate::news2::News2;
 use crate::vitals::Reading;
 
 /// The protocol version this build speaks.
@@ -63,8 +64,13 @@ impl Lane {
 /// What a record carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RecordBody {
-    /// A validated reading (telemetry lane).
-    Vitals(Reading),
+    /// A validated reading and the patient's NEWS2 at that moment (telemetry lane).
+    Vitals {
+        /// The reading.
+        reading: Reading,
+        /// NEWS2, when every parameter was fresh.
+        news2: Option<News2>,
+    },
     /// An alarm event (alarm lane).
     Alarm(AlarmEvent),
     /// A record the edge stored but could not read back (a damaged outbox). It keeps its place
@@ -81,7 +87,7 @@ impl RecordBody {
     /// The lane this kind of record travels on.
     pub fn lane(&self) -> Lane {
         match self {
-            RecordBody::Vitals(_) => Lane::Telemetry,
+            RecordBody::Vitals { .. } => Lane::Telemetry,
             RecordBody::Alarm(_) => Lane::Alarms,
             RecordBody::Unreadable { lane, .. } => *lane,
         }
@@ -289,11 +295,14 @@ mod tests {
         vec![
             Record {
                 seq: 1,
-                body: RecordBody::Vitals(Reading {
-                    patient: patient.clone(),
-                    ts: 1_795_694_400_250,
-                    vitals,
-                }),
+                body: RecordBody::Vitals {
+                    reading: Reading {
+                        patient: patient.clone(),
+                        ts: 1_795_694_400_250,
+                        vitals,
+                    },
+                    news2: None,
+                },
             },
             Record {
                 seq: 2,

@@ -39,7 +39,7 @@ async fn vitals_then_sustained_tachycardia_then_recovery() -> anyhow::Result<()>
     let alert = loop {
         monitor.publish(r#"{"hr":180,"spo2":97}"#).await?;
         tokio::select! {
-            a = dash.until(|v| v["type"] == "alert") => break a?,
+            a = dash.until(|v| v["type"] == "alert" && v["kind"] == "hr_high") => break a?,
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
@@ -63,7 +63,9 @@ async fn vitals_then_sustained_tachycardia_then_recovery() -> anyhow::Result<()>
 
     // Back to normal: the same episode resolves.
     monitor.publish(NORMAL).await?;
-    let resolved = dash.until(|v| v["type"] == "alert").await?;
+    let resolved = dash
+        .until(|v| v["type"] == "alert" && v["kind"] == "hr_high")
+        .await?;
     assert_eq!(resolved["state"], "resolved");
     assert_eq!(resolved["id"], alert["id"]);
     assert_eq!(resolved["kind"], "hr_high");
@@ -92,5 +94,45 @@ async fn a_burst_of_readings_arrives_complete() -> anyhow::Result<()> {
         let ts = v["ts"].as_str().unwrap_or_default().to_owned();
         assert!(seen.insert(ts.clone()), "duplicate {ts}");
     }
+    Ok(())
+}
+
+/// NEWS2 travels with every complete reading, and a deteriorating patient raises a `news2`
+/// alarm whose priority follows the RCP thresholds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn news2_is_scored_and_alarmed_end_to_end() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let edge = hub
+        .edge("edge-a", "ward-a", |c| c.news2.delay_s = 0)
+        .await?;
+    let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-a")).await?;
+    let mut monitor = edge.device("mon-1", "bed-01").await?;
+
+    monitor.publish(NORMAL).await?;
+    let v = dash.until(|v| is(v, "vitals", "bed-01")).await?;
+    assert_eq!(v["news2"], 0);
+
+    // RR 26 (3) + HR 115 (2) + temp 38.5 (1) + SBP 105 (1) = 7: high.
+    monitor
+        .publish(
+            r#"{"hr":115,"spo2":97,"rr":26,"temp":38.5,"sbp":105,"dbp":70,"o2":false,"acvpu":"A"}"#,
+        )
+        .await?;
+    let alert = dash
+        .until(|v| v["type"] == "alert" && v["kind"] == "news2")
+        .await?;
+    assert_eq!(alert["priority"], "high");
+    assert_eq!(alert["state"], "raised");
+    let scored = dash
+        .seen
+        .iter()
+        .find(|v| is(v, "vitals", "bed-01") && v["values"]["rr"] == 26.0)
+        .cloned();
+    let scored = match scored {
+        Some(v) => v,
+        None => dash.until(|v| is(v, "vitals", "bed-01")).await?,
+    };
+    assert_eq!(scored["news2"], 7);
+    assert_eq!(scored["news2_detail"]["rr"], 3);
     Ok(())
 }

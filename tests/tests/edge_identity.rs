@@ -213,14 +213,17 @@ async fn records_must_continue_their_lane() -> anyhow::Result<()> {
     let (mut send, mut recv) = conn.open_bi().await?;
     let reading = |seq: u64| Record {
         seq,
-        body: RecordBody::Vitals(Reading {
-            patient: PatientId::new("bed-01").expect("id"),
-            ts: 1_795_694_400_000,
-            vitals: Vitals {
-                hr: Some(70.0),
-                ..Vitals::default()
+        body: RecordBody::Vitals {
+            reading: Reading {
+                patient: PatientId::new("bed-01").expect("id"),
+                ts: 1_795_694_400_000,
+                vitals: Vitals {
+                    hr: Some(70.0),
+                    ..Vitals::default()
+                },
             },
-        }),
+            news2: None,
+        },
     };
     let mut dec = FrameDecoder::new();
     send.write_all(&wire::encode(&Frame::OpenLane {

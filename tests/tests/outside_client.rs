@@ -68,6 +68,9 @@ async fn mosquitto_pub_over_mqtt_311_and_5() -> anyhow::Result<()> {
     assert!((values["temp"].as_f64().unwrap_or(0.0) - 36.8).abs() < 1e-4);
     assert_eq!(values["o2"], false);
     assert_eq!(values["acvpu"], "A");
+    // All seven NEWS2 parameters are present and normal.
+    assert_eq!(v["news2"], 0);
+    assert_eq!(v["news2_detail"]["risk"], "low");
     let first_seq = v["seq"].as_u64().expect("seq");
 
     let v5 = SocketAddr::from(([127, 0, 0, 1], v5_port));

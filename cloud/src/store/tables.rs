@@ -201,8 +201,8 @@ pub(super) fn commit_group(
                         mark = r.seq;
                         ingested.stored += 1;
                         match &r.body {
-                            RecordBody::Vitals(reading) => {
-                                events.push(ServerEvent::vitals(ward, reading, None))
+                            RecordBody::Vitals { reading, news2 } => {
+                                events.push(ServerEvent::vitals(ward, reading, *news2))
                             }
                             RecordBody::Alarm(alarm) => {
                                 events.push(ServerEvent::alert(ward, alarm, None))

@@ -223,14 +223,17 @@ mod tests {
     use wardlink_shared::{PatientId, Reading, Vitals};
 
     fn vitals(hr: f32) -> RecordBody {
-        RecordBody::Vitals(Reading {
-            patient: PatientId::new("p").unwrap(),
-            ts: 1,
-            vitals: Vitals {
-                hr: Some(hr),
-                ..Vitals::default()
+        RecordBody::Vitals {
+            reading: Reading {
+                patient: PatientId::new("p").unwrap(),
+                ts: 1,
+                vitals: Vitals {
+                    hr: Some(hr),
+                    ..Vitals::default()
+                },
             },
-        })
+            news2: None,
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use wardlink_shared::Reading;
-use wardlink_shared::alarm::{AlarmEngine, AlarmLimits};
+use wardlink_shared::alarm::{AlarmEngine, RuleSettings};
 use wardlink_shared::wire::RecordBody;
 
 use crate::clock::now_ms;
@@ -22,13 +22,13 @@ const TICK: Duration = Duration::from_millis(250);
 /// stops first and drops its sender, and every reading already in the channel still reaches
 /// the outbox before this returns.
 pub async fn run(
-    limits: AlarmLimits,
+    settings: RuleSettings,
     edge_id: String,
     mut readings: mpsc::Receiver<Reading>,
     outbox: Outbox,
     metrics: Arc<EdgeMetrics>,
 ) {
-    let mut engine = AlarmEngine::new(limits, edge_id);
+    let mut engine = AlarmEngine::new(settings, edge_id);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -36,12 +36,13 @@ pub async fn run(
             biased;
             r = readings.recv() => match r {
                 Some(reading) => {
-                    let mut records: Vec<RecordBody> = engine
-                        .observe(&reading, now_ms())
-                        .into_iter()
-                        .map(RecordBody::Alarm)
-                        .collect();
-                    records.push(RecordBody::Vitals(reading));
+                    let observation = engine.observe(&reading, now_ms());
+                    let mut records: Vec<RecordBody> =
+                        observation.events.into_iter().map(RecordBody::Alarm).collect();
+                    records.push(RecordBody::Vitals {
+                        reading,
+                        news2: observation.news2,
+                    });
                     records
                 }
                 None => return,

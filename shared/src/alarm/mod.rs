@@ -1,0 +1,470 @@
+//! The alarm engine: readings and `now` in, alarm events out.
+//!
+//! Sans-IO: [`AlarmEngine::observe`] takes a reading and `now`, [`AlarmEngine::tick`] takes
+//! `now`; both return the events to publish. Every condition a patient can be in (a vital
+//! beyond a limit, a NEWS2 trigger, a silent device) is one entry with its own episode, so
+//! repeated samples never re-raise an active alarm, a worsening updates the same episode, and
+//! it resolves only once its clearing condition holds.
+//!
+//! A condition must persist for its alarm delay before it is raised (most out-of-range samples
+//! are artefacts that resolve by themselves); extreme values bypass the delay; clearing needs
+//! the value back past a hysteresis band, so a value hovering at the limit does not chatter.
+
+mod latest;
+mod limits;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use limits::Side;
+pub use limits::{AlarmLimits, VitalLimits};
+
+use crate::ids::PatientId;
+use crate::news2::{self, News2, Risk, Spo2Scale};
+use crate::time::Millis;
+use crate::vitals::{Reading, VitalSign, Vitals};
+
+/// Alarm priority, as in IEC 60601-1-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Awareness; no immediate action.
+    Low,
+    /// Prompt response required.
+    Medium,
+    /// Immediate response required.
+    High,
+}
+
+/// Where an alarm episode stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// The condition is present and nobody has acknowledged it.
+    Raised,
+    /// Nobody acknowledged in time; notification went further up the chain.
+    Escalated,
+    /// A clinician has acknowledged it.
+    Acknowledged,
+    /// The condition is over.
+    Resolved,
+}
+
+/// One alarm event: a change in an episode's state or priority.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmEvent {
+    /// Stable for the whole episode.
+    pub id: String,
+    /// Whose alarm.
+    pub patient: PatientId,
+    /// What condition, e.g. `hr_high`, `news2`, `signal_lost`.
+    pub kind: String,
+    /// Current priority.
+    pub priority: Priority,
+    /// Current state.
+    pub state: AlertState,
+    /// Human-readable summary, without patient identity.
+    pub message: String,
+    /// The values that caused this event.
+    pub values: Vitals,
+    /// When this event happened.
+    pub ts: Millis,
+}
+
+/// NEWS2 settings of a ward (`[news2]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct News2Settings {
+    /// SpO2 scale for patients without their own setting.
+    pub scale: Spo2Scale,
+    /// A parameter older than this (seconds) no longer counts towards the score.
+    pub freshness_s: u32,
+    /// How long a trigger must persist before the `news2` alarm is raised, in seconds.
+    pub delay_s: u32,
+}
+
+impl Default for News2Settings {
+    fn default() -> Self {
+        Self {
+            scale: Spo2Scale::One,
+            freshness_s: 600,
+            delay_s: 10,
+        }
+    }
+}
+
+/// Technical alarm settings (`[signal]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalSettings {
+    /// `signal_lost` after this many of the device's observed intervals without data…
+    pub lost_after_intervals: f32,
+    /// …but never sooner than this many seconds.
+    pub lost_min_s: u32,
+    /// Priority of `signal_lost` (`low` or `medium`: technical alarms never outrank
+    /// physiological ones).
+    pub priority: Priority,
+}
+
+impl Default for SignalSettings {
+    fn default() -> Self {
+        Self {
+            lost_after_intervals: 3.0,
+            lost_min_s: 30,
+            priority: Priority::Medium,
+        }
+    }
+}
+
+/// Everything the engine decides with.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RuleSettings {
+    /// Per-vital limits.
+    pub limits: AlarmLimits,
+    /// NEWS2.
+    pub news2: News2Settings,
+    /// Technical alarms.
+    pub signal: SignalSettings,
+}
+
+impl RuleSettings {
+    /// Checks coherence; returns the offending key (relative to the config file) and reason.
+    pub fn validate(&self) -> Result<(), (String, &'static str)> {
+        self.limits
+            .validate()
+            .map_err(|(k, r)| (format!("alarms.{k}"), r))?;
+        if self.signal.priority == Priority::High {
+            return Err((
+                "signal.priority".into(),
+                "technical alarms are low or medium",
+            ));
+        }
+        if !(self.signal.lost_after_intervals >= 1.0
+            && self.signal.lost_after_intervals.is_finite())
+        {
+            return Err(("signal.lost_after_intervals".into(), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What one condition looks like at one instant; produced by the rule, applied by the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Evaluation {
+    kind: String,
+    violating: bool,
+    bypass_delay: bool,
+    cleared: bool,
+    priority: Priority,
+    delay_ms: Millis,
+    raise_message: String,
+    clear_message: String,
+}
+
+/// The conditions one patient can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum ConditionKey {
+    Limit(VitalSign, Side),
+    News2,
+    SignalLost,
+}
+
+#[derive(Debug, Clone)]
+enum Condition {
+    /// Violating since `since`; not yet raised.
+    Pending {
+        since: Millis,
+        eval: Evaluation,
+        values: Vitals,
+    },
+    /// Raised as episode `id`.
+    Active { id: String, priority: Priority },
+}
+
+#[derive(Debug, Default)]
+struct PatientState {
+    conditions: BTreeMap<ConditionKey, Condition>,
+    latest: latest::Latest,
+    /// When the last reading arrived (edge time).
+    last_seen: Option<Millis>,
+    /// Smoothed time between readings.
+    interval_ms: Option<f64>,
+}
+
+/// The result of one reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The patient's NEWS2, if every parameter is fresh.
+    pub news2: Option<News2>,
+    /// Alarm events this reading caused.
+    pub events: Vec<AlarmEvent>,
+}
+
+/// The alarm state machine for a ward.
+#[derive(Debug)]
+pub struct AlarmEngine {
+    settings: RuleSettings,
+    id_prefix: String,
+    next_id: u64,
+    patients: HashMap<PatientId, PatientState>,
+}
+
+impl AlarmEngine {
+    /// An engine with the ward's settings. `id_prefix` (the edge id) makes episode ids unique
+    /// across edges.
+    pub fn new(settings: RuleSettings, id_prefix: impl Into<String>) -> Self {
+        Self {
+            settings,
+            id_prefix: id_prefix.into(),
+            next_id: 0,
+            patients: HashMap::new(),
+        }
+    }
+
+    /// Feeds one reading received at `now`.
+    pub fn observe(&mut self, reading: &Reading, now: Millis) -> Observation {
+        let mut events = Vec::new();
+        let settings = self.settings;
+        let state = self.patients.entry(reading.patient.clone()).or_default();
+        if let Some(prev) = state.last_seen {
+            // Exponentially smoothed, so one late reading does not halve the timeout.
+            #[allow(clippy::cast_precision_loss)]
+            let gap = (now - prev).max(0) as f64;
+            state.interval_ms = Some(state.interval_ms.map_or(gap, |i| 0.8 * i + 0.2 * gap));
+        }
+        state.last_seen = Some(now);
+        state.latest.update(&reading.vitals, reading.ts);
+        // Scored as of the reading's own measurement time, so a reading delivered late (a
+        // device catching up after an outage) is scored with what was known then.
+        let news2 = state
+            .latest
+            .observations(reading.ts, Millis::from(settings.news2.freshness_s) * 1000)
+            .map(|o| news2::score(&o, settings.news2.scale));
+
+        let mut evaluations = vec![(ConditionKey::SignalLost, signal_back())];
+        for sign in VitalSign::ALL {
+            if let Some(value) = reading.vitals.value(sign) {
+                for side in [Side::Low, Side::High] {
+                    if let Some(e) = settings.limits.evaluate(sign, side, value) {
+                        evaluations.push((ConditionKey::Limit(sign, side), e));
+                    }
+                }
+            }
+        }
+        if let Some(score) = &news2 {
+            evaluations.push((
+                ConditionKey::News2,
+                news2_evaluation(score, &settings.news2),
+            ));
+        }
+        for (key, eval) in evaluations {
+            if let Some(e) = self.apply(&reading.patient, key, eval, reading.vitals, now) {
+                events.push(e);
+            }
+        }
+        Observation { news2, events }
+    }
+
+    /// Raises what became due by `now` without a new reading: pending conditions whose delay
+    /// elapsed, and silent devices.
+    pub fn tick(&mut self, now: Millis) -> Vec<AlarmEvent> {
+        let signal = self.settings.signal;
+        let mut due = Vec::new();
+        for (patient, state) in &self.patients {
+            for (key, cond) in &state.conditions {
+                if let Condition::Pending {
+                    since,
+                    eval,
+                    values,
+                } = cond
+                    && now - since >= eval.delay_ms
+                {
+                    due.push((patient.clone(), *key, eval.clone(), *values));
+                }
+            }
+            if let Some(last) = state.last_seen
+                && !state.conditions.contains_key(&ConditionKey::SignalLost)
+            {
+                let silent = now - last;
+                if silent >= lost_after(&signal, state.interval_ms) {
+                    due.push((
+                        patient.clone(),
+                        ConditionKey::SignalLost,
+                        signal_lost(&signal, silent),
+                        Vitals::default(),
+                    ));
+                }
+            }
+        }
+        due.into_iter()
+            .filter_map(|(patient, key, eval, values)| {
+                let eval = Evaluation {
+                    bypass_delay: true,
+                    ..eval
+                };
+                self.apply(&patient, key, eval, values, now)
+            })
+            .collect()
+    }
+
+    /// Forgets a patient's state (discharge).
+    pub fn forget(&mut self, patient: &PatientId) {
+        self.patients.remove(patient);
+    }
+
+    /// Moves one condition of one patient according to `eval`; returns the event, if any.
+    fn apply(
+        &mut self,
+        patient: &PatientId,
+        key: ConditionKey,
+        eval: Evaluation,
+        values: Vitals,
+        now: Millis,
+    ) -> Option<AlarmEvent> {
+        let state = self.patients.entry(patient.clone()).or_default();
+        let current = state.conditions.get(&key).cloned();
+        let event = |id: String, priority, state, message: String| AlarmEvent {
+            id,
+            patient: patient.clone(),
+            kind: eval.kind.clone(),
+            priority,
+            state,
+            message,
+            values,
+            ts: now,
+        };
+        match current {
+            None | Some(Condition::Pending { .. }) if !eval.violating => {
+                state.conditions.remove(&key);
+                None
+            }
+            None | Some(Condition::Pending { .. }) => {
+                let since = match current {
+                    Some(Condition::Pending { since, .. }) => since,
+                    _ => now,
+                };
+                if eval.bypass_delay || now - since >= eval.delay_ms {
+                    self.next_id += 1;
+                    let id = format!("{}-{:x}-{}", self.id_prefix, now, self.next_id);
+                    state.conditions.insert(
+                        key,
+                        Condition::Active {
+                            id: id.clone(),
+                            priority: eval.priority,
+                        },
+                    );
+                    Some(event(
+                        id,
+                        eval.priority,
+                        AlertState::Raised,
+                        eval.raise_message.clone(),
+                    ))
+                } else {
+                    state.conditions.insert(
+                        key,
+                        Condition::Pending {
+                            since,
+                            eval: eval.clone(),
+                            values,
+                        },
+                    );
+                    None
+                }
+            }
+            Some(Condition::Active { id, priority }) => {
+                if eval.cleared {
+                    state.conditions.remove(&key);
+                    Some(event(
+                        id,
+                        priority,
+                        AlertState::Resolved,
+                        eval.clear_message.clone(),
+                    ))
+                } else if eval.violating && eval.priority > priority {
+                    // Worsening: the same episode at a higher priority, notified again.
+                    state.conditions.insert(
+                        key,
+                        Condition::Active {
+                            id: id.clone(),
+                            priority: eval.priority,
+                        },
+                    );
+                    Some(event(
+                        id,
+                        eval.priority,
+                        AlertState::Raised,
+                        eval.raise_message.clone(),
+                    ))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// NEWS2 triggers (RCP 2017, chart 2): aggregate 5–6 or a single parameter scoring 3 → medium;
+/// 7 or more → high. Clears when the score is back to low risk.
+fn news2_evaluation(score: &News2, settings: &News2Settings) -> Evaluation {
+    let risk = score.risk();
+    let priority = if risk == Risk::High {
+        Priority::High
+    } else {
+        Priority::Medium
+    };
+    let why = match risk {
+        Risk::LowMedium => " (a single parameter scores 3)",
+        _ => "",
+    };
+    Evaluation {
+        kind: "news2".into(),
+        violating: risk >= Risk::LowMedium,
+        bypass_delay: false,
+        cleared: risk == Risk::Low,
+        priority,
+        delay_ms: Millis::from(settings.delay_s) * 1000,
+        raise_message: format!("NEWS2 {}{why}", score.total),
+        clear_message: format!("NEWS2 {}: low risk again", score.total),
+    }
+}
+
+/// How long a patient's device may be silent before `signal_lost`.
+fn lost_after(settings: &SignalSettings, interval_ms: Option<f64>) -> Millis {
+    let floor = Millis::from(settings.lost_min_s) * 1000;
+    #[allow(clippy::cast_possible_truncation)]
+    let by_interval = interval_ms.map_or(0, |i| {
+        (i * f64::from(settings.lost_after_intervals)) as Millis
+    });
+    floor.max(by_interval)
+}
+
+fn signal_lost(settings: &SignalSettings, silent_ms: Millis) -> Evaluation {
+    Evaluation {
+        kind: "signal_lost".into(),
+        violating: true,
+        bypass_delay: true,
+        cleared: false,
+        priority: settings.priority,
+        delay_ms: 0,
+        raise_message: format!("No data for {} s", silent_ms / 1000),
+        clear_message: String::new(),
+    }
+}
+
+/// A reading arrived: a lost signal is back.
+fn signal_back() -> Evaluation {
+    Evaluation {
+        kind: "signal_lost".into(),
+        violating: false,
+        bypass_delay: false,
+        cleared: true,
+        priority: Priority::Low,
+        delay_ms: 0,
+        raise_message: String::new(),
+        clear_message: "Data received again".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,254 @@
+//! State-machine tests of the alarm engine with virtual time.
+
+use super::*;
+use crate::vitals::Acvpu;
+
+fn patient() -> PatientId {
+    PatientId::new("bed-1").unwrap()
+}
+
+fn reading(ts: Millis, vitals: Vitals) -> Reading {
+    Reading {
+        patient: patient(),
+        ts,
+        vitals,
+    }
+}
+
+fn hr(v: f32, ts: Millis) -> Reading {
+    reading(
+        ts,
+        Vitals {
+            hr: Some(v),
+            ..Vitals::default()
+        },
+    )
+}
+
+fn engine() -> AlarmEngine {
+    AlarmEngine::new(RuleSettings::default(), "edge")
+}
+
+/// Feeds a reading every second from `from` (ms) for each value; returns all events.
+fn trace(e: &mut AlarmEngine, from: Millis, values: &[f32]) -> Vec<AlarmEvent> {
+    let mut out = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let t = from + i64::try_from(i).unwrap() * 1000;
+        out.extend(e.observe(&hr(*v, t), t).events);
+        out.extend(e.tick(t + 500));
+    }
+    out
+}
+
+#[test]
+fn normal_values_raise_nothing() {
+    let mut e = engine();
+    assert!(trace(&mut e, 0, &[60.0, 72.0, 99.0, 130.0, 41.0]).is_empty());
+}
+
+#[test]
+fn an_eight_second_spike_under_a_ten_second_delay_raises_nothing() {
+    let mut e = engine();
+    let mut values = vec![150.0; 8];
+    values.extend([80.0; 20]);
+    assert!(trace(&mut e, 0, &values).is_empty());
+}
+
+#[test]
+fn a_sustained_condition_raises_once() {
+    let mut e = engine();
+    let events = trace(&mut e, 0, &[150.0; 60]);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, "hr_high");
+    assert_eq!(events[0].state, AlertState::Raised);
+    assert_eq!(events[0].priority, Priority::Medium);
+    // Raised once the 10 s delay had passed, not before.
+    assert!(
+        events[0].ts >= 10_000 && events[0].ts <= 10_500,
+        "{}",
+        events[0].ts
+    );
+}
+
+#[test]
+fn tick_raises_when_the_delay_elapses_between_samples() {
+    let mut e = engine();
+    assert!(e.observe(&hr(150.0, 0), 0).events.is_empty());
+    assert!(e.tick(9_999).is_empty());
+    let ev = e.tick(10_000);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].values.hr, Some(150.0));
+    assert!(e.tick(20_000).is_empty());
+}
+
+#[test]
+fn hysteresis_keeps_an_oscillating_trace_to_one_episode() {
+    let mut e = engine();
+    // Raise, then oscillate across the 130 limit (but not below 125) for two minutes.
+    let mut values = vec![140.0; 12];
+    for i in 0..120 {
+        values.push(if i % 2 == 0 { 127.0 } else { 133.0 });
+    }
+    let events = trace(&mut e, 0, &values);
+    assert_eq!(events.len(), 1, "one episode, not dozens: {events:?}");
+    // Past the hysteresis it resolves, with the same id.
+    let resolved = trace(&mut e, 200_000, &[120.0]);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].state, AlertState::Resolved);
+    assert_eq!(resolved[0].id, events[0].id);
+    // A new episode gets a new id.
+    let again = trace(&mut e, 300_000, &[200.0]);
+    assert_ne!(again[0].id, events[0].id);
+}
+
+#[test]
+fn extreme_bypasses_the_delay_and_worsening_keeps_the_episode() {
+    let mut e = engine();
+    let first = trace(&mut e, 0, &[150.0; 11]);
+    assert_eq!(first.len(), 1);
+    let worse = e.observe(&hr(190.0, 20_000), 20_000).events;
+    assert_eq!(worse.len(), 1);
+    assert_eq!(worse[0].id, first[0].id);
+    assert_eq!(worse[0].priority, Priority::High);
+    assert_eq!(worse[0].state, AlertState::Raised);
+
+    let mut fresh = engine();
+    let ev = fresh.observe(&hr(25.0, 0), 0).events;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        (ev[0].kind.as_str(), ev[0].priority),
+        ("hr_low", Priority::High)
+    );
+}
+
+#[test]
+fn patients_are_independent() {
+    let mut e = engine();
+    e.observe(&hr(150.0, 0), 0);
+    let other = Reading {
+        patient: PatientId::new("bed-2").unwrap(),
+        ..hr(70.0, 5_000)
+    };
+    assert!(e.observe(&other, 5_000).events.is_empty());
+    let ev = e.tick(10_000);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].patient, patient());
+}
+
+#[test]
+fn signal_lost_is_raised_and_cleared() {
+    let mut e = engine();
+    // A device reporting every 2 s: 3 intervals is 6 s, below the 30 s floor.
+    for i in 0..10 {
+        assert!(e.observe(&hr(70.0, i * 2000), i * 2000).events.is_empty());
+    }
+    let last = 18_000;
+    assert!(e.tick(last + 29_999).is_empty());
+    let lost = e.tick(last + 30_000);
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].kind, "signal_lost");
+    assert_eq!(lost[0].priority, Priority::Medium);
+    assert!(e.tick(last + 90_000).is_empty(), "raised once");
+    let back = e.observe(&hr(70.0, last + 95_000), last + 95_000).events;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].state, AlertState::Resolved);
+    assert_eq!(back[0].id, lost[0].id);
+}
+
+#[test]
+fn signal_lost_follows_a_slow_device_interval() {
+    let mut e = engine();
+    // One reading a minute: lost after three minutes, not after 30 s.
+    for i in 0..5 {
+        e.observe(&hr(70.0, i * 60_000), i * 60_000);
+    }
+    let last = 240_000;
+    assert!(e.tick(last + 179_000).is_empty());
+    assert_eq!(e.tick(last + 180_000).len(), 1);
+}
+
+fn full(ts: Millis, hr: f32, rr: f32, acvpu: Acvpu) -> Reading {
+    reading(
+        ts,
+        Vitals {
+            hr: Some(hr),
+            spo2: Some(97.0),
+            rr: Some(rr),
+            temp: Some(37.0),
+            sbp: Some(120.0),
+            dbp: Some(80.0),
+            o2: Some(false),
+            acvpu: Some(acvpu),
+        },
+    )
+}
+
+#[test]
+fn news2_is_scored_and_triggers() {
+    let settings = RuleSettings {
+        news2: News2Settings {
+            delay_s: 0,
+            ..News2Settings::default()
+        },
+        ..RuleSettings::default()
+    };
+    let mut e = AlarmEngine::new(settings, "edge");
+    let calm = e.observe(&full(0, 70.0, 16.0, Acvpu::A), 0);
+    assert_eq!(calm.news2.map(|n| n.total), Some(0));
+    assert!(calm.events.is_empty());
+
+    // New confusion alone scores 3: medium.
+    let confused = e.observe(&full(1_000, 70.0, 16.0, Acvpu::C), 1_000);
+    let n = confused
+        .events
+        .iter()
+        .find(|e| e.kind == "news2")
+        .expect("news2 alarm");
+    assert_eq!(
+        (n.priority, n.state),
+        (Priority::Medium, AlertState::Raised)
+    );
+    assert!(n.message.starts_with("NEWS2 3"), "{}", n.message);
+
+    // Worse: HR 111–130 (2) + RR ≥25 (3) + C (3) = 8: high, same episode.
+    let worse = e.observe(&full(2_000, 115.0, 26.0, Acvpu::C), 2_000);
+    let w = worse
+        .events
+        .iter()
+        .find(|e| e.kind == "news2")
+        .expect("update");
+    assert_eq!((w.priority, &w.id), (Priority::High, &n.id));
+
+    // Back to calm: resolved.
+    let back = e.observe(&full(3_000, 70.0, 16.0, Acvpu::A), 3_000);
+    let r = back
+        .events
+        .iter()
+        .find(|e| e.kind == "news2")
+        .expect("resolved");
+    assert_eq!((r.state, &r.id), (AlertState::Resolved, &n.id));
+}
+
+#[test]
+fn news2_needs_every_parameter_fresh() {
+    let mut e = engine();
+    assert!(e.observe(&hr(70.0, 0), 0).news2.is_none());
+    assert!(
+        e.observe(&full(1_000, 70.0, 16.0, Acvpu::A), 1_000)
+            .news2
+            .is_some()
+    );
+    // Eleven minutes later only HR is new: the rest is stale.
+    assert!(e.observe(&hr(70.0, 661_000), 661_000).news2.is_none());
+}
+
+#[test]
+fn settings_validation_names_the_key() {
+    let mut s = RuleSettings::default();
+    assert_eq!(s.validate(), Ok(()));
+    s.signal.priority = Priority::High;
+    assert_eq!(s.validate().unwrap_err().0, "signal.priority");
+    let mut s = RuleSettings::default();
+    s.limits.hr.low = Some(200.0);
+    assert_eq!(s.validate().unwrap_err().0, "alarms.hr.low");
+}
