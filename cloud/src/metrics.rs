@@ -105,7 +105,14 @@ impl HubMetrics {
                 "wardlink_hub_ws_client_errors_total",
                 "Dashboard messages refused, by reason.",
                 "reason",
-                &["malformed", "not_implemented", "binary"],
+                &[
+                    "malformed",
+                    "not_implemented",
+                    "binary",
+                    "unknown_alert",
+                    "resolved",
+                    "internal",
+                ],
             ),
             registry: r,
         }

@@ -40,6 +40,9 @@ use crate::uplink::Uplink;
 /// Readings between ingest and rules. When full, ingest waits (backpressure); the broker's
 /// commit log absorbs the burst meanwhile.
 const READINGS_QUEUE: usize = 8192;
+/// Commands from the hub waiting for the rules task. When full, the uplink's control stream
+/// waits (the hub re-sends what is not confirmed, so nothing is lost).
+const COMMANDS_QUEUE: usize = 256;
 /// How long the broker gets to start listening.
 const BROKER_START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -86,6 +89,8 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let broker =
         broker::start(&cfg.mqtt, registry, metrics.clone()).context("starting MQTT broker")?;
     let (readings_tx, readings_rx) = mpsc::channel(READINGS_QUEUE);
+    let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_QUEUE);
+    let (active_tx, active_rx) = tokio::sync::watch::channel(Vec::new());
     let ingest = tracker.spawn(ingest::run(
         broker.link_rx,
         readings_tx,
@@ -98,8 +103,10 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         cfg.rules(),
         cfg.edge.id.to_string(),
         readings_rx,
+        commands_rx,
         outbox.clone(),
         metrics.clone(),
+        active_tx,
     ));
     let uplink = Uplink {
         edge: cfg.edge.id.clone(),
@@ -110,6 +117,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         max_in_flight: cfg.outbox.max_in_flight,
         outbox: outbox.clone(),
         metrics: metrics.clone(),
+        commands: commands_tx,
     };
     tracker.spawn(uplink.run(shutdown.clone()));
 
@@ -117,7 +125,10 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         .await
         .with_context(|| format!("binding admin listener {}", cfg.admin.listen))?;
     let admin_addr = admin_listener.local_addr()?;
-    let admin_app = admin::router(metrics.clone());
+    let admin_app = admin::router(admin::AdminState {
+        metrics: metrics.clone(),
+        active: active_rx,
+    });
     let admin_shutdown = shutdown.clone();
     tracker.spawn(async move {
         let serve = axum::serve(admin_listener, admin_app)

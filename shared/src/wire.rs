@@ -104,6 +104,22 @@ pub struct Record {
     pub body: RecordBody,
 }
 
+/// A decision taken at the hub that the edge must apply (the hub is the source of truth for
+/// acknowledgements and silences). Commands are idempotent: applying one twice is harmless,
+/// so the hub re-sends whatever the edge has not confirmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EdgeCommand {
+    /// A clinician acknowledged an alarm episode.
+    Acknowledge {
+        /// Episode id.
+        alert: String,
+        /// Who acknowledged.
+        by: String,
+        /// When (hub time).
+        ts: i64,
+    },
+}
+
 /// Why a peer refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorCode {
@@ -172,6 +188,18 @@ pub enum Frame {
     Pong {
         /// The ping's nonce.
         nonce: u64,
+    },
+    /// Hub → edge on the control stream: a command, numbered per edge from 1.
+    Command {
+        /// Position in the edge's command sequence.
+        seq: u64,
+        /// What to apply.
+        command: EdgeCommand,
+    },
+    /// Edge → hub on the control stream: every command up to `seq` is applied.
+    CommandAck {
+        /// Highest applied command.
+        seq: u64,
     },
 }
 

@@ -23,6 +23,7 @@ use wardlink_shared::WardId;
 use wardlink_shared::dashboard::ClientMessage;
 
 use super::AppState;
+use crate::store::AckOutcome;
 use crate::token::Claims;
 
 /// Largest client message accepted.
@@ -158,7 +159,7 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
             },
             m = stream.next() => match m {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(reply) = client_message(&app, text.as_str()) {
+                    if let Some(reply) = client_message(&app, &scope, text.as_str()).await {
                         ok = send(&app, &mut sink, reply).await;
                     }
                 }
@@ -243,18 +244,65 @@ fn error_json(error: &str, message: &str) -> String {
 }
 
 /// Handles a client message; returns the reply, if any.
-fn client_message(app: &AppState, text: &str) -> Option<String> {
+async fn client_message(app: &AppState, scope: &Scope, text: &str) -> Option<String> {
     match serde_json::from_str::<ClientMessage>(text) {
-        Ok(ClientMessage::Ack { .. } | ClientMessage::Silence { .. }) => {
+        Ok(ClientMessage::Ack { alert }) => acknowledge(app, scope, alert).await,
+        Ok(ClientMessage::Silence { .. }) => {
             app.metrics.ws_client_errors.with("not_implemented").inc();
             Some(error_json(
                 "not_implemented",
-                "acknowledge and silence are not available yet",
+                "silence is not available yet",
             ))
         }
         Err(e) => {
             app.metrics.ws_client_errors.with("malformed").inc();
             Some(error_json("malformed", &e.to_string()))
         }
+    }
+}
+
+/// `{"type":"ack","alert":…}`: only for an episode of a ward the token covers. The
+/// acknowledgement reaches every dashboard (this one included) as an `alert` event with state
+/// `acknowledged` and `by`, and goes down to the edge as a command.
+async fn acknowledge(app: &AppState, scope: &Scope, alert: String) -> Option<String> {
+    let refuse = |label: &str, message: &str| {
+        app.metrics.ws_client_errors.with(label).inc();
+        Some(error_json(label, message))
+    };
+    let row = match app.store.alert(alert.clone()).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return refuse("unknown_alert", "no such alert"),
+        Err(e) => {
+            tracing::error!(error = %e, "alert lookup failed");
+            return refuse("internal", "the hub could not read the alert; try again");
+        }
+    };
+    if !scope.allows(&row.ward) {
+        // Same answer as an unknown id: a token must not learn which ids exist elsewhere.
+        return refuse("unknown_alert", "no such alert");
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    match app
+        .store
+        .acknowledge(alert.clone(), scope.claims.sub.clone(), now)
+        .await
+    {
+        Ok(Ok(AckOutcome::Acknowledged)) => {
+            tracing::info!(user = %scope.claims.sub, alert = %alert, ward = %row.ward, "alert acknowledged");
+            None
+        }
+        Ok(Ok(AckOutcome::AlreadyAcknowledged)) => None,
+        Ok(Ok(AckOutcome::Resolved)) => refuse("resolved", "the alarm is already over"),
+        Ok(Ok(AckOutcome::Unknown)) => refuse("unknown_alert", "no such alert"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "acknowledgement not stored");
+            refuse(
+                "internal",
+                "the hub could not store the acknowledgement; try again",
+            )
+        }
+        Err(_) => refuse("internal", "the hub is stopping"),
     }
 }

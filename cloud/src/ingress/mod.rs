@@ -6,6 +6,7 @@
 //! identity is the CN and ward the OU of its verified client certificate; a `Hello` that claims
 //! anything else is refused.
 
+mod control;
 mod tls;
 
 use std::collections::HashMap;
@@ -155,7 +156,7 @@ struct Session {
 
 impl Session {
     async fn run(self, shutdown: CancellationToken) {
-        let (generation, stream) = match self.handshake().await {
+        let (generation, stream, control) = match self.handshake().await {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(edge = %self.edge, error = %e, "edge refused");
@@ -167,7 +168,7 @@ impl Session {
         tracing::info!(edge = %self.edge, ward = %self.ward, "edge online");
         self.announce(EdgeState::Online).await;
         let result = tokio::select! {
-            r = self.serve_lanes(stream) => r,
+            r = self.serve(stream, control) => r,
             () = shutdown.cancelled() => {
                 self.conn.close(0u32.into(), b"hub shutting down");
                 Ok(())
@@ -196,8 +197,11 @@ impl Session {
         }
     }
 
-    /// Hello → Welcome; returns this connection's presence generation and the edge's stream.
-    async fn handshake(&self) -> Result<(u64, u64), IngressError> {
+    /// Hello → Welcome; returns this connection's presence generation, the edge's stream and
+    /// the control stream.
+    async fn handshake(
+        &self,
+    ) -> Result<(u64, u64, (quinn::SendStream, quinn::RecvStream)), IngressError> {
         let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, self.conn.accept_bi())
             .await
             .map_err(|_| IngressError::Timeout)??;
@@ -265,13 +269,21 @@ impl Session {
             },
         )
         .await?;
-        Ok((generation, stream))
+        Ok((generation, stream, (send, recv)))
     }
 
-    async fn serve_lanes(&self, stream: u64) -> Result<(), IngressError> {
+    /// Serves the control stream and the lanes until the connection ends.
+    async fn serve(
+        &self,
+        stream: u64,
+        (send, recv): (quinn::SendStream, quinn::RecvStream),
+    ) -> Result<(), IngressError> {
+        let control = control::run(send, recv, self.edge.clone(), self.store.clone());
+        tokio::pin!(control);
         let mut lanes = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
+                r = &mut control => return r,
                 s = self.conn.accept_bi() => {
                     let (send, recv) = s?;
                     let lane = Lane {

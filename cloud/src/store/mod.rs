@@ -9,19 +9,22 @@
 //!
 //! Reads (replay) run on any thread in their own read transaction.
 
+mod alerts;
 mod tables;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::Database;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use wardlink_shared::dashboard::ServerEvent;
+use wardlink_shared::wire::EdgeCommand;
 use wardlink_shared::wire::{Lane, Record};
 use wardlink_shared::{EdgeId, WardId};
 
 use crate::bus::{Bus, Event};
 use crate::metrics::HubMetrics;
+pub use alerts::{AckOutcome, AlertRow};
 pub use tables::StoreError;
 
 /// Write commands queued to the store thread. When full, ingress waits, which stops reading
@@ -56,6 +59,17 @@ enum Write {
         event: ServerEvent,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    Acknowledge {
+        alert: String,
+        by: String,
+        ts: i64,
+        reply: oneshot::Sender<Result<AckOutcome, StoreError>>,
+    },
+    CommandsDone {
+        edge: EdgeId,
+        seq: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// The store is closed (the hub is stopping).
@@ -68,6 +82,7 @@ pub struct Closed;
 pub struct Store {
     db: Arc<Database>,
     tx: mpsc::Sender<Write>,
+    commands: watch::Receiver<u64>,
 }
 
 impl Store {
@@ -81,12 +96,13 @@ impl Store {
         let next_seq = tables::next_event_seq(&db)?;
         bus.set_latest(next_seq - 1);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (commands_tx, commands) = watch::channel(0u64);
         let writer_db = db.clone();
         let thread = std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || writer(writer_db, next_seq, rx, bus, metrics))
+            .spawn(move || writer(writer_db, next_seq, rx, bus, commands_tx, metrics))
             .map_err(StoreError::Thread)?;
-        Ok((Store { db, tx }, thread))
+        Ok((Store { db, tx, commands }, thread))
     }
 
     /// Stores `records` of `edge`'s `stream` and `lane` exactly once; returns the new
@@ -137,6 +153,61 @@ impl Store {
         blocking(move || tables::watermarks(&db, &edge, stream)).await
     }
 
+    /// Acknowledges episode `alert` for `by` at `ts` (hub time): publishes the event and
+    /// queues the command for the edge, in one transaction.
+    pub async fn acknowledge(
+        &self,
+        alert: String,
+        by: String,
+        ts: i64,
+    ) -> Result<Result<AckOutcome, StoreError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Write::Acknowledge {
+                alert,
+                by,
+                ts,
+                reply,
+            })
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// `edge` applied every command up to `seq`.
+    pub async fn commands_done(
+        &self,
+        edge: EdgeId,
+        seq: u64,
+    ) -> Result<Result<(), StoreError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Write::CommandsDone { edge, seq, reply })
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// The episode `alert`, if the hub knows it.
+    pub async fn alert(&self, alert: String) -> Result<Option<AlertRow>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || alerts::read(&db, &alert)).await
+    }
+
+    /// Commands `edge` has not confirmed, in order.
+    pub async fn pending_commands(
+        &self,
+        edge: EdgeId,
+    ) -> Result<Vec<(u64, EdgeCommand)>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || alerts::pending_commands(&db, &edge)).await
+    }
+
+    /// Changes whenever a command is queued for any edge.
+    pub fn commands_changed(&self) -> watch::Receiver<u64> {
+        self.commands.clone()
+    }
+
     /// Up to `limit` events with seq > `after`, in order.
     pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let db = self.db.clone();
@@ -157,6 +228,7 @@ fn writer(
     mut next_seq: u64,
     mut rx: mpsc::Receiver<Write>,
     bus: Bus,
+    commands: watch::Sender<u64>,
     metrics: Arc<HubMetrics>,
 ) {
     let mut group: Vec<Write> = Vec::with_capacity(MAX_GROUP);
@@ -191,12 +263,24 @@ fn writer(
                         (Write::Event { reply, .. }, tables::WriteResult::Event(seq)) => {
                             let _ = reply.send(Ok(seq));
                         }
+                        (
+                            Write::Acknowledge { reply, .. },
+                            tables::WriteResult::Acknowledged(o),
+                        ) => {
+                            let _ = reply.send(Ok(o));
+                        }
+                        (Write::CommandsDone { reply, .. }, tables::WriteResult::CommandsDone) => {
+                            let _ = reply.send(Ok(()));
+                        }
                         // commit_group returns one result per write, of the write's kind.
                         _ => {}
                     }
                 }
                 for event in outcome.events {
                     bus.publish(Arc::new(event));
+                }
+                if outcome.commands_added {
+                    commands.send_modify(|n| *n += 1);
                 }
                 metrics
                     .last_event_seq
@@ -213,6 +297,12 @@ fn writer(
                             let _ = reply.send(Err(StoreError::Failed(msg.clone())));
                         }
                         Write::Event { reply, .. } => {
+                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
+                        }
+                        Write::Acknowledge { reply, .. } => {
+                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
+                        }
+                        Write::CommandsDone { reply, .. } => {
                             let _ = reply.send(Err(StoreError::Failed(msg.clone())));
                         }
                     }

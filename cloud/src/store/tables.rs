@@ -8,6 +8,7 @@ use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::wire::{Lane, RecordBody};
 use wardlink_shared::{EdgeId, WardId};
 
+use super::alerts::{self, AckOutcome};
 use super::{Ingested, Write};
 use crate::bus::Event;
 
@@ -78,6 +79,9 @@ pub(super) fn open(path: &Path) -> Result<Database, StoreError> {
     let txn = db.begin_write()?;
     txn.open_table(WATERMARKS)?;
     txn.open_table(EVENTS)?;
+    txn.open_table(alerts::ALERTS)?;
+    txn.open_table(alerts::COMMANDS)?;
+    txn.open_table(alerts::COMMANDS_DONE)?;
     txn.commit()?;
     Ok(db)
 }
@@ -128,6 +132,8 @@ pub(super) fn events_after(
 
 pub(super) enum WriteResult {
     Ingested(Ingested),
+    Acknowledged(AckOutcome),
+    CommandsDone,
     /// The records did not continue the lane: nothing of this write was stored.
     Gap {
         expected: u64,
@@ -138,6 +144,8 @@ pub(super) enum WriteResult {
 
 pub(super) struct GroupOutcome {
     pub(super) next_seq: u64,
+    /// Whether a command for an edge was queued.
+    pub(super) commands_added: bool,
     pub(super) results: Vec<WriteResult>,
     pub(super) events: Vec<Event>,
 }
@@ -150,10 +158,14 @@ pub(super) fn commit_group(
 ) -> Result<GroupOutcome, StoreError> {
     let mut results = Vec::with_capacity(group.len());
     let mut events = Vec::new();
+    let mut commands_added = false;
     let txn = db.begin_write()?;
     {
         let mut marks = txn.open_table(WATERMARKS)?;
         let mut log = txn.open_table(EVENTS)?;
+        let mut alert_rows = txn.open_table(alerts::ALERTS)?;
+        let mut commands = txn.open_table(alerts::COMMANDS)?;
+        let mut done = txn.open_table(alerts::COMMANDS_DONE)?;
         let mut push =
             |ward: &WardId, event: ServerEvent, seq: &mut u64| -> Result<u64, StoreError> {
                 let s = *seq;
@@ -186,6 +198,7 @@ pub(super) fn commit_group(
                         unreadable: 0,
                     };
                     let mut events = Vec::new();
+                    let mut new_alarms = Vec::new();
                     let mut gap = None;
                     for r in records {
                         if r.seq <= mark {
@@ -205,6 +218,7 @@ pub(super) fn commit_group(
                                 events.push(ServerEvent::vitals(ward, reading, *news2))
                             }
                             RecordBody::Alarm(alarm) => {
+                                new_alarms.push(alarm);
                                 events.push(ServerEvent::alert(ward, alarm, None))
                             }
                             RecordBody::Unreadable { .. } => ingested.unreadable += 1,
@@ -214,6 +228,9 @@ pub(super) fn commit_group(
                         // Nothing of this write is stored.
                         results.push(WriteResult::Gap { expected, got });
                         continue;
+                    }
+                    for alarm in new_alarms {
+                        alerts::upsert(&mut alert_rows, edge, ward, alarm)?;
                     }
                     for event in events {
                         push(ward, event, &mut next_seq)?;
@@ -226,12 +243,26 @@ pub(super) fn commit_group(
                     let seq = push(event.ward(), event.clone(), &mut next_seq)?;
                     results.push(WriteResult::Event(seq));
                 }
+                Write::Acknowledge { alert, by, ts, .. } => {
+                    let (outcome, event) =
+                        alerts::acknowledge(&mut alert_rows, &mut commands, alert, by, *ts)?;
+                    if let Some((ward, event)) = event {
+                        push(&ward, event, &mut next_seq)?;
+                        commands_added = true;
+                    }
+                    results.push(WriteResult::Acknowledged(outcome));
+                }
+                Write::CommandsDone { edge, seq, .. } => {
+                    alerts::commands_done(&mut done, edge, *seq)?;
+                    results.push(WriteResult::CommandsDone);
+                }
             }
         }
     }
     txn.commit()?;
     Ok(GroupOutcome {
         next_seq,
+        commands_added,
         results,
         events,
     })

@@ -9,27 +9,46 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use tokio::sync::watch;
+use wardlink_shared::alarm::ActiveAlarm;
+
 use crate::metrics::EdgeMetrics;
 
-/// The admin routes.
-pub fn router(metrics: Arc<EdgeMetrics>) -> Router {
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Metrics and readiness.
+    pub metrics: Arc<EdgeMetrics>,
+    /// The alarm episodes active at this edge.
+    pub active: watch::Receiver<Vec<ActiveAlarm>>,
+}
+
+/// The admin routes: `/healthz`, `/metrics`, and `/alarms` (the active episodes as JSON, with
+/// who acknowledged each, so an operator can see the edge agrees with the hub).
+pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .with_state(metrics)
+        .route("/alarms", get(alarms))
+        .with_state(state)
 }
 
-async fn healthz(State(m): State<Arc<EdgeMetrics>>) -> impl IntoResponse {
-    if m.ready.load(Ordering::Acquire) {
+async fn alarms(State(s): State<AdminState>) -> impl IntoResponse {
+    let active = s.active.borrow().clone();
+    axum::Json(active)
+}
+
+async fn healthz(State(s): State<AdminState>) -> impl IntoResponse {
+    if s.metrics.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ok\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     }
 }
 
-async fn metrics_text(State(m): State<Arc<EdgeMetrics>>) -> impl IntoResponse {
+async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.registry.render(),
+        s.metrics.registry.render(),
     )
 }

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use wardlink_shared::Reading;
-use wardlink_shared::alarm::{AlarmEngine, RuleSettings};
-use wardlink_shared::wire::RecordBody;
+use wardlink_shared::alarm::{ActiveAlarm, AlarmEngine, RuleSettings};
+use wardlink_shared::wire::{EdgeCommand, RecordBody};
 
 use crate::clock::now_ms;
 use crate::metrics::EdgeMetrics;
@@ -25,8 +25,10 @@ pub async fn run(
     settings: RuleSettings,
     edge_id: String,
     mut readings: mpsc::Receiver<Reading>,
+    mut commands: mpsc::Receiver<EdgeCommand>,
     outbox: Outbox,
     metrics: Arc<EdgeMetrics>,
+    active: watch::Sender<Vec<ActiveAlarm>>,
 ) {
     let mut engine = AlarmEngine::new(settings, edge_id);
     let mut tick = tokio::time::interval(TICK);
@@ -52,14 +54,47 @@ pub async fn run(
                 .into_iter()
                 .map(RecordBody::Alarm)
                 .collect(),
+            Some(command) = commands.recv() => {
+                apply(&mut engine, command);
+                publish_active(&engine, &active);
+                Vec::new()
+            }
         };
         let alarms = records
             .iter()
             .filter(|r| matches!(r, RecordBody::Alarm(_)))
             .count();
         metrics.alarm_events.add(alarms as u64);
+        if alarms > 0 {
+            publish_active(&engine, &active);
+        }
         if !records.is_empty() && outbox.append(records).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Shares the active episodes with the admin listener.
+fn publish_active(engine: &AlarmEngine, active: &watch::Sender<Vec<ActiveAlarm>>) {
+    let now = engine.active();
+    active.send_if_modified(|current| {
+        let changed = *current != now;
+        if changed {
+            *current = now;
+        }
+        changed
+    });
+}
+
+/// Applies a decision taken at the hub.
+fn apply(engine: &mut AlarmEngine, command: EdgeCommand) {
+    match command {
+        EdgeCommand::Acknowledge { alert, by, .. } => {
+            if engine.acknowledge(&alert, &by) {
+                tracing::info!(alert = %alert, by = %by, "alarm acknowledged at the hub");
+            } else {
+                tracing::debug!(alert = %alert, "acknowledged alarm is no longer active here");
+            }
         }
     }
 }

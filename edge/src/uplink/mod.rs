@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use wardlink_io::frames::{FrameIoError, read_frame, write_frame};
-use wardlink_shared::wire::{ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
+use wardlink_shared::wire::{EdgeCommand, ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
 use wardlink_shared::{EdgeId, WardId};
 
 use crate::metrics::EdgeMetrics;
@@ -104,11 +104,22 @@ pub struct Uplink {
     pub outbox: Outbox,
     /// Metrics.
     pub metrics: Arc<EdgeMetrics>,
+    /// Where the hub's commands go (the rules task).
+    pub commands: mpsc::Sender<EdgeCommand>,
+}
+
+/// A connection that passed the handshake.
+struct Online {
+    conn: quinn::Connection,
+    /// The hub's stored watermark per lane.
+    stored: Vec<(Lane, u64)>,
+    /// The control stream.
+    control: (quinn::SendStream, quinn::RecvStream),
 }
 
 enum State {
     Connecting,
-    Online(quinn::Connection, Vec<(Lane, u64)>),
+    Online(Online),
     Waiting(Duration),
     Stopped,
 }
@@ -126,10 +137,10 @@ impl Uplink {
                         r = tokio::time::timeout(CONNECT_TIMEOUT, self.connect()) => r,
                     };
                     match attempt.unwrap_or(Err(UplinkError::Timeout)) {
-                        Ok((conn, stored)) => {
+                        Ok(online) => {
                             failures = 0;
                             tracing::info!(hub = %self.hub_addr, "uplink online");
-                            State::Online(conn, stored)
+                            State::Online(online)
                         }
                         Err(e) => {
                             self.metrics.uplink_connect_failures.inc();
@@ -139,9 +150,10 @@ impl Uplink {
                         }
                     }
                 }
-                State::Online(conn, stored) => {
+                State::Online(online) => {
+                    let conn = online.conn.clone();
                     self.metrics.uplink_connected.set(1);
-                    let result = self.online(&conn, stored, &shutdown).await;
+                    let result = self.online(online, &shutdown).await;
                     self.metrics.uplink_connected.set(0);
                     if shutdown.is_cancelled() {
                         conn.close(0u32.into(), b"edge shutting down");
@@ -165,7 +177,7 @@ impl Uplink {
         }
     }
 
-    async fn connect(&self) -> Result<(quinn::Connection, Vec<(Lane, u64)>), UplinkError> {
+    async fn connect(&self) -> Result<Online, UplinkError> {
         let addr: SocketAddr = tokio::net::lookup_host(&self.hub_addr)
             .await
             .map_err(|_| UplinkError::Resolve(self.hub_addr.clone()))?
@@ -209,7 +221,11 @@ impl Uplink {
                         });
                     }
                 }
-                Ok((conn, stored))
+                Ok(Online {
+                    conn,
+                    stored,
+                    control: (send, recv),
+                })
             }
             Some(Frame::Error { code, message }) => Err(UplinkError::Refused { code, message }),
             Some(_) => Err(UplinkError::Protocol("expected Welcome")),
@@ -219,10 +235,15 @@ impl Uplink {
 
     async fn online(
         &self,
-        conn: &quinn::Connection,
-        stored: Vec<(Lane, u64)>,
+        online: Online,
         shutdown: &CancellationToken,
     ) -> Result<(), UplinkError> {
+        let Online {
+            conn,
+            stored,
+            control: (control_send, control_recv),
+        } = online;
+        let conn = &conn;
         let start = |lane: Lane| {
             stored
                 .iter()
@@ -237,9 +258,38 @@ impl Uplink {
         }
         tokio::select! {
             () = shutdown.cancelled() => Ok(()),
+            r = self.control(control_send, control_recv) => r,
             r = self.lane(conn, Lane::Alarms, start(Lane::Alarms)) => r,
             r = self.lane(conn, Lane::Telemetry, start(Lane::Telemetry)) => r,
             e = conn.closed() => Err(e.into()),
+        }
+    }
+
+    /// Applies the hub's commands (via the rules task) and confirms them.
+    async fn control(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Result<(), UplinkError> {
+        let mut dec = FrameDecoder::new();
+        loop {
+            match read_frame(&mut recv, &mut dec).await? {
+                Some(Frame::Command { seq, command }) => {
+                    // Commands are idempotent: one applied twice after a reconnect is harmless.
+                    self.commands.send(command).await.map_err(|_| Closed)?;
+                    write_frame(&mut send, &Frame::CommandAck { seq }).await?;
+                }
+                Some(Frame::Pong { .. }) => {}
+                Some(Frame::Error { code, message }) => {
+                    return Err(UplinkError::Refused { code, message });
+                }
+                Some(_) => {
+                    return Err(UplinkError::Protocol(
+                        "unexpected frame on the control stream",
+                    ));
+                }
+                None => return Err(UplinkError::Protocol("hub closed the control stream")),
+            }
         }
     }
 

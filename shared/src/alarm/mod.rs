@@ -178,8 +178,12 @@ enum Condition {
         eval: Evaluation,
         values: Vitals,
     },
-    /// Raised as episode `id`.
-    Active { id: String, priority: Priority },
+    /// Raised as episode `id`; `acknowledged` by whom, once someone has.
+    Active {
+        id: String,
+        priority: Priority,
+        acknowledged: Option<String>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -190,6 +194,35 @@ struct PatientState {
     last_seen: Option<Millis>,
     /// Smoothed time between readings.
     interval_ms: Option<f64>,
+}
+
+/// An active episode as the edge reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActiveAlarm {
+    /// Episode id.
+    pub id: String,
+    /// Whose.
+    pub patient: PatientId,
+    /// Condition.
+    pub kind: String,
+    /// Current priority.
+    pub priority: Priority,
+    /// Who acknowledged it, if anyone has.
+    pub acknowledged_by: Option<String>,
+}
+
+impl ConditionKey {
+    fn kind(self) -> String {
+        match self {
+            ConditionKey::Limit(sign, side) => format!(
+                "{}_{}",
+                sign.name(),
+                if side == Side::Low { "low" } else { "high" }
+            ),
+            ConditionKey::News2 => "news2".into(),
+            ConditionKey::SignalLost => "signal_lost".into(),
+        }
+    }
 }
 
 /// The result of one reading.
@@ -308,6 +341,53 @@ impl AlarmEngine {
             .collect()
     }
 
+    /// Records a clinician's acknowledgement of episode `alert`. Returns false when no active
+    /// episode has that id (it resolved meanwhile, or the edge restarted).
+    pub fn acknowledge(&mut self, alert: &str, by: &str) -> bool {
+        for state in self.patients.values_mut() {
+            for cond in state.conditions.values_mut() {
+                if let Condition::Active {
+                    id, acknowledged, ..
+                } = cond
+                    && id == alert
+                {
+                    *acknowledged = Some(by.to_owned());
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Every active episode, for operators and tests.
+    pub fn active(&self) -> Vec<ActiveAlarm> {
+        let mut out: Vec<ActiveAlarm> = self
+            .patients
+            .iter()
+            .flat_map(|(patient, state)| {
+                state
+                    .conditions
+                    .iter()
+                    .filter_map(move |(key, cond)| match cond {
+                        Condition::Active {
+                            id,
+                            priority,
+                            acknowledged,
+                        } => Some(ActiveAlarm {
+                            id: id.clone(),
+                            patient: patient.clone(),
+                            kind: key.kind(),
+                            priority: *priority,
+                            acknowledged_by: acknowledged.clone(),
+                        }),
+                        Condition::Pending { .. } => None,
+                    })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
     /// Forgets a patient's state (discharge).
     pub fn forget(&mut self, patient: &PatientId) {
         self.patients.remove(patient);
@@ -352,6 +432,7 @@ impl AlarmEngine {
                         Condition::Active {
                             id: id.clone(),
                             priority: eval.priority,
+                            acknowledged: None,
                         },
                     );
                     Some(event(
@@ -372,7 +453,7 @@ impl AlarmEngine {
                     None
                 }
             }
-            Some(Condition::Active { id, priority }) => {
+            Some(Condition::Active { id, priority, .. }) => {
                 if eval.cleared {
                     state.conditions.remove(&key);
                     Some(event(
@@ -382,12 +463,14 @@ impl AlarmEngine {
                         eval.clear_message.clone(),
                     ))
                 } else if eval.violating && eval.priority > priority {
-                    // Worsening: the same episode at a higher priority, notified again.
+                    // Worsening: the same episode at a higher priority, notified again; an
+                    // earlier acknowledgement no longer covers it.
                     state.conditions.insert(
                         key,
                         Condition::Active {
                             id: id.clone(),
                             priority: eval.priority,
+                            acknowledged: None,
                         },
                     );
                     Some(event(

@@ -243,6 +243,23 @@ fn news2_needs_every_parameter_fresh() {
 }
 
 #[test]
+fn acknowledgement_is_kept_until_the_alarm_worsens() {
+    let mut e = engine();
+    let raised = trace(&mut e, 0, &[150.0; 11]);
+    let id = raised[0].id.clone();
+    assert!(e.acknowledge(&id, "ann"));
+    assert!(!e.acknowledge("no-such-episode", "ann"));
+    assert_eq!(e.active()[0].acknowledged_by.as_deref(), Some("ann"));
+    assert_eq!(e.active()[0].kind, "hr_high");
+    // Still true: no new event.
+    assert!(trace(&mut e, 20_000, &[150.0; 5]).is_empty());
+    // Worse: notified again, acknowledgement cleared.
+    let worse = e.observe(&hr(190.0, 30_000), 30_000).events;
+    assert_eq!(worse[0].id, id);
+    assert_eq!(e.active()[0].acknowledged_by, None);
+}
+
+#[test]
 fn settings_validation_names_the_key() {
     let mut s = RuleSettings::default();
     assert_eq!(s.validate(), Ok(()));

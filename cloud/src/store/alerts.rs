@@ -1,0 +1,157 @@
+//! Alarm episodes as the hub knows them, and the commands queued for each edge.
+//!
+//! The edge raises and clears alarms; the hub owns acknowledgements. An acknowledgement
+//! updates the episode, becomes a dashboard event and a command for the edge, all in one
+//! transaction, so the hub's view and the edge's queue of things to apply never disagree.
+
+use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition};
+use serde::{Deserialize, Serialize};
+use wardlink_shared::alarm::{AlarmEvent, AlertState};
+use wardlink_shared::dashboard::ServerEvent;
+use wardlink_shared::wire::EdgeCommand;
+use wardlink_shared::{EdgeId, WardId};
+
+use super::StoreError;
+
+/// Episodes by id (postcard [`AlertRow`]).
+pub(super) const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
+/// Commands by (edge, seq) (postcard [`EdgeCommand`]).
+pub(super) const COMMANDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("commands");
+/// Highest command each edge has confirmed.
+pub(super) const COMMANDS_DONE: TableDefinition<&str, u64> = TableDefinition::new("commands_done");
+
+/// What the hub knows of one episode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRow {
+    /// The edge that raised it.
+    pub edge: EdgeId,
+    /// Its ward.
+    pub ward: WardId,
+    /// The latest event of the episode.
+    pub event: AlarmEvent,
+    /// Who acknowledged it, while it stays acknowledged.
+    pub by: Option<String>,
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Acknowledged now.
+    Acknowledged,
+    /// Someone already had; nothing changed.
+    AlreadyAcknowledged,
+    /// The episode is over.
+    Resolved,
+    /// No such episode.
+    Unknown,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Records an event of an episode from its edge.
+pub(super) fn upsert(
+    table: &mut Table<&str, &[u8]>,
+    edge: &EdgeId,
+    ward: &WardId,
+    event: &AlarmEvent,
+) -> Result<(), StoreError> {
+    let row = AlertRow {
+        edge: edge.clone(),
+        ward: ward.clone(),
+        event: event.clone(),
+        // A new raise (a worsening) is not covered by an earlier acknowledgement.
+        by: None,
+    };
+    table.insert(event.id.as_str(), encode(&row)?.as_slice())?;
+    Ok(())
+}
+
+/// Acknowledges `alert` for `by` at `ts`; returns the outcome and, when acknowledged now, the
+/// dashboard event to publish. Queues the command for the episode's edge.
+pub(super) fn acknowledge(
+    alerts: &mut Table<&str, &[u8]>,
+    commands: &mut Table<(&str, u64), &[u8]>,
+    alert: &str,
+    by: &str,
+    ts: i64,
+) -> Result<(AckOutcome, Option<(WardId, ServerEvent)>), StoreError> {
+    let row: AlertRow = match alerts.get(alert)? {
+        Some(v) => decode(v.value())?,
+        None => return Ok((AckOutcome::Unknown, None)),
+    };
+    match row.event.state {
+        AlertState::Resolved => return Ok((AckOutcome::Resolved, None)),
+        AlertState::Acknowledged => return Ok((AckOutcome::AlreadyAcknowledged, None)),
+        AlertState::Raised | AlertState::Escalated => {}
+    }
+    let event = AlarmEvent {
+        state: AlertState::Acknowledged,
+        ts,
+        ..row.event
+    };
+    let updated = AlertRow {
+        event: event.clone(),
+        by: Some(by.to_owned()),
+        ..row
+    };
+    alerts.insert(alert, encode(&updated)?.as_slice())?;
+    let edge = updated.edge.as_str();
+    let next = commands
+        .range((edge, 0)..=(edge, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map_or(1, |(k, _)| k.value().1 + 1);
+    let command = EdgeCommand::Acknowledge {
+        alert: alert.to_owned(),
+        by: by.to_owned(),
+        ts,
+    };
+    commands.insert((edge, next), encode(&command)?.as_slice())?;
+    let dashboard = ServerEvent::alert(&updated.ward, &event, Some(by.to_owned()));
+    Ok((AckOutcome::Acknowledged, Some((updated.ward, dashboard))))
+}
+
+/// The episode `alert`, if known.
+pub(super) fn read(db: &redb::Database, alert: &str) -> Result<Option<AlertRow>, StoreError> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(ALERTS)?;
+    t.get(alert)?.map(|v| decode(v.value())).transpose()
+}
+
+/// Commands for `edge` after its confirmed position, in order.
+pub(super) fn pending_commands(
+    db: &redb::Database,
+    edge: &EdgeId,
+) -> Result<Vec<(u64, EdgeCommand)>, StoreError> {
+    let txn = db.begin_read()?;
+    let done = txn
+        .open_table(COMMANDS_DONE)?
+        .get(edge.as_str())?
+        .map_or(0, |v| v.value());
+    let t = txn.open_table(COMMANDS)?;
+    let mut out = Vec::new();
+    for entry in t.range((edge.as_str(), done + 1)..=(edge.as_str(), u64::MAX))? {
+        let (k, v) = entry?;
+        out.push((k.value().1, decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// The edge confirmed every command up to `seq`.
+pub(super) fn commands_done(
+    table: &mut Table<&str, u64>,
+    edge: &EdgeId,
+    seq: u64,
+) -> Result<(), StoreError> {
+    let done = table.get(edge.as_str())?.map_or(0, |v| v.value());
+    if seq > done {
+        table.insert(edge.as_str(), seq)?;
+    }
+    Ok(())
+}
