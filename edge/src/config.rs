@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use wardlink_io::config;
-use wardlink_shared::alarm::{AlarmLimits, News2Settings, RuleSettings, SignalSettings};
+use wardlink_shared::alarm::{
+    AlarmLimits, News2Settings, RuleSettings, SignalSettings, TrendSettings,
+};
 pub use wardlink_shared::config::ConfigError;
 use wardlink_shared::{EdgeId, WardId};
 
@@ -40,6 +42,9 @@ pub struct EdgeConfig {
     /// Technical alarm settings.
     #[serde(default)]
     pub signal: SignalSettings,
+    /// Trend pre-alert settings.
+    #[serde(default)]
+    pub trends: TrendSettings,
 }
 
 /// `[edge]`.
@@ -216,6 +221,7 @@ impl EdgeConfig {
             limits: self.alarms,
             news2: self.news2,
             signal: self.signal,
+            trends: self.trends,
         }
     }
 

@@ -12,6 +12,7 @@
 
 mod latest;
 mod limits;
+mod trend;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use limits::Side;
 pub use limits::{AlarmLimits, VitalLimits};
+pub use trend::{TrendRule, TrendSettings};
 
 use crate::ids::PatientId;
 use crate::news2::{self, News2, Risk, Spo2Scale};
@@ -126,6 +128,8 @@ pub struct RuleSettings {
     pub news2: News2Settings,
     /// Technical alarms.
     pub signal: SignalSettings,
+    /// Trend pre-alerts.
+    pub trends: TrendSettings,
 }
 
 impl RuleSettings {
@@ -168,6 +172,7 @@ enum ConditionKey {
     Limit(VitalSign, Side),
     News2,
     SignalLost,
+    Trend(VitalSign),
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +186,7 @@ enum Condition {
     /// Raised as episode `id`; `acknowledged` by whom, once someone has.
     Active {
         id: String,
+        kind: String,
         priority: Priority,
         acknowledged: Option<String>,
     },
@@ -194,6 +200,8 @@ struct PatientState {
     last_seen: Option<Millis>,
     /// Smoothed time between readings.
     interval_ms: Option<f64>,
+    /// Bucketed history per vital sign with a trend rule.
+    series: BTreeMap<VitalSign, trend::Series>,
 }
 
 /// An active episode as the edge reports it.
@@ -209,20 +217,6 @@ pub struct ActiveAlarm {
     pub priority: Priority,
     /// Who acknowledged it, if anyone has.
     pub acknowledged_by: Option<String>,
-}
-
-impl ConditionKey {
-    fn kind(self) -> String {
-        match self {
-            ConditionKey::Limit(sign, side) => format!(
-                "{}_{}",
-                sign.name(),
-                if side == Side::Low { "low" } else { "high" }
-            ),
-            ConditionKey::News2 => "news2".into(),
-            ConditionKey::SignalLost => "signal_lost".into(),
-        }
-    }
 }
 
 /// The result of one reading.
@@ -282,6 +276,16 @@ impl AlarmEngine {
                     if let Some(e) = settings.limits.evaluate(sign, side, value) {
                         evaluations.push((ConditionKey::Limit(sign, side), e));
                     }
+                }
+            }
+        }
+        let keep = settings.trends.longest_ms();
+        for (sign, rule) in settings.trends.rules() {
+            if let Some(value) = reading.vitals.value(sign) {
+                let series = state.series.entry(sign).or_default();
+                series.push(reading.ts, value, keep);
+                if let Some(e) = trend::evaluate(sign, &rule, series) {
+                    evaluations.push((ConditionKey::Trend(sign), e));
                 }
             }
         }
@@ -367,16 +371,17 @@ impl AlarmEngine {
             .flat_map(|(patient, state)| {
                 state
                     .conditions
-                    .iter()
-                    .filter_map(move |(key, cond)| match cond {
+                    .values()
+                    .filter_map(move |cond| match cond {
                         Condition::Active {
                             id,
+                            kind,
                             priority,
                             acknowledged,
                         } => Some(ActiveAlarm {
                             id: id.clone(),
                             patient: patient.clone(),
-                            kind: key.kind(),
+                            kind: kind.clone(),
                             priority: *priority,
                             acknowledged_by: acknowledged.clone(),
                         }),
@@ -433,6 +438,7 @@ impl AlarmEngine {
                             id: id.clone(),
                             priority: eval.priority,
                             acknowledged: None,
+                            kind: eval.kind.clone(),
                         },
                     );
                     Some(event(
@@ -471,6 +477,7 @@ impl AlarmEngine {
                             id: id.clone(),
                             priority: eval.priority,
                             acknowledged: None,
+                            kind: eval.kind.clone(),
                         },
                     );
                     Some(event(

@@ -269,3 +269,27 @@ fn settings_validation_names_the_key() {
     s.limits.hr.low = Some(200.0);
     assert_eq!(s.validate().unwrap_err().0, "alarms.hr.low");
 }
+
+#[test]
+fn a_rising_heart_rate_pre_alerts_before_the_limit() {
+    let mut e = engine();
+    let mut events = Vec::new();
+    // 75 → 125 over 20 minutes, one reading every 2 s, with ±3 bpm noise.
+    for i in 0..600 {
+        let t = i * 2000;
+        #[allow(clippy::cast_precision_loss)]
+        let v = 75.0 + 50.0 * (i as f32 / 600.0) + if i % 2 == 0 { 3.0 } else { -3.0 };
+        events.extend(e.observe(&hr(v, t), t).events);
+    }
+    let trend: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "trend_hr_rising")
+        .collect();
+    assert_eq!(trend.len(), 1, "{events:?}");
+    assert_eq!(trend[0].priority, Priority::Low);
+    assert!(
+        events.iter().all(|e| e.kind != "hr_high"),
+        "no limit crossed"
+    );
+    assert!(e.active().iter().any(|a| a.kind == "trend_hr_rising"));
+}
