@@ -26,6 +26,12 @@ pub struct VitalLimits {
     pub hysteresis: f32,
     /// Priority of a limit alarm that is not extreme.
     pub priority: Priority,
+    /// An extreme value bypasses the delay when the value got there through the alarm band
+    /// (a physiological fall or rise). A jump straight from normal to extreme is what a
+    /// slipping probe or a loose lead produces, so it must persist this long (seconds, at most
+    /// `delay_s`) first.
+    #[serde(default)]
+    pub extreme_confirm_s: u32,
 }
 
 impl VitalLimits {
@@ -38,6 +44,7 @@ impl VitalLimits {
             delay_s,
             hysteresis,
             priority: Priority::Medium,
+            extreme_confirm_s: 3,
         }
     }
 }
@@ -72,6 +79,8 @@ impl Default for AlarmLimits {
             },
             spo2: VitalLimits {
                 low_extreme: Some(80.0),
+                // Probe slips last seconds; a real fall to below 80 % passes through 80–91.
+                extreme_confirm_s: 8,
                 ..VitalLimits::new(Some(92.0), None, 15, 2.0)
             },
             rr: VitalLimits {
@@ -130,7 +139,14 @@ impl AlarmLimits {
     }
 
     /// Evaluates one side of one vital's limits against `value`; `None` when that side is off.
-    pub(super) fn evaluate(&self, sign: VitalSign, side: Side, value: f32) -> Option<Evaluation> {
+    /// `through_band`: the latest non-extreme sample was already beyond the limit.
+    pub(super) fn evaluate(
+        &self,
+        sign: VitalSign,
+        side: Side,
+        value: f32,
+        through_band: bool,
+    ) -> Option<Evaluation> {
         let l = self.of(sign);
         let (limit, extreme) = match side {
             Side::Low => (l.low?, l.low_extreme),
@@ -148,7 +164,7 @@ impl AlarmLimits {
         Some(Evaluation {
             kind: format!("{}_{word}", sign.name()),
             violating: beyond(limit),
-            bypass_delay: is_extreme,
+            bypass_delay: is_extreme && through_band,
             cleared: match side {
                 Side::Low => value >= limit + l.hysteresis,
                 Side::High => value <= limit - l.hysteresis,
@@ -158,7 +174,11 @@ impl AlarmLimits {
             } else {
                 l.priority
             },
-            delay_ms: i64::from(l.delay_s) * 1000,
+            delay_ms: i64::from(if is_extreme {
+                l.extreme_confirm_s.min(l.delay_s)
+            } else {
+                l.delay_s
+            }) * 1000,
             raise_message: format!(
                 "{} {word}: {} {} {cmp} {}",
                 sign.label(),
@@ -207,18 +227,27 @@ mod tests {
     #[test]
     fn evaluation_of_each_side() {
         let l = AlarmLimits::default();
-        let e = l.evaluate(VitalSign::Hr, Side::High, 150.0).unwrap();
+        let e = l.evaluate(VitalSign::Hr, Side::High, 150.0, false).unwrap();
         assert!(e.violating && !e.bypass_delay && !e.cleared);
         assert_eq!(e.kind, "hr_high");
         assert_eq!(e.priority, Priority::Medium);
-        let e = l.evaluate(VitalSign::Hr, Side::High, 190.0).unwrap();
+        assert_eq!(e.delay_ms, 10_000);
+        let e = l.evaluate(VitalSign::Hr, Side::High, 190.0, true).unwrap();
         assert!(e.bypass_delay);
         assert_eq!(e.priority, Priority::High);
         // Inside the limit but within the hysteresis: neither violating nor cleared.
-        let e = l.evaluate(VitalSign::Hr, Side::High, 128.0).unwrap();
+        let e = l.evaluate(VitalSign::Hr, Side::High, 128.0, true).unwrap();
         assert!(!e.violating && !e.cleared);
-        assert!(l.evaluate(VitalSign::Spo2, Side::High, 100.0).is_none());
-        let e = l.evaluate(VitalSign::Spo2, Side::Low, 79.0).unwrap();
+        assert!(
+            l.evaluate(VitalSign::Spo2, Side::High, 100.0, false)
+                .is_none()
+        );
+        let e = l.evaluate(VitalSign::Spo2, Side::Low, 79.0, true).unwrap();
         assert_eq!((e.kind.as_str(), e.priority), ("spo2_low", Priority::High));
+        assert!(e.bypass_delay);
+        // Straight from normal to extreme: confirmed first, for the shorter of the two delays.
+        let e = l.evaluate(VitalSign::Spo2, Side::Low, 75.0, false).unwrap();
+        assert!(!e.bypass_delay);
+        assert_eq!(e.delay_ms, 8_000);
     }
 }

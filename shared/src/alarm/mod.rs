@@ -202,6 +202,9 @@ struct PatientState {
     interval_ms: Option<f64>,
     /// Bucketed history per vital sign with a trend rule.
     series: BTreeMap<VitalSign, trend::Series>,
+    /// Per limit: whether the latest non-extreme sample was beyond it (see
+    /// [`VitalLimits::extreme_confirm_s`]).
+    in_band: BTreeMap<(VitalSign, Side), bool>,
 }
 
 /// An active episode as the edge reports it.
@@ -273,7 +276,12 @@ impl AlarmEngine {
         for sign in VitalSign::ALL {
             if let Some(value) = reading.vitals.value(sign) {
                 for side in [Side::Low, Side::High] {
-                    if let Some(e) = settings.limits.evaluate(sign, side, value) {
+                    let through = state.in_band.get(&(sign, side)).copied().unwrap_or(false);
+                    if let Some(e) = settings.limits.evaluate(sign, side, value, through) {
+                        if !e.bypass_delay && e.priority != Priority::High {
+                            // Not extreme: remember whether this sample sits in the alarm band.
+                            state.in_band.insert((sign, side), e.violating);
+                        }
                         evaluations.push((ConditionKey::Limit(sign, side), e));
                     }
                 }

@@ -97,7 +97,7 @@ fn hysteresis_keeps_an_oscillating_trace_to_one_episode() {
     assert_eq!(resolved[0].state, AlertState::Resolved);
     assert_eq!(resolved[0].id, events[0].id);
     // A new episode gets a new id.
-    let again = trace(&mut e, 300_000, &[200.0]);
+    let again = trace(&mut e, 300_000, &[200.0; 5]);
     assert_ne!(again[0].id, events[0].id);
 }
 
@@ -112,12 +112,35 @@ fn extreme_bypasses_the_delay_and_worsening_keeps_the_episode() {
     assert_eq!(worse[0].priority, Priority::High);
     assert_eq!(worse[0].state, AlertState::Raised);
 
-    let mut fresh = engine();
-    let ev = fresh.observe(&hr(25.0, 0), 0).events;
+    // Falling through the alarm band into the extreme: at once.
+    let mut falling = engine();
+    assert!(falling.observe(&hr(38.0, 0), 0).events.is_empty());
+    let ev = falling.observe(&hr(25.0, 1_000), 1_000).events;
     assert_eq!(ev.len(), 1);
     assert_eq!(
         (ev[0].kind.as_str(), ev[0].priority),
         ("hr_low", Priority::High)
+    );
+}
+
+#[test]
+fn a_jump_straight_to_extreme_must_persist_briefly() {
+    // A loose lead: 70 → 25 for two seconds → 70. Nothing.
+    let mut e = engine();
+    let mut values = vec![70.0; 5];
+    values.extend([25.0, 25.0]);
+    values.extend([70.0; 10]);
+    assert!(trace(&mut e, 0, &values).is_empty());
+    // A real asystole-like fall that stays: raised after the 3 s confirmation.
+    let mut values = vec![70.0; 5];
+    values.extend([25.0; 10]);
+    let ev = trace(&mut e, 100_000, &values);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].priority, Priority::High);
+    assert!(
+        ev[0].ts - 105_000 >= 3_000 && ev[0].ts - 105_000 <= 3_500,
+        "{}",
+        ev[0].ts
     );
 }
 
