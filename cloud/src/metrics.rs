@@ -112,6 +112,8 @@ impl HubMetrics {
                     "unknown_alert",
                     "resolved",
                     "internal",
+                    "unknown_patient",
+                    "invalid",
                 ],
             ),
             registry: r,

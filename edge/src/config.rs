@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use wardlink_io::config;
 use wardlink_shared::alarm::{
-    AlarmLimits, News2Settings, RuleSettings, SignalSettings, TrendSettings,
+    AlarmLimits, News2Settings, RuleSettings, SignalSettings, SilenceSettings, TrendSettings,
 };
 pub use wardlink_shared::config::ConfigError;
 use wardlink_shared::{EdgeId, WardId};
@@ -45,6 +45,9 @@ pub struct EdgeConfig {
     /// Trend pre-alert settings.
     #[serde(default)]
     pub trends: TrendSettings,
+    /// Silence settings.
+    #[serde(default)]
+    pub silence: SilenceSettings,
 }
 
 /// `[edge]`.
@@ -222,6 +225,7 @@ impl EdgeConfig {
             news2: self.news2,
             signal: self.signal,
             trends: self.trends,
+            silence: self.silence,
         }
     }
 

@@ -69,6 +69,22 @@ pub enum ServerEvent {
         /// Who acknowledged, when `state` is `acknowledged`.
         #[serde(skip_serializing_if = "Option::is_none")]
         by: Option<String>,
+        /// Present and true while the patient's alarms are silenced.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        silenced: bool,
+    },
+    /// A clinician silenced a patient's alarms.
+    Silence {
+        /// Patient id.
+        patient: PatientId,
+        /// Ward.
+        ward: WardId,
+        /// RFC 3339 end of the silence.
+        until: String,
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
     },
     /// An edge came or went.
     Edge {
@@ -110,6 +126,7 @@ impl ServerEvent {
             values: a.values,
             ts: format_rfc3339(a.ts),
             by,
+            silenced: a.silenced,
         }
     }
 
@@ -118,7 +135,8 @@ impl ServerEvent {
         match self {
             ServerEvent::Vitals { ward, .. }
             | ServerEvent::Alert { ward, .. }
-            | ServerEvent::Edge { ward, .. } => ward,
+            | ServerEvent::Edge { ward, .. }
+            | ServerEvent::Silence { ward, .. } => ward,
         }
     }
 

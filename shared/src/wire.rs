@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmEvent;
-use crate::ids::{EdgeId, WardId};
+use crate::ids::{EdgeId, PatientId, WardId};
 use crate::news2::News2;
 use crate::vitals::Reading;
 
@@ -117,6 +117,19 @@ pub enum EdgeCommand {
         by: String,
         /// When (hub time).
         ts: i64,
+    },
+    /// A clinician silenced a patient's alarms.
+    Silence {
+        /// Whose alarms.
+        patient: PatientId,
+        /// Start (hub time, ms since the epoch).
+        from: i64,
+        /// End (hub time, ms since the epoch).
+        until: i64,
+        /// Who.
+        by: String,
+        /// Why (audited).
+        reason: String,
     },
 }
 
@@ -343,6 +356,7 @@ mod tests {
                     message: "HR high".into(),
                     values: vitals,
                     ts: 1_795_694_400_250,
+                    silenced: false,
                 }),
             },
         ]

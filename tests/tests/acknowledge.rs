@@ -106,3 +106,88 @@ async fn an_acknowledgement_reaches_other_dashboards_and_the_edge() -> anyhow::R
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_is_announced_and_applied_at_the_edge() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let edge = hub
+        .edge("edge-a", "ward-a", |c| {
+            c.alarms.hr.delay_s = 0;
+            c.silence.max_high_s = 0;
+        })
+        .await?;
+    let ann = hub.token("ann", Role::Nurse, &["ward-a"], Duration::from_secs(3600));
+    let eve = hub.token("eve", Role::Nurse, &["ward-b"], Duration::from_secs(3600));
+    let mut nurse = Dashboard::connect(&hub.ws_url(""), &ann).await?;
+    let mut watcher = Dashboard::connect(&hub.ws_url(""), &ann).await?;
+    let mut other_ward = Dashboard::connect(&hub.ws_url(""), &eve).await?;
+    let mut monitor = edge.device("mon-1", "bed-01").await?;
+    monitor.publish(r#"{"hr":70}"#).await?;
+    nurse.until(|v| v["type"] == "vitals").await?;
+
+    // Refused: another ward's patient, an unknown patient, no reason, too long.
+    other_ward
+        .send(r#"{"type":"silence","patient":"bed-01","minutes":5,"reason":"x"}"#)
+        .await?;
+    let refused = other_ward.until(|v| v["type"] == "error").await?;
+    assert_eq!(refused["error"], "unknown_patient");
+    let bad = [
+        (
+            r#"{"type":"silence","patient":"bed-99","minutes":5,"reason":"x"}"#,
+            "unknown_patient",
+        ),
+        (
+            r#"{"type":"silence","patient":"bed-01","minutes":5,"reason":" "}"#,
+            "invalid",
+        ),
+        (
+            r#"{"type":"silence","patient":"bed-01","minutes":600,"reason":"x"}"#,
+            "invalid",
+        ),
+    ];
+    for (msg, error) in bad {
+        nurse.send(msg).await?;
+        assert_eq!(
+            nurse.until(|v| v["type"] == "error").await?["error"],
+            error,
+            "{msg}"
+        );
+    }
+
+    nurse
+        .send(r#"{"type":"silence","patient":"bed-01","minutes":5,"reason":"washing"}"#)
+        .await?;
+    let announced = watcher.until(|v| v["type"] == "silence").await?;
+    assert_eq!(announced["patient"], "bed-01");
+    assert_eq!(announced["by"], "ann");
+    assert_eq!(announced["reason"], "washing");
+    assert!(
+        announced["until"]
+            .as_str()
+            .is_some_and(|u| u.ends_with('Z'))
+    );
+    assert!(announced["seq"].as_u64().is_some());
+
+    // The edge applies it: the next medium alarm is marked silenced; a high one (max_high_s = 0
+    // on this edge) is not. Keep publishing until the command has reached the edge.
+    let medium = loop {
+        monitor.publish(r#"{"hr":150}"#).await?;
+        let alert = watcher.until(|v| v["type"] == "alert").await?;
+        if alert["silenced"] == true {
+            break alert;
+        }
+        // Raised before the silence arrived: back to normal and try again.
+        monitor.publish(r#"{"hr":70}"#).await?;
+        watcher
+            .until(|v| v["type"] == "alert" && v["state"] == "resolved")
+            .await?;
+    };
+    assert_eq!(medium["priority"], "medium");
+    monitor.publish(r#"{"hr":190}"#).await?;
+    let high = watcher
+        .until(|v| v["type"] == "alert" && v["priority"] == "high")
+        .await?;
+    assert!(high.get("silenced").is_none(), "{high}");
+    assert!(other_ward.seen.iter().all(|v| v["type"] == "error"));
+    Ok(())
+}

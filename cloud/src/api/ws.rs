@@ -23,7 +23,7 @@ use wardlink_shared::WardId;
 use wardlink_shared::dashboard::ClientMessage;
 
 use super::AppState;
-use crate::store::AckOutcome;
+use crate::store::{AckOutcome, SilenceOutcome};
 use crate::token::Claims;
 
 /// Largest client message accepted.
@@ -247,18 +247,85 @@ fn error_json(error: &str, message: &str) -> String {
 async fn client_message(app: &AppState, scope: &Scope, text: &str) -> Option<String> {
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(ClientMessage::Ack { alert }) => acknowledge(app, scope, alert).await,
-        Ok(ClientMessage::Silence { .. }) => {
-            app.metrics.ws_client_errors.with("not_implemented").inc();
-            Some(error_json(
-                "not_implemented",
-                "silence is not available yet",
-            ))
-        }
+        Ok(ClientMessage::Silence {
+            patient,
+            minutes,
+            reason,
+        }) => silence(app, scope, patient, minutes, reason).await,
         Err(e) => {
             app.metrics.ws_client_errors.with("malformed").inc();
             Some(error_json("malformed", &e.to_string()))
         }
     }
+}
+
+/// Longest silence a dashboard may set.
+const MAX_SILENCE_MINUTES: u32 = 60;
+/// Longest reason kept.
+const MAX_REASON_CHARS: usize = 200;
+
+/// `{"type":"silence","patient":…,"minutes":N,"reason":…}`: only for a patient of a ward the
+/// token covers, with a reason, for 1–60 minutes. Announced to dashboards as a `silence`
+/// message and sent to the patient's edge, which marks that patient's alarm events
+/// `silenced` (high-priority ones only for the edge's `silence.max_high_s`).
+async fn silence(
+    app: &AppState,
+    scope: &Scope,
+    patient: wardlink_shared::PatientId,
+    minutes: u32,
+    reason: String,
+) -> Option<String> {
+    let refuse = |label: &str, message: &str| {
+        app.metrics.ws_client_errors.with(label).inc();
+        Some(error_json(label, message))
+    };
+    let reason = reason.trim();
+    if !(1..=MAX_SILENCE_MINUTES).contains(&minutes) {
+        return refuse("invalid", "minutes must be between 1 and 60");
+    }
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return refuse(
+            "invalid",
+            "a silence needs a reason of at most 200 characters",
+        );
+    }
+    let ward = match app.store.patient_ward(patient.clone()).await {
+        Ok(Some(w)) if scope.allows(&w) => w,
+        Ok(_) => return refuse("unknown_patient", "no such patient"),
+        Err(e) => {
+            tracing::error!(error = %e, "patient lookup failed");
+            return refuse("internal", "the hub could not read the patient; try again");
+        }
+    };
+    let from = now_ms();
+    let until = from + i64::from(minutes) * 60_000;
+    match app
+        .store
+        .silence(
+            patient,
+            (from, until),
+            scope.claims.sub.clone(),
+            reason.to_owned(),
+        )
+        .await
+    {
+        Ok(Ok(SilenceOutcome::Silenced)) => {
+            tracing::info!(user = %scope.claims.sub, ward = %ward, minutes, "patient alarms silenced");
+            None
+        }
+        Ok(Ok(SilenceOutcome::UnknownPatient)) => refuse("unknown_patient", "no such patient"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "silence not stored");
+            refuse("internal", "the hub could not store the silence; try again")
+        }
+        Err(_) => refuse("internal", "the hub is stopping"),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `{"type":"ack","alert":…}`: only for an episode of a ward the token covers. The
@@ -281,12 +348,9 @@ async fn acknowledge(app: &AppState, scope: &Scope, alert: String) -> Option<Str
         // Same answer as an unknown id: a token must not learn which ids exist elsewhere.
         return refuse("unknown_alert", "no such alert");
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     match app
         .store
-        .acknowledge(alert.clone(), scope.claims.sub.clone(), now)
+        .acknowledge(alert.clone(), scope.claims.sub.clone(), now_ms())
         .await
     {
         Ok(Ok(AckOutcome::Acknowledged)) => {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use wardlink_shared::alarm::{AlarmEvent, AlertState};
 use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::wire::EdgeCommand;
-use wardlink_shared::{EdgeId, WardId};
+use wardlink_shared::{EdgeId, PatientId, WardId};
 
 use super::StoreError;
 
@@ -17,6 +17,9 @@ use super::StoreError;
 pub(super) const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
 /// Commands by (edge, seq) (postcard [`EdgeCommand`]).
 pub(super) const COMMANDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("commands");
+/// Where each patient was last seen: (ward, edge). Decides who may silence them and which
+/// edge applies it.
+pub(super) const PATIENTS: TableDefinition<&str, (&str, &str)> = TableDefinition::new("patients");
 /// Highest command each edge has confirmed.
 pub(super) const COMMANDS_DONE: TableDefinition<&str, u64> = TableDefinition::new("commands_done");
 
@@ -101,20 +104,103 @@ pub(super) fn acknowledge(
         ..row
     };
     alerts.insert(alert, encode(&updated)?.as_slice())?;
-    let edge = updated.edge.as_str();
-    let next = commands
-        .range((edge, 0)..=(edge, u64::MAX))?
-        .next_back()
-        .transpose()?
-        .map_or(1, |(k, _)| k.value().1 + 1);
     let command = EdgeCommand::Acknowledge {
         alert: alert.to_owned(),
         by: by.to_owned(),
         ts,
     };
-    commands.insert((edge, next), encode(&command)?.as_slice())?;
+    queue_command(commands, &updated.edge, &command)?;
     let dashboard = ServerEvent::alert(&updated.ward, &event, Some(by.to_owned()));
     Ok((AckOutcome::Acknowledged, Some((updated.ward, dashboard))))
+}
+
+/// Appends `command` to `edge`'s queue.
+fn queue_command(
+    commands: &mut Table<(&str, u64), &[u8]>,
+    edge: &EdgeId,
+    command: &EdgeCommand,
+) -> Result<(), StoreError> {
+    let edge = edge.as_str();
+    let next = commands
+        .range((edge, 0)..=(edge, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map_or(1, |(k, _)| k.value().1 + 1);
+    commands.insert((edge, next), encode(command)?.as_slice())?;
+    Ok(())
+}
+
+/// Remembers where `patient` was seen (one write only when it moved).
+pub(super) fn seen(
+    patients: &mut Table<&str, (&str, &str)>,
+    patient: &PatientId,
+    ward: &WardId,
+    edge: &EdgeId,
+) -> Result<(), StoreError> {
+    let known = patients
+        .get(patient.as_str())?
+        .is_some_and(|v| v.value() == (ward.as_str(), edge.as_str()));
+    if !known {
+        patients.insert(patient.as_str(), (ward.as_str(), edge.as_str()))?;
+    }
+    Ok(())
+}
+
+/// The ward `patient` was last seen in.
+pub(super) fn patient_ward(
+    db: &redb::Database,
+    patient: &PatientId,
+) -> Result<Option<WardId>, StoreError> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(PATIENTS)?;
+    t.get(patient.as_str())?
+        .map(|v| WardId::new(v.value().0).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// What a silence request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilenceOutcome {
+    /// Stored, announced and queued for the edge.
+    Silenced,
+    /// The hub has never seen this patient.
+    UnknownPatient,
+}
+
+/// Silences `patient` from `from` to `until` (hub time, ms); returns the dashboard event to
+/// publish and queues the command for the patient's edge.
+pub(super) fn silence(
+    patients: &Table<&str, (&str, &str)>,
+    commands: &mut Table<(&str, u64), &[u8]>,
+    patient: &PatientId,
+    (from, until): (i64, i64),
+    by: &str,
+    reason: &str,
+) -> Result<(SilenceOutcome, Option<(WardId, ServerEvent)>), StoreError> {
+    let Some((ward, edge)) = patients.get(patient.as_str())?.map(|v| {
+        let (w, e) = v.value();
+        (WardId::new(w), EdgeId::new(e))
+    }) else {
+        return Ok((SilenceOutcome::UnknownPatient, None));
+    };
+    let corrupt = |e: wardlink_shared::IdError| StoreError::Corrupt(e.to_string());
+    let (ward, edge) = (ward.map_err(corrupt)?, edge.map_err(corrupt)?);
+    let command = EdgeCommand::Silence {
+        patient: patient.clone(),
+        from,
+        until,
+        by: by.to_owned(),
+        reason: reason.to_owned(),
+    };
+    queue_command(commands, &edge, &command)?;
+    let event = ServerEvent::Silence {
+        patient: patient.clone(),
+        ward: ward.clone(),
+        until: wardlink_shared::time::format_rfc3339(until),
+        by: by.to_owned(),
+        reason: reason.to_owned(),
+    };
+    Ok((SilenceOutcome::Silenced, Some((ward, event))))
 }
 
 /// The episode `alert`, if known.

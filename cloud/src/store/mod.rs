@@ -20,11 +20,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::wire::EdgeCommand;
 use wardlink_shared::wire::{Lane, Record};
-use wardlink_shared::{EdgeId, WardId};
+use wardlink_shared::{EdgeId, PatientId, WardId};
 
 use crate::bus::{Bus, Event};
 use crate::metrics::HubMetrics;
-pub use alerts::{AckOutcome, AlertRow};
+pub use alerts::{AckOutcome, AlertRow, SilenceOutcome};
 pub use tables::StoreError;
 
 /// Write commands queued to the store thread. When full, ingress waits, which stops reading
@@ -69,6 +69,14 @@ enum Write {
         edge: EdgeId,
         seq: u64,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Silence {
+        patient: PatientId,
+        from: i64,
+        until: i64,
+        by: String,
+        reason: String,
+        reply: oneshot::Sender<Result<SilenceOutcome, StoreError>>,
     },
 }
 
@@ -174,6 +182,35 @@ impl Store {
         rx.await.map_err(|_| Closed)
     }
 
+    /// Silences `patient` from `from` to `until` (ms since the epoch) for `by`, with `reason`.
+    pub async fn silence(
+        &self,
+        patient: PatientId,
+        (from, until): (i64, i64),
+        by: String,
+        reason: String,
+    ) -> Result<Result<SilenceOutcome, StoreError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Write::Silence {
+                patient,
+                from,
+                until,
+                by,
+                reason,
+                reply,
+            })
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// The ward `patient` was last seen in.
+    pub async fn patient_ward(&self, patient: PatientId) -> Result<Option<WardId>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || alerts::patient_ward(&db, &patient)).await
+    }
+
     /// `edge` applied every command up to `seq`.
     pub async fn commands_done(
         &self,
@@ -272,6 +309,9 @@ fn writer(
                         (Write::CommandsDone { reply, .. }, tables::WriteResult::CommandsDone) => {
                             let _ = reply.send(Ok(()));
                         }
+                        (Write::Silence { reply, .. }, tables::WriteResult::Silenced(o)) => {
+                            let _ = reply.send(Ok(o));
+                        }
                         // commit_group returns one result per write, of the write's kind.
                         _ => {}
                     }
@@ -303,6 +343,9 @@ fn writer(
                             let _ = reply.send(Err(StoreError::Failed(msg.clone())));
                         }
                         Write::CommandsDone { reply, .. } => {
+                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
+                        }
+                        Write::Silence { reply, .. } => {
                             let _ = reply.send(Err(StoreError::Failed(msg.clone())));
                         }
                     }

@@ -8,7 +8,7 @@ use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::wire::{Lane, RecordBody};
 use wardlink_shared::{EdgeId, WardId};
 
-use super::alerts::{self, AckOutcome};
+use super::alerts::{self, AckOutcome, SilenceOutcome};
 use super::{Ingested, Write};
 use crate::bus::Event;
 
@@ -82,6 +82,7 @@ pub(super) fn open(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(alerts::ALERTS)?;
     txn.open_table(alerts::COMMANDS)?;
     txn.open_table(alerts::COMMANDS_DONE)?;
+    txn.open_table(alerts::PATIENTS)?;
     txn.commit()?;
     Ok(db)
 }
@@ -133,6 +134,7 @@ pub(super) fn events_after(
 pub(super) enum WriteResult {
     Ingested(Ingested),
     Acknowledged(AckOutcome),
+    Silenced(SilenceOutcome),
     CommandsDone,
     /// The records did not continue the lane: nothing of this write was stored.
     Gap {
@@ -166,6 +168,7 @@ pub(super) fn commit_group(
         let mut alert_rows = txn.open_table(alerts::ALERTS)?;
         let mut commands = txn.open_table(alerts::COMMANDS)?;
         let mut done = txn.open_table(alerts::COMMANDS_DONE)?;
+        let mut patients = txn.open_table(alerts::PATIENTS)?;
         let mut push =
             |ward: &WardId, event: ServerEvent, seq: &mut u64| -> Result<u64, StoreError> {
                 let s = *seq;
@@ -199,6 +202,7 @@ pub(super) fn commit_group(
                     };
                     let mut events = Vec::new();
                     let mut new_alarms = Vec::new();
+                    let mut seen = Vec::new();
                     let mut gap = None;
                     for r in records {
                         if r.seq <= mark {
@@ -215,6 +219,9 @@ pub(super) fn commit_group(
                         ingested.stored += 1;
                         match &r.body {
                             RecordBody::Vitals { reading, news2 } => {
+                                if seen.last() != Some(&&reading.patient) {
+                                    seen.push(&reading.patient);
+                                }
                                 events.push(ServerEvent::vitals(ward, reading, *news2))
                             }
                             RecordBody::Alarm(alarm) => {
@@ -228,6 +235,9 @@ pub(super) fn commit_group(
                         // Nothing of this write is stored.
                         results.push(WriteResult::Gap { expected, got });
                         continue;
+                    }
+                    for patient in seen {
+                        alerts::seen(&mut patients, patient, ward, edge)?;
                     }
                     for alarm in new_alarms {
                         alerts::upsert(&mut alert_rows, edge, ward, alarm)?;
@@ -251,6 +261,28 @@ pub(super) fn commit_group(
                         commands_added = true;
                     }
                     results.push(WriteResult::Acknowledged(outcome));
+                }
+                Write::Silence {
+                    patient,
+                    from,
+                    until,
+                    by,
+                    reason,
+                    ..
+                } => {
+                    let (outcome, event) = alerts::silence(
+                        &patients,
+                        &mut commands,
+                        patient,
+                        (*from, *until),
+                        by,
+                        reason,
+                    )?;
+                    if let Some((ward, event)) = event {
+                        push(&ward, event, &mut next_seq)?;
+                        commands_added = true;
+                    }
+                    results.push(WriteResult::Silenced(outcome));
                 }
                 Write::CommandsDone { edge, seq, .. } => {
                     alerts::commands_done(&mut done, edge, *seq)?;

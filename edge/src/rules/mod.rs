@@ -89,6 +89,16 @@ fn publish_active(engine: &AlarmEngine, active: &watch::Sender<Vec<ActiveAlarm>>
 /// Applies a decision taken at the hub.
 fn apply(engine: &mut AlarmEngine, command: EdgeCommand) {
     match command {
+        EdgeCommand::Silence {
+            patient,
+            from,
+            until,
+            by,
+            ..
+        } => {
+            engine.silence(&patient, from, until);
+            tracing::info!(by = %by, until, "patient alarms silenced by the hub");
+        }
         EdgeCommand::Acknowledge { alert, by, .. } => {
             if engine.acknowledge(&alert, &by) {
                 tracing::info!(alert = %alert, by = %by, "alarm acknowledged at the hub");

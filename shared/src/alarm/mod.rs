@@ -72,6 +72,30 @@ pub struct AlarmEvent {
     pub values: Vitals,
     /// When this event happened.
     pub ts: Millis,
+    /// A clinician silenced this patient's alarms: shown, but not notified.
+    pub silenced: bool,
+}
+
+/// Silence settings of a ward (`[silence]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SilenceSettings {
+    /// A silence covers high-priority physiological alarms only for this long after it
+    /// began (seconds); after that they notify again however long the silence was.
+    pub max_high_s: u32,
+}
+
+impl Default for SilenceSettings {
+    fn default() -> Self {
+        Self { max_high_s: 120 }
+    }
+}
+
+/// A silence of one patient's alarms, decided at the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Silence {
+    from: Millis,
+    until: Millis,
 }
 
 /// NEWS2 settings of a ward (`[news2]`).
@@ -130,6 +154,8 @@ pub struct RuleSettings {
     pub signal: SignalSettings,
     /// Trend pre-alerts.
     pub trends: TrendSettings,
+    /// Silences.
+    pub silence: SilenceSettings,
 }
 
 impl RuleSettings {
@@ -205,6 +231,8 @@ struct PatientState {
     /// Per limit: whether the latest non-extreme sample was beyond it (see
     /// [`VitalLimits::extreme_confirm_s`]).
     in_band: BTreeMap<(VitalSign, Side), bool>,
+    /// The current silence, if any.
+    silence: Option<Silence>,
 }
 
 /// An active episode as the edge reports it.
@@ -371,6 +399,13 @@ impl AlarmEngine {
         false
     }
 
+    /// Silences `patient`'s alarms from `from` until `until` (edge clock, milliseconds). A
+    /// later silence replaces an earlier one; `until` in the past ends it.
+    pub fn silence(&mut self, patient: &PatientId, from: Millis, until: Millis) {
+        let state = self.patients.entry(patient.clone()).or_default();
+        state.silence = (until > from).then_some(Silence { from, until });
+    }
+
     /// Every active episode, for operators and tests.
     pub fn active(&self) -> Vec<ActiveAlarm> {
         let mut out: Vec<ActiveAlarm> = self
@@ -415,8 +450,11 @@ impl AlarmEngine {
         values: Vitals,
         now: Millis,
     ) -> Option<AlarmEvent> {
+        let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
         let state = self.patients.entry(patient.clone()).or_default();
         let current = state.conditions.get(&key).cloned();
+        let silence = state.silence.clone().filter(|s| now < s.until);
+        let technical = key == ConditionKey::SignalLost;
         let event = |id: String, priority, state, message: String| AlarmEvent {
             id,
             patient: patient.clone(),
@@ -426,6 +464,9 @@ impl AlarmEngine {
             message,
             values,
             ts: now,
+            silenced: silence.as_ref().is_some_and(|s| {
+                priority != Priority::High || technical || now - s.from < max_high
+            }),
         };
         match current {
             None | Some(Condition::Pending { .. }) if !eval.violating => {

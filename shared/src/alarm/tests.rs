@@ -316,3 +316,29 @@ fn a_rising_heart_rate_pre_alerts_before_the_limit() {
     );
     assert!(e.active().iter().any(|a| a.kind == "trend_hr_rising"));
 }
+
+#[test]
+fn a_silence_marks_events_but_not_high_ones_beyond_the_maximum() {
+    let mut e = engine();
+    e.silence(&patient(), 0, 600_000);
+    let medium = trace(&mut e, 0, &[150.0; 11]);
+    assert_eq!(medium.len(), 1);
+    assert!(medium[0].silenced);
+    // High priority within max_high_s (120 s) of the silence's start: still silenced.
+    let early = e.observe(&hr(190.0, 60_000), 60_000).events;
+    assert!(early[0].silenced && early[0].priority == Priority::High);
+    // A new high episode after that: notified.
+    trace(&mut e, 130_000, &[80.0]);
+    let mut values = vec![150.0];
+    values.extend([190.0; 5]);
+    let late = trace(&mut e, 200_000, &values);
+    let high = late
+        .iter()
+        .find(|ev| ev.priority == Priority::High)
+        .unwrap();
+    assert!(!high.silenced);
+    // After the silence ends, nothing is silenced.
+    trace(&mut e, 700_000, &[80.0]);
+    let after = trace(&mut e, 800_000, &[150.0; 11]);
+    assert!(!after[0].silenced);
+}
