@@ -100,13 +100,16 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     // The subscription lives as long as the link's sender.
     let link_tx = broker.link_tx;
     let rules = tracker.spawn(rules::run(
-        cfg.rules(),
-        cfg.edge.id.to_string(),
+        rules::Rules {
+            settings: cfg.rules(),
+            patient_settings: cfg.edge.data_dir.join("patient_settings.json"),
+            edge_id: cfg.edge.id.to_string(),
+            outbox: outbox.clone(),
+            metrics: metrics.clone(),
+            active: active_tx,
+        },
         readings_rx,
         commands_rx,
-        outbox.clone(),
-        metrics.clone(),
-        active_tx,
     ));
     let uplink = Uplink {
         edge: cfg.edge.id.clone(),

@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod frames;
+pub mod fs;
 pub mod pem;
 pub mod signal;

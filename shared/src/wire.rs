@@ -118,6 +118,15 @@ pub enum EdgeCommand {
         /// When (hub time).
         ts: i64,
     },
+    /// A clinician set a patient's own alarm settings (replacing earlier ones).
+    PatientSettings {
+        /// Whose.
+        patient: PatientId,
+        /// The settings.
+        settings: crate::alarm::PatientSettings,
+        /// Who.
+        by: String,
+    },
     /// A clinician silenced a patient's alarms.
     Silence {
         /// Whose alarms.

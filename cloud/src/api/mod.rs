@@ -1,5 +1,8 @@
-//! The hub's HTTP API: `/ws` for dashboards, `/healthz`, `/metrics`.
+//! The hub's HTTP API: `/ws` for dashboards, `/api/patients/{patient}/settings`, `/healthz`,
+//! `/metrics`.
 
+mod auth;
+mod settings;
 mod ws;
 
 use std::sync::Arc;
@@ -9,7 +12,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, put};
 
 use crate::bus::Bus;
 use crate::metrics::HubMetrics;
@@ -37,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/ws", get(ws::upgrade))
+        .route("/api/patients/{patient}/settings", put(settings::put))
         .with_state(state)
 }
 

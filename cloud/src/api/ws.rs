@@ -13,7 +13,7 @@ use axum::extract::ws::{
     CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, StreamExt};
@@ -23,7 +23,8 @@ use wardlink_shared::WardId;
 use wardlink_shared::dashboard::ClientMessage;
 
 use super::AppState;
-use crate::store::{AckOutcome, SilenceOutcome};
+use super::auth::{authenticate, refuse};
+use crate::store::{AckOutcome, PatientOutcome};
 use crate::token::Claims;
 
 /// Largest client message accepted.
@@ -49,43 +50,15 @@ impl Scope {
     }
 }
 
-fn refuse(app: &AppState, status: StatusCode, message: &str) -> Response {
-    let reason = if status == StatusCode::UNAUTHORIZED {
-        "unauthorized"
-    } else {
-        "forbidden"
-    };
-    app.metrics.ws_refused.with(reason).inc();
-    let mut response = (status, format!("{message}\n")).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 pub(super) async fn upgrade(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some(token) = bearer(&headers).or(query.get("token").map(String::as_str)) else {
-        return refuse(&app, StatusCode::UNAUTHORIZED, "missing token");
-    };
-    let claims = match app.verifier.verify(token) {
+    let claims = match authenticate(&app, &headers, query.get("token").map(String::as_str)) {
         Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "dashboard token refused");
-            return refuse(&app, StatusCode::UNAUTHORIZED, "invalid token");
-        }
+        Err(refusal) => return refusal.respond(&app),
     };
     if !claims.role.sees_live_data() {
         return refuse(
@@ -309,11 +282,11 @@ async fn silence(
         )
         .await
     {
-        Ok(Ok(SilenceOutcome::Silenced)) => {
+        Ok(Ok(PatientOutcome::Applied)) => {
             tracing::info!(user = %scope.claims.sub, ward = %ward, minutes, "patient alarms silenced");
             None
         }
-        Ok(Ok(SilenceOutcome::UnknownPatient)) => refuse("unknown_patient", "no such patient"),
+        Ok(Ok(PatientOutcome::UnknownPatient)) => refuse("unknown_patient", "no such patient"),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "silence not stored");
             refuse("internal", "the hub could not store the silence; try again")

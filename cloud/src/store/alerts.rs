@@ -158,13 +158,49 @@ pub(super) fn patient_ward(
         .transpose()
 }
 
-/// What a silence request did.
+/// What a request about a patient did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SilenceOutcome {
-    /// Stored, announced and queued for the edge.
-    Silenced,
+pub enum PatientOutcome {
+    /// Stored and queued for the patient's edge.
+    Applied,
     /// The hub has never seen this patient.
     UnknownPatient,
+}
+
+/// The (ward, edge) `patient` was last seen at.
+fn whereabouts(
+    patients: &Table<&str, (&str, &str)>,
+    patient: &PatientId,
+) -> Result<Option<(WardId, EdgeId)>, StoreError> {
+    let Some(v) = patients.get(patient.as_str())? else {
+        return Ok(None);
+    };
+    let (w, e) = v.value();
+    let corrupt = |e: wardlink_shared::IdError| StoreError::Corrupt(e.to_string());
+    Ok(Some((
+        WardId::new(w).map_err(corrupt)?,
+        EdgeId::new(e).map_err(corrupt)?,
+    )))
+}
+
+/// Queues `patient`'s own settings for the patient's edge.
+pub(super) fn patient_settings(
+    patients: &Table<&str, (&str, &str)>,
+    commands: &mut Table<(&str, u64), &[u8]>,
+    patient: &PatientId,
+    settings: &wardlink_shared::alarm::PatientSettings,
+    by: &str,
+) -> Result<PatientOutcome, StoreError> {
+    let Some((_, edge)) = whereabouts(patients, patient)? else {
+        return Ok(PatientOutcome::UnknownPatient);
+    };
+    let command = EdgeCommand::PatientSettings {
+        patient: patient.clone(),
+        settings: settings.clone(),
+        by: by.to_owned(),
+    };
+    queue_command(commands, &edge, &command)?;
+    Ok(PatientOutcome::Applied)
 }
 
 /// Silences `patient` from `from` to `until` (hub time, ms); returns the dashboard event to
@@ -176,15 +212,10 @@ pub(super) fn silence(
     (from, until): (i64, i64),
     by: &str,
     reason: &str,
-) -> Result<(SilenceOutcome, Option<(WardId, ServerEvent)>), StoreError> {
-    let Some((ward, edge)) = patients.get(patient.as_str())?.map(|v| {
-        let (w, e) = v.value();
-        (WardId::new(w), EdgeId::new(e))
-    }) else {
-        return Ok((SilenceOutcome::UnknownPatient, None));
+) -> Result<(PatientOutcome, Option<(WardId, ServerEvent)>), StoreError> {
+    let Some((ward, edge)) = whereabouts(patients, patient)? else {
+        return Ok((PatientOutcome::UnknownPatient, None));
     };
-    let corrupt = |e: wardlink_shared::IdError| StoreError::Corrupt(e.to_string());
-    let (ward, edge) = (ward.map_err(corrupt)?, edge.map_err(corrupt)?);
     let command = EdgeCommand::Silence {
         patient: patient.clone(),
         from,
@@ -200,7 +231,7 @@ pub(super) fn silence(
         by: by.to_owned(),
         reason: reason.to_owned(),
     };
-    Ok((SilenceOutcome::Silenced, Some((ward, event))))
+    Ok((PatientOutcome::Applied, Some((ward, event))))
 }
 
 /// The episode `alert`, if known.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use redb::Database;
 use tokio::sync::{mpsc, oneshot, watch};
+use wardlink_shared::alarm::PatientSettings;
 use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::wire::EdgeCommand;
 use wardlink_shared::wire::{Lane, Record};
@@ -24,7 +25,7 @@ use wardlink_shared::{EdgeId, PatientId, WardId};
 
 use crate::bus::{Bus, Event};
 use crate::metrics::HubMetrics;
-pub use alerts::{AckOutcome, AlertRow, SilenceOutcome};
+pub use alerts::{AckOutcome, AlertRow, PatientOutcome};
 pub use tables::StoreError;
 
 /// Write commands queued to the store thread. When full, ingress waits, which stops reading
@@ -70,13 +71,19 @@ enum Write {
         seq: u64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    PatientSettings {
+        patient: PatientId,
+        settings: PatientSettings,
+        by: String,
+        reply: oneshot::Sender<Result<PatientOutcome, StoreError>>,
+    },
     Silence {
         patient: PatientId,
         from: i64,
         until: i64,
         by: String,
         reason: String,
-        reply: oneshot::Sender<Result<SilenceOutcome, StoreError>>,
+        reply: oneshot::Sender<Result<PatientOutcome, StoreError>>,
     },
 }
 
@@ -189,7 +196,7 @@ impl Store {
         (from, until): (i64, i64),
         by: String,
         reason: String,
-    ) -> Result<Result<SilenceOutcome, StoreError>, Closed> {
+    ) -> Result<Result<PatientOutcome, StoreError>, Closed> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Write::Silence {
@@ -198,6 +205,26 @@ impl Store {
                 until,
                 by,
                 reason,
+                reply,
+            })
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// Queues `patient`'s own settings, set by `by`, for the patient's edge.
+    pub async fn patient_settings(
+        &self,
+        patient: PatientId,
+        settings: PatientSettings,
+        by: String,
+    ) -> Result<Result<PatientOutcome, StoreError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Write::PatientSettings {
+                patient,
+                settings,
+                by,
                 reply,
             })
             .await
@@ -312,6 +339,12 @@ fn writer(
                         (Write::Silence { reply, .. }, tables::WriteResult::Silenced(o)) => {
                             let _ = reply.send(Ok(o));
                         }
+                        (
+                            Write::PatientSettings { reply, .. },
+                            tables::WriteResult::SettingsQueued(o),
+                        ) => {
+                            let _ = reply.send(Ok(o));
+                        }
                         // commit_group returns one result per write, of the write's kind.
                         _ => {}
                     }
@@ -346,6 +379,9 @@ fn writer(
                             let _ = reply.send(Err(StoreError::Failed(msg.clone())));
                         }
                         Write::Silence { reply, .. } => {
+                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
+                        }
+                        Write::PatientSettings { reply, .. } => {
                             let _ = reply.send(Err(StoreError::Failed(msg.clone())));
                         }
                     }

@@ -8,7 +8,7 @@ use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::wire::{Lane, RecordBody};
 use wardlink_shared::{EdgeId, WardId};
 
-use super::alerts::{self, AckOutcome, SilenceOutcome};
+use super::alerts::{self, AckOutcome, PatientOutcome};
 use super::{Ingested, Write};
 use crate::bus::Event;
 
@@ -134,7 +134,8 @@ pub(super) fn events_after(
 pub(super) enum WriteResult {
     Ingested(Ingested),
     Acknowledged(AckOutcome),
-    Silenced(SilenceOutcome),
+    Silenced(PatientOutcome),
+    SettingsQueued(PatientOutcome),
     CommandsDone,
     /// The records did not continue the lane: nothing of this write was stored.
     Gap {
@@ -283,6 +284,17 @@ pub(super) fn commit_group(
                         commands_added = true;
                     }
                     results.push(WriteResult::Silenced(outcome));
+                }
+                Write::PatientSettings {
+                    patient,
+                    settings,
+                    by,
+                    ..
+                } => {
+                    let outcome =
+                        alerts::patient_settings(&patients, &mut commands, patient, settings, by)?;
+                    commands_added |= outcome == PatientOutcome::Applied;
+                    results.push(WriteResult::SettingsQueued(outcome));
                 }
                 Write::CommandsDone { edge, seq, .. } => {
                     alerts::commands_done(&mut done, edge, *seq)?;

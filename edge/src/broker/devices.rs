@@ -6,7 +6,6 @@
 //! only as Argon2id PHC strings.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -128,19 +127,11 @@ fn write_file(path: &Path, file: &RegistryFile) -> Result<(), RegistryError> {
         path: path.into(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(file).map_err(|e| RegistryError::Corrupt {
         path: path.into(),
         reason: e.to_string(),
     })?;
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    wardlink_io::fs::write_atomic(path, &bytes).map_err(io)
 }
 
 /// The running edge's view of the registry, reloaded when the file's mtime changes.

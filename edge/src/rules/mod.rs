@@ -3,12 +3,15 @@
 //!
 //! Works the same with or without an uplink: it only ever talks to the outbox.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use wardlink_shared::PatientId;
 use wardlink_shared::Reading;
-use wardlink_shared::alarm::{ActiveAlarm, AlarmEngine, RuleSettings};
+use wardlink_shared::alarm::{ActiveAlarm, AlarmEngine, PatientSettings, RuleSettings};
 use wardlink_shared::wire::{EdgeCommand, RecordBody};
 
 use crate::clock::now_ms;
@@ -18,19 +21,43 @@ use crate::outbox::Outbox;
 /// How often pending alarm delays are checked between readings.
 const TICK: Duration = Duration::from_millis(250);
 
+/// What the rules task works with.
+pub struct Rules {
+    /// The ward's settings.
+    pub settings: RuleSettings,
+    /// Where patients' own settings are kept.
+    pub patient_settings: PathBuf,
+    /// Prefix of episode ids.
+    pub edge_id: String,
+    /// Where records go.
+    pub outbox: Outbox,
+    /// Metrics.
+    pub metrics: Arc<EdgeMetrics>,
+    /// The active episodes, for the admin listener.
+    pub active: watch::Sender<Vec<ActiveAlarm>>,
+}
+
 /// Runs until the readings channel closes. It deliberately ignores the shutdown signal: ingest
 /// stops first and drops its sender, and every reading already in the channel still reaches
 /// the outbox before this returns.
 pub async fn run(
-    settings: RuleSettings,
-    edge_id: String,
+    rules: Rules,
     mut readings: mpsc::Receiver<Reading>,
     mut commands: mpsc::Receiver<EdgeCommand>,
-    outbox: Outbox,
-    metrics: Arc<EdgeMetrics>,
-    active: watch::Sender<Vec<ActiveAlarm>>,
 ) {
+    let Rules {
+        settings,
+        patient_settings,
+        edge_id,
+        outbox,
+        metrics,
+        active,
+    } = rules;
     let mut engine = AlarmEngine::new(settings, edge_id);
+    let mut own = load_patient_settings(&patient_settings);
+    for (patient, s) in &own {
+        engine.set_patient_settings(patient.clone(), s.clone());
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -55,6 +82,10 @@ pub async fn run(
                 .map(RecordBody::Alarm)
                 .collect(),
             Some(command) = commands.recv() => {
+                if let EdgeCommand::PatientSettings { patient, settings, .. } = &command {
+                    own.insert(patient.clone(), settings.clone());
+                    save_patient_settings(&patient_settings, &own).await;
+                }
                 apply(&mut engine, command);
                 publish_active(&engine, &active);
                 Vec::new()
@@ -86,9 +117,48 @@ fn publish_active(engine: &AlarmEngine, active: &watch::Sender<Vec<ActiveAlarm>>
     });
 }
 
+/// Patients' own settings, kept across restarts in the data directory.
+type OwnSettings = BTreeMap<PatientId, PatientSettings>;
+
+fn load_patient_settings(path: &Path) -> OwnSettings {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            // Losing them silently would apply ward limits to a patient a clinician set up
+            // differently: make it loud.
+            tracing::error!(path = %path.display(), error = %e, "patient settings unreadable; using ward limits");
+            OwnSettings::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OwnSettings::new(),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "patient settings unreadable; using ward limits");
+            OwnSettings::new()
+        }
+    }
+}
+
+async fn save_patient_settings(path: &Path, own: &OwnSettings) {
+    let Ok(bytes) = serde_json::to_vec_pretty(own) else {
+        return;
+    };
+    let path = path.to_path_buf();
+    let saved =
+        tokio::task::spawn_blocking(move || wardlink_io::fs::write_atomic(&path, &bytes)).await;
+    if !matches!(saved, Ok(Ok(()))) {
+        tracing::error!("patient settings not saved; they apply until the edge restarts");
+    }
+}
+
 /// Applies a decision taken at the hub.
 fn apply(engine: &mut AlarmEngine, command: EdgeCommand) {
     match command {
+        EdgeCommand::PatientSettings {
+            patient,
+            settings,
+            by,
+        } => {
+            engine.set_patient_settings(patient, settings);
+            tracing::info!(by = %by, "patient settings applied");
+        }
         EdgeCommand::Silence {
             patient,
             from,

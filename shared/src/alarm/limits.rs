@@ -111,6 +111,18 @@ impl AlarmLimits {
         }
     }
 
+    /// The limits of one vital sign, to change.
+    pub fn of_mut(&mut self, sign: VitalSign) -> &mut VitalLimits {
+        match sign {
+            VitalSign::Hr => &mut self.hr,
+            VitalSign::Spo2 => &mut self.spo2,
+            VitalSign::Rr => &mut self.rr,
+            VitalSign::Temp => &mut self.temp,
+            VitalSign::Sbp => &mut self.sbp,
+            VitalSign::Dbp => &mut self.dbp,
+        }
+    }
+
     /// Checks that every limit is coherent; returns the offending key and reason.
     pub fn validate(&self) -> Result<(), (String, &'static str)> {
         for sign in VitalSign::ALL {

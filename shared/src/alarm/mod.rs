@@ -143,6 +143,33 @@ impl Default for SignalSettings {
     }
 }
 
+/// One patient's own settings, set at the hub by a clinician and applied at the edge. Each
+/// vital listed replaces the ward's limits for that vital.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PatientSettings {
+    /// Limits per vital sign, replacing the ward's.
+    pub limits: BTreeMap<VitalSign, VitalLimits>,
+    /// SpO2 scale, replacing the ward's (scale 2 must be prescribed).
+    pub spo2_scale: Option<Spo2Scale>,
+}
+
+impl PatientSettings {
+    /// The ward's limits with this patient's replacements.
+    pub fn apply(&self, ward: &AlarmLimits) -> AlarmLimits {
+        let mut limits = *ward;
+        for (sign, l) in &self.limits {
+            *limits.of_mut(*sign) = *l;
+        }
+        limits
+    }
+
+    /// Checks the replacements on their own; returns the offending key and reason.
+    pub fn validate(&self) -> Result<(), (String, &'static str)> {
+        self.apply(&AlarmLimits::default()).validate()
+    }
+}
+
 /// Everything the engine decides with.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RuleSettings {
@@ -266,6 +293,8 @@ pub struct AlarmEngine {
     id_prefix: String,
     next_id: u64,
     patients: HashMap<PatientId, PatientState>,
+    /// Patients with settings of their own.
+    overrides: HashMap<PatientId, PatientSettings>,
 }
 
 impl AlarmEngine {
@@ -277,13 +306,35 @@ impl AlarmEngine {
             id_prefix: id_prefix.into(),
             next_id: 0,
             patients: HashMap::new(),
+            overrides: HashMap::new(),
         }
+    }
+
+    /// Replaces `patient`'s own settings (empty settings: back to the ward's).
+    pub fn set_patient_settings(&mut self, patient: PatientId, settings: PatientSettings) {
+        if settings == PatientSettings::default() {
+            self.overrides.remove(&patient);
+        } else {
+            self.overrides.insert(patient, settings);
+        }
+    }
+
+    /// The settings in force for `patient`.
+    fn settings_for(&self, patient: &PatientId) -> RuleSettings {
+        let mut s = self.settings;
+        if let Some(o) = self.overrides.get(patient) {
+            s.limits = o.apply(&s.limits);
+            if let Some(scale) = o.spo2_scale {
+                s.news2.scale = scale;
+            }
+        }
+        s
     }
 
     /// Feeds one reading received at `now`.
     pub fn observe(&mut self, reading: &Reading, now: Millis) -> Observation {
         let mut events = Vec::new();
-        let settings = self.settings;
+        let settings = self.settings_for(&reading.patient);
         let state = self.patients.entry(reading.patient.clone()).or_default();
         if let Some(prev) = state.last_seen {
             // Exponentially smoothed, so one late reading does not halve the timeout.

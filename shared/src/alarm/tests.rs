@@ -342,3 +342,52 @@ fn a_silence_marks_events_but_not_high_ones_beyond_the_maximum() {
     let after = trace(&mut e, 800_000, &[150.0; 11]);
     assert!(!after[0].silenced);
 }
+
+#[test]
+fn patient_settings_replace_the_ward_limits_for_that_patient() {
+    let mut e = AlarmEngine::new(
+        RuleSettings {
+            limits: AlarmLimits {
+                hr: VitalLimits {
+                    delay_s: 0,
+                    ..AlarmLimits::default().hr
+                },
+                ..AlarmLimits::default()
+            },
+            ..RuleSettings::default()
+        },
+        "edge",
+    );
+    // An athlete: resting HR 38 is normal for them.
+    let mut own = PatientSettings::default();
+    own.limits.insert(
+        VitalSign::Hr,
+        VitalLimits {
+            low: Some(32.0),
+            delay_s: 0,
+            ..AlarmLimits::default().hr
+        },
+    );
+    own.validate().unwrap();
+    e.set_patient_settings(patient(), own);
+    assert!(e.observe(&hr(38.0, 0), 0).events.is_empty());
+    let other = Reading {
+        patient: PatientId::new("bed-2").unwrap(),
+        ..hr(38.0, 0)
+    };
+    assert_eq!(
+        e.observe(&other, 0).events.len(),
+        1,
+        "the ward's limits still apply to others"
+    );
+
+    let mut bad = PatientSettings::default();
+    bad.limits.insert(
+        VitalSign::Hr,
+        VitalLimits {
+            low: Some(150.0),
+            ..AlarmLimits::default().hr
+        },
+    );
+    assert_eq!(bad.validate().unwrap_err().0, "hr.low");
+}
