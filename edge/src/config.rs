@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use wardlink_io::config;
 use wardlink_shared::alarm::{
-    AlarmLimits, News2Settings, RuleSettings, SignalSettings, SilenceSettings, TrendSettings,
+    AlarmLimits, EpisodeSettings, News2Settings, RuleSettings, SignalSettings, SilenceSettings,
+    TrendSettings,
 };
 pub use wardlink_shared::config::ConfigError;
 use wardlink_shared::{EdgeId, WardId};
@@ -48,6 +49,9 @@ pub struct EdgeConfig {
     /// Silence settings.
     #[serde(default)]
     pub silence: SilenceSettings,
+    /// Episode settings.
+    #[serde(default)]
+    pub episodes: EpisodeSettings,
 }
 
 /// `[edge]`.
@@ -226,6 +230,7 @@ impl EdgeConfig {
             signal: self.signal,
             trends: self.trends,
             silence: self.silence,
+            episodes: self.episodes,
         }
     }
 

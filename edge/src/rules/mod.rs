@@ -170,7 +170,7 @@ fn apply(engine: &mut AlarmEngine, command: EdgeCommand) {
             tracing::info!(by = %by, until, "patient alarms silenced by the hub");
         }
         EdgeCommand::Acknowledge { alert, by, .. } => {
-            if engine.acknowledge(&alert, &by) {
+            if engine.acknowledge(&alert, &by, now_ms()) {
                 tracing::info!(alert = %alert, by = %by, "alarm acknowledged at the hub");
             } else {
                 tracing::debug!(alert = %alert, "acknowledged alarm is no longer active here");

@@ -76,6 +76,23 @@ pub struct AlarmEvent {
     pub silenced: bool,
 }
 
+/// Episode settings of a ward (`[episodes]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EpisodeSettings {
+    /// An acknowledged alarm that is still present notifies again after this long (seconds;
+    /// 0 never).
+    pub repeat_acknowledged_s: u32,
+}
+
+impl Default for EpisodeSettings {
+    fn default() -> Self {
+        Self {
+            repeat_acknowledged_s: 1800,
+        }
+    }
+}
+
 /// Silence settings of a ward (`[silence]`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -183,6 +200,8 @@ pub struct RuleSettings {
     pub trends: TrendSettings,
     /// Silences.
     pub silence: SilenceSettings,
+    /// Episodes.
+    pub episodes: EpisodeSettings,
 }
 
 impl RuleSettings {
@@ -241,7 +260,8 @@ enum Condition {
         id: String,
         kind: String,
         priority: Priority,
-        acknowledged: Option<String>,
+        /// Who acknowledged it, and when.
+        acknowledged: Option<(String, Millis)>,
     },
 }
 
@@ -394,17 +414,26 @@ impl AlarmEngine {
     /// elapsed, and silent devices.
     pub fn tick(&mut self, now: Millis) -> Vec<AlarmEvent> {
         let signal = self.settings.signal;
+        let repeat = Millis::from(self.settings.episodes.repeat_acknowledged_s) * 1000;
         let mut due = Vec::new();
+        let mut reminders = Vec::new();
         for (patient, state) in &self.patients {
             for (key, cond) in &state.conditions {
-                if let Condition::Pending {
-                    since,
-                    eval,
-                    values,
-                } = cond
-                    && now - since >= eval.delay_ms
-                {
-                    due.push((patient.clone(), *key, eval.clone(), *values));
+                match cond {
+                    Condition::Pending {
+                        since,
+                        eval,
+                        values,
+                    } if now - since >= eval.delay_ms => {
+                        due.push((patient.clone(), *key, eval.clone(), *values));
+                    }
+                    Condition::Active {
+                        acknowledged: Some((_, at)),
+                        ..
+                    } if repeat > 0 && now - at >= repeat => {
+                        reminders.push((patient.clone(), *key));
+                    }
+                    _ => {}
                 }
             }
             if let Some(last) = state.last_seen
@@ -421,20 +450,58 @@ impl AlarmEngine {
                 }
             }
         }
-        due.into_iter()
-            .filter_map(|(patient, key, eval, values)| {
-                let eval = Evaluation {
-                    bypass_delay: true,
-                    ..eval
-                };
-                self.apply(&patient, key, eval, values, now)
-            })
-            .collect()
+        let mut events: Vec<AlarmEvent> = reminders
+            .into_iter()
+            .filter_map(|(patient, key)| self.remind(&patient, key, now))
+            .collect();
+        for (patient, key, eval, values) in due {
+            let eval = Evaluation {
+                bypass_delay: true,
+                ..eval
+            };
+            events.extend(self.apply(&patient, key, eval, values, now));
+        }
+        events
+    }
+
+    /// An acknowledged episode still present after the repeat interval: notify again, once.
+    fn remind(
+        &mut self,
+        patient: &PatientId,
+        key: ConditionKey,
+        now: Millis,
+    ) -> Option<AlarmEvent> {
+        let state = self.patients.get_mut(patient)?;
+        let silenced = state.silence.as_ref().is_some_and(|s| now < s.until);
+        let Condition::Active {
+            id,
+            kind,
+            priority,
+            acknowledged,
+        } = state.conditions.get_mut(&key)?
+        else {
+            return None;
+        };
+        let (_, at) = acknowledged.take()?;
+        Some(AlarmEvent {
+            id: id.clone(),
+            patient: patient.clone(),
+            kind: kind.clone(),
+            priority: *priority,
+            state: AlertState::Raised,
+            message: format!(
+                "still present {} min after acknowledgement",
+                (now - at) / 60_000
+            ),
+            values: Vitals::default(),
+            ts: now,
+            silenced: silenced && *priority != Priority::High,
+        })
     }
 
     /// Records a clinician's acknowledgement of episode `alert`. Returns false when no active
     /// episode has that id (it resolved meanwhile, or the edge restarted).
-    pub fn acknowledge(&mut self, alert: &str, by: &str) -> bool {
+    pub fn acknowledge(&mut self, alert: &str, by: &str, now: Millis) -> bool {
         for state in self.patients.values_mut() {
             for cond in state.conditions.values_mut() {
                 if let Condition::Active {
@@ -442,7 +509,7 @@ impl AlarmEngine {
                 } = cond
                     && id == alert
                 {
-                    *acknowledged = Some(by.to_owned());
+                    *acknowledged = Some((by.to_owned(), now));
                     return true;
                 }
             }
@@ -477,7 +544,7 @@ impl AlarmEngine {
                             patient: patient.clone(),
                             kind: kind.clone(),
                             priority: *priority,
-                            acknowledged_by: acknowledged.clone(),
+                            acknowledged_by: acknowledged.as_ref().map(|(by, _)| by.clone()),
                         }),
                         Condition::Pending { .. } => None,
                     })

@@ -270,8 +270,8 @@ fn acknowledgement_is_kept_until_the_alarm_worsens() {
     let mut e = engine();
     let raised = trace(&mut e, 0, &[150.0; 11]);
     let id = raised[0].id.clone();
-    assert!(e.acknowledge(&id, "ann"));
-    assert!(!e.acknowledge("no-such-episode", "ann"));
+    assert!(e.acknowledge(&id, "ann", 12_000));
+    assert!(!e.acknowledge("no-such-episode", "ann", 12_000));
     assert_eq!(e.active()[0].acknowledged_by.as_deref(), Some("ann"));
     assert_eq!(e.active()[0].kind, "hr_high");
     // Still true: no new event.
@@ -390,4 +390,32 @@ fn patient_settings_replace_the_ward_limits_for_that_patient() {
         },
     );
     assert_eq!(bad.validate().unwrap_err().0, "hr.low");
+}
+
+#[test]
+fn an_acknowledged_alarm_still_present_reminds_after_the_repeat_interval() {
+    let mut e = engine();
+    let raised = trace(&mut e, 0, &[150.0; 11]);
+    assert!(e.acknowledge(&raised[0].id, "ann", 20_000));
+    // (The device is silent in this test, so `signal_lost` events come too; ignore them.)
+    let hr_events = |events: Vec<AlarmEvent>| -> Vec<AlarmEvent> {
+        events
+            .into_iter()
+            .filter(|ev| ev.kind == "hr_high")
+            .collect()
+    };
+    assert!(hr_events(e.tick(20_000 + 1_799_999)).is_empty());
+    let reminder = hr_events(e.tick(20_000 + 1_800_000));
+    assert_eq!(reminder.len(), 1);
+    assert_eq!(reminder[0].id, raised[0].id);
+    assert_eq!(reminder[0].state, AlertState::Raised);
+    assert!(
+        reminder[0].message.contains("30 min"),
+        "{}",
+        reminder[0].message
+    );
+    assert!(
+        e.tick(20_000 + 3_000_000).is_empty(),
+        "once per acknowledgement"
+    );
 }
