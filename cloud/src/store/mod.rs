@@ -87,6 +87,22 @@ enum Write {
     },
 }
 
+impl Write {
+    /// Answers the requester that the transaction this write was part of failed.
+    fn fail(self, msg: &str) {
+        let failed = || StoreError::Failed(msg.to_owned());
+        // A requester that stopped waiting is no loss: nothing was stored for it.
+        match self {
+            Write::Ingest { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::Event { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::Acknowledge { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::CommandsDone { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::Silence { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::PatientSettings { reply, .. } => drop(reply.send(Err(failed()))),
+        }
+    }
+}
+
 /// The store is closed (the hub is stopping).
 #[derive(Debug, thiserror::Error)]
 #[error("store is closed")]
@@ -120,6 +136,16 @@ impl Store {
         Ok((Store { db, tx, commands }, thread))
     }
 
+    /// Queues a write for the writer thread and waits for its outcome.
+    async fn request<T>(
+        &self,
+        write: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<Result<T, StoreError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(write(reply)).await.map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
     /// Stores `records` of `edge`'s `stream` and `lane` exactly once; returns the new
     /// watermark.
     pub async fn ingest(
@@ -130,19 +156,15 @@ impl Store {
         lane: Lane,
         records: Vec<Record>,
     ) -> Result<Result<Ingested, StoreError>, Closed> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Write::Ingest {
-                edge,
-                stream,
-                ward,
-                lane,
-                records,
-                reply,
-            })
-            .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
+        self.request(|reply| Write::Ingest {
+            edge,
+            stream,
+            ward,
+            lane,
+            records,
+            reply,
+        })
+        .await
     }
 
     /// Stores an event that is not an edge record (e.g. an edge going offline); returns its seq.
@@ -150,12 +172,7 @@ impl Store {
         &self,
         event: ServerEvent,
     ) -> Result<Result<u64, StoreError>, Closed> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Write::Event { event, reply })
-            .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
+        self.request(|reply| Write::Event { event, reply }).await
     }
 
     /// The stored watermark of each lane of `edge`'s `stream`.
@@ -176,17 +193,13 @@ impl Store {
         by: String,
         ts: i64,
     ) -> Result<Result<AckOutcome, StoreError>, Closed> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Write::Acknowledge {
-                alert,
-                by,
-                ts,
-                reply,
-            })
-            .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
+        self.request(|reply| Write::Acknowledge {
+            alert,
+            by,
+            ts,
+            reply,
+        })
+        .await
     }
 
     /// Silences `patient` from `from` to `until` (ms since the epoch) for `by`, with `reason`.
@@ -197,19 +210,15 @@ impl Store {
         by: String,
         reason: String,
     ) -> Result<Result<PatientOutcome, StoreError>, Closed> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Write::Silence {
-                patient,
-                from,
-                until,
-                by,
-                reason,
-                reply,
-            })
-            .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
+        self.request(|reply| Write::Silence {
+            patient,
+            from,
+            until,
+            by,
+            reason,
+            reply,
+        })
+        .await
     }
 
     /// Queues `patient`'s own settings, set by `by`, for the patient's edge.
@@ -219,17 +228,13 @@ impl Store {
         settings: PatientSettings,
         by: String,
     ) -> Result<Result<PatientOutcome, StoreError>, Closed> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Write::PatientSettings {
-                patient,
-                settings,
-                by,
-                reply,
-            })
-            .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
+        self.request(|reply| Write::PatientSettings {
+            patient,
+            settings,
+            by,
+            reply,
+        })
+        .await
     }
 
     /// The ward `patient` was last seen in.
@@ -244,12 +249,8 @@ impl Store {
         edge: EdgeId,
         seq: u64,
     ) -> Result<Result<(), StoreError>, Closed> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Write::CommandsDone { edge, seq, reply })
+        self.request(|reply| Write::CommandsDone { edge, seq, reply })
             .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
     }
 
     /// The episode `alert`, if the hub knows it.
@@ -365,26 +366,7 @@ fn writer(
                 tracing::error!(error = %e, "store commit failed");
                 let msg = e.to_string();
                 for w in group.drain(..) {
-                    match w {
-                        Write::Ingest { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
-                        }
-                        Write::Event { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
-                        }
-                        Write::Acknowledge { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
-                        }
-                        Write::CommandsDone { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
-                        }
-                        Write::Silence { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
-                        }
-                        Write::PatientSettings { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::Failed(msg.clone())));
-                        }
-                    }
+                    w.fail(&msg);
                 }
             }
         }
