@@ -58,18 +58,18 @@ pub(super) async fn put(
     if let Err((key, reason)) = settings.validate() {
         return bad_request(&format!("limits.{key}: {reason}"));
     }
-    match app.store.patient_ward(patient.clone()).await {
-        Ok(Some(ward)) if claims.may_see(&ward) => {}
+    let ward = match app.store.patient_ward(patient.clone()).await {
+        Ok(Some(ward)) if claims.may_see(&ward) => ward,
         // A patient of another ward is not found, so ids do not leak across wards.
         Ok(_) => return not_found(),
         Err(e) => {
             tracing::error!(error = %e, "patient lookup failed");
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
-    }
+    };
     match app
         .store
-        .patient_settings(patient.clone(), settings, claims.sub.clone())
+        .patient_settings((patient.clone(), ward), settings, claims.sub.clone())
         .await
     {
         Ok(Ok(PatientOutcome::Applied)) => {

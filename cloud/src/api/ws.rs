@@ -275,7 +275,7 @@ async fn silence(
     match app
         .store
         .silence(
-            patient,
+            (patient, ward.clone()),
             (from, until),
             scope.claims.sub.clone(),
             reason.to_owned(),

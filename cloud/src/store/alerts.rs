@@ -167,31 +167,35 @@ pub enum PatientOutcome {
     UnknownPatient,
 }
 
-/// The (ward, edge) `patient` was last seen at.
+/// The edge of `patient`, if the patient was last seen in `ward` (the ward the caller was
+/// authorised for, checked again here inside the write: a patient id seen meanwhile in
+/// another ward is not touched).
 fn whereabouts(
     patients: &Table<&str, (&str, &str)>,
     patient: &PatientId,
-) -> Result<Option<(WardId, EdgeId)>, StoreError> {
+    ward: &WardId,
+) -> Result<Option<EdgeId>, StoreError> {
     let Some(v) = patients.get(patient.as_str())? else {
         return Ok(None);
     };
     let (w, e) = v.value();
-    let corrupt = |e: wardlink_shared::IdError| StoreError::Corrupt(e.to_string());
-    Ok(Some((
-        WardId::new(w).map_err(corrupt)?,
-        EdgeId::new(e).map_err(corrupt)?,
-    )))
+    if w != ward.as_str() {
+        return Ok(None);
+    }
+    EdgeId::new(e)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Queues `patient`'s own settings for the patient's edge.
 pub(super) fn patient_settings(
     patients: &Table<&str, (&str, &str)>,
     commands: &mut Table<(&str, u64), &[u8]>,
-    patient: &PatientId,
+    (patient, ward): (&PatientId, &WardId),
     settings: &wardlink_shared::alarm::PatientSettings,
     by: &str,
 ) -> Result<PatientOutcome, StoreError> {
-    let Some((_, edge)) = whereabouts(patients, patient)? else {
+    let Some(edge) = whereabouts(patients, patient, ward)? else {
         return Ok(PatientOutcome::UnknownPatient);
     };
     let command = EdgeCommand::PatientSettings {
@@ -208,12 +212,12 @@ pub(super) fn patient_settings(
 pub(super) fn silence(
     patients: &Table<&str, (&str, &str)>,
     commands: &mut Table<(&str, u64), &[u8]>,
-    patient: &PatientId,
+    (patient, ward): (&PatientId, &WardId),
     (from, until): (i64, i64),
     by: &str,
     reason: &str,
 ) -> Result<(PatientOutcome, Option<(WardId, ServerEvent)>), StoreError> {
-    let Some((ward, edge)) = whereabouts(patients, patient)? else {
+    let Some(edge) = whereabouts(patients, patient, ward)? else {
         return Ok((PatientOutcome::UnknownPatient, None));
     };
     let command = EdgeCommand::Silence {
@@ -231,7 +235,7 @@ pub(super) fn silence(
         by: by.to_owned(),
         reason: reason.to_owned(),
     };
-    Ok((PatientOutcome::Applied, Some((ward, event))))
+    Ok((PatientOutcome::Applied, Some((ward.clone(), event))))
 }
 
 /// The episode `alert`, if known.

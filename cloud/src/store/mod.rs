@@ -73,12 +73,14 @@ enum Write {
     },
     PatientSettings {
         patient: PatientId,
+        ward: WardId,
         settings: PatientSettings,
         by: String,
         reply: oneshot::Sender<Result<PatientOutcome, StoreError>>,
     },
     Silence {
         patient: PatientId,
+        ward: WardId,
         from: i64,
         until: i64,
         by: String,
@@ -203,15 +205,18 @@ impl Store {
     }
 
     /// Silences `patient` from `from` to `until` (ms since the epoch) for `by`, with `reason`.
+    /// `ward` is the ward the caller was authorised for; a patient seen elsewhere since is
+    /// reported unknown, never touched.
     pub async fn silence(
         &self,
-        patient: PatientId,
+        (patient, ward): (PatientId, WardId),
         (from, until): (i64, i64),
         by: String,
         reason: String,
     ) -> Result<Result<PatientOutcome, StoreError>, Closed> {
         self.request(|reply| Write::Silence {
             patient,
+            ward,
             from,
             until,
             by,
@@ -222,14 +227,16 @@ impl Store {
     }
 
     /// Queues `patient`'s own settings, set by `by`, for the patient's edge.
+    /// `ward` as for [`Store::silence`].
     pub async fn patient_settings(
         &self,
-        patient: PatientId,
+        (patient, ward): (PatientId, WardId),
         settings: PatientSettings,
         by: String,
     ) -> Result<Result<PatientOutcome, StoreError>, Closed> {
         self.request(|reply| Write::PatientSettings {
             patient,
+            ward,
             settings,
             by,
             reply,

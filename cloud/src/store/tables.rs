@@ -265,6 +265,7 @@ pub(super) fn commit_group(
                 }
                 Write::Silence {
                     patient,
+                    ward,
                     from,
                     until,
                     by,
@@ -274,7 +275,7 @@ pub(super) fn commit_group(
                     let (outcome, event) = alerts::silence(
                         &patients,
                         &mut commands,
-                        patient,
+                        (patient, ward),
                         (*from, *until),
                         by,
                         reason,
@@ -287,12 +288,18 @@ pub(super) fn commit_group(
                 }
                 Write::PatientSettings {
                     patient,
+                    ward,
                     settings,
                     by,
                     ..
                 } => {
-                    let outcome =
-                        alerts::patient_settings(&patients, &mut commands, patient, settings, by)?;
+                    let outcome = alerts::patient_settings(
+                        &patients,
+                        &mut commands,
+                        (patient, ward),
+                        settings,
+                        by,
+                    )?;
                     commands_added |= outcome == PatientOutcome::Applied;
                     results.push(WriteResult::SettingsQueued(outcome));
                 }

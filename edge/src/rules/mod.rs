@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use wardlink_shared::PatientId;
 use wardlink_shared::Reading;
-use wardlink_shared::alarm::{ActiveAlarm, AlarmEngine, PatientSettings, RuleSettings};
+use wardlink_shared::alarm::{ActiveAlarm, AlarmEngine, AlarmEvent, PatientSettings, RuleSettings};
 use wardlink_shared::wire::{EdgeCommand, RecordBody};
 
 use crate::clock::now_ms;
@@ -43,7 +43,7 @@ pub struct Rules {
 pub async fn run(
     rules: Rules,
     mut readings: mpsc::Receiver<Reading>,
-    mut commands: mpsc::Receiver<EdgeCommand>,
+    mut commands: mpsc::Receiver<CommandRequest>,
 ) {
     let Rules {
         settings,
@@ -56,13 +56,27 @@ pub async fn run(
     let mut engine = AlarmEngine::new(settings, edge_id);
     let mut own = load_patient_settings(&patient_settings);
     for (patient, s) in &own {
-        engine.set_patient_settings(patient.clone(), s.clone());
+        engine.set_patient_settings(patient.clone(), s.clone(), now_ms());
     }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let records = tokio::select! {
+        // Commands and timers first: a flood of readings must not hold back an
+        // acknowledgement, a silence or an alarm whose delay has run out.
+        let records: Vec<RecordBody> = tokio::select! {
             biased;
+            Some(request) = commands.recv() => {
+                let (events, applied) =
+                    handle_command(&mut engine, &mut own, &patient_settings, request.command).await;
+                let _ = request.applied.send(applied);
+                publish_active(&engine, &active);
+                events.into_iter().map(RecordBody::Alarm).collect()
+            }
+            _ = tick.tick() => engine
+                .tick(now_ms())
+                .into_iter()
+                .map(RecordBody::Alarm)
+                .collect(),
             r = readings.recv() => match r {
                 Some(reading) => {
                     let observation = engine.observe(&reading, now_ms());
@@ -76,20 +90,6 @@ pub async fn run(
                 }
                 None => return,
             },
-            _ = tick.tick() => engine
-                .tick(now_ms())
-                .into_iter()
-                .map(RecordBody::Alarm)
-                .collect(),
-            Some(command) = commands.recv() => {
-                if let EdgeCommand::PatientSettings { patient, settings, .. } = &command {
-                    own.insert(patient.clone(), settings.clone());
-                    save_patient_settings(&patient_settings, &own).await;
-                }
-                apply(&mut engine, command);
-                publish_active(&engine, &active);
-                Vec::new()
-            }
         };
         let alarms = records
             .iter()
@@ -103,6 +103,15 @@ pub async fn run(
             return;
         }
     }
+}
+
+/// A command from the hub and where to say whether it was applied (and, for settings,
+/// saved). The uplink confirms it to the hub only then.
+pub struct CommandRequest {
+    /// The command.
+    pub command: EdgeCommand,
+    /// `true` once applied.
+    pub applied: oneshot::Sender<bool>,
 }
 
 /// Shares the active episodes with the admin listener.
@@ -136,28 +145,48 @@ fn load_patient_settings(path: &Path) -> OwnSettings {
     }
 }
 
-async fn save_patient_settings(path: &Path, own: &OwnSettings) {
+/// Saves patients' own settings; false (logged) when they could not be written.
+async fn save_patient_settings(path: &Path, own: &OwnSettings) -> bool {
     let Ok(bytes) = serde_json::to_vec_pretty(own) else {
-        return;
+        return false;
     };
     let path = path.to_path_buf();
     let saved =
         tokio::task::spawn_blocking(move || wardlink_io::fs::write_atomic(&path, &bytes)).await;
-    if !matches!(saved, Ok(Ok(()))) {
-        tracing::error!("patient settings not saved; they apply until the edge restarts");
+    let ok = matches!(saved, Ok(Ok(())));
+    if !ok {
+        tracing::error!("patient settings could not be saved; not applied, the hub will resend");
     }
+    ok
 }
 
-/// Applies a decision taken at the hub.
-fn apply(engine: &mut AlarmEngine, command: EdgeCommand) {
+/// Applies a decision taken at the hub; returns the alarm events it causes and whether it
+/// took effect (settings that could not be saved are not applied, so the hub sends them again).
+async fn handle_command(
+    engine: &mut AlarmEngine,
+    own: &mut OwnSettings,
+    path: &Path,
+    command: EdgeCommand,
+) -> (Vec<AlarmEvent>, bool) {
     match command {
         EdgeCommand::PatientSettings {
             patient,
             settings,
             by,
         } => {
-            engine.set_patient_settings(patient, settings);
+            let previous = own.insert(patient.clone(), settings.clone());
+            if !save_patient_settings(path, own).await {
+                match previous {
+                    Some(p) => own.insert(patient, p),
+                    None => own.remove(&patient),
+                };
+                return (Vec::new(), false);
+            }
             tracing::info!(by = %by, "patient settings applied");
+            (
+                engine.set_patient_settings(patient, settings, now_ms()),
+                true,
+            )
         }
         EdgeCommand::Silence {
             patient,
@@ -168,6 +197,7 @@ fn apply(engine: &mut AlarmEngine, command: EdgeCommand) {
         } => {
             engine.silence(&patient, from, until);
             tracing::info!(by = %by, until, "patient alarms silenced by the hub");
+            (Vec::new(), true)
         }
         EdgeCommand::Acknowledge { alert, by, .. } => {
             if engine.acknowledge(&alert, &by, now_ms()) {
@@ -175,6 +205,7 @@ fn apply(engine: &mut AlarmEngine, command: EdgeCommand) {
             } else {
                 tracing::debug!(alert = %alert, "acknowledged alarm is no longer active here");
             }
+            (Vec::new(), true)
         }
     }
 }

@@ -13,14 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use wardlink_io::frames::{FrameIoError, read_frame, write_frame};
-use wardlink_shared::wire::{EdgeCommand, ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
+use wardlink_shared::wire::{ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
 use wardlink_shared::{EdgeId, WardId};
 
 use crate::metrics::EdgeMetrics;
 use crate::outbox::{Closed, Outbox, OutboxError};
+use crate::rules::CommandRequest;
 pub use tls::{TlsError, client_config};
 
 /// Records per frame.
@@ -105,7 +106,7 @@ pub struct Uplink {
     /// Metrics.
     pub metrics: Arc<EdgeMetrics>,
     /// Where the hub's commands go (the rules task).
-    pub commands: mpsc::Sender<EdgeCommand>,
+    pub commands: mpsc::Sender<CommandRequest>,
 }
 
 /// A connection that passed the handshake.
@@ -275,8 +276,16 @@ impl Uplink {
         loop {
             match read_frame(&mut recv, &mut dec).await? {
                 Some(Frame::Command { seq, command }) => {
-                    // Commands are idempotent: one applied twice after a reconnect is harmless.
-                    self.commands.send(command).await.map_err(|_| Closed)?;
+                    // Confirmed only once applied (and saved): the hub re-sends what is not
+                    // confirmed, and commands are idempotent.
+                    let (applied, done) = oneshot::channel();
+                    self.commands
+                        .send(CommandRequest { command, applied })
+                        .await
+                        .map_err(|_| Closed)?;
+                    if !done.await.unwrap_or(false) {
+                        return Err(UplinkError::Protocol("a command could not be applied"));
+                    }
                     write_frame(&mut send, &Frame::CommandAck { seq }).await?;
                 }
                 Some(Frame::Pong { .. }) => {}

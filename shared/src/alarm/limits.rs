@@ -143,6 +143,12 @@ impl AlarmLimits {
             {
                 return Err((key("high_extreme"), "must not be below high"));
             }
+            if l.low_extreme.is_some() && l.low.is_none() {
+                return Err((key("low_extreme"), "needs a low limit"));
+            }
+            if l.high_extreme.is_some() && l.high.is_none() {
+                return Err((key("high_extreme"), "needs a high limit"));
+            }
             if !(l.hysteresis >= 0.0 && l.hysteresis.is_finite()) {
                 return Err((key("hysteresis"), "must be a finite number >= 0"));
             }
@@ -176,6 +182,7 @@ impl AlarmLimits {
         Some(Evaluation {
             kind: format!("{}_{word}", sign.name()),
             violating: beyond(limit),
+            extreme: is_extreme,
             bypass_delay: is_extreme && through_band,
             cleared: match side {
                 Side::Low => value >= limit + l.hysteresis,

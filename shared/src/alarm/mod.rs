@@ -230,6 +230,8 @@ impl RuleSettings {
 pub(crate) struct Evaluation {
     kind: String,
     violating: bool,
+    /// Beyond an extreme threshold.
+    extreme: bool,
     bypass_delay: bool,
     cleared: bool,
     priority: Priority,
@@ -262,6 +264,9 @@ enum Condition {
         priority: Priority,
         /// Who acknowledged it, and when.
         acknowledged: Option<(String, Millis)>,
+        /// Whether its last notification went out silenced: when the silence no longer
+        /// covers it, it is announced again.
+        silenced: bool,
     },
 }
 
@@ -330,13 +335,56 @@ impl AlarmEngine {
         }
     }
 
-    /// Replaces `patient`'s own settings (empty settings: back to the ward's).
-    pub fn set_patient_settings(&mut self, patient: PatientId, settings: PatientSettings) {
+    /// Replaces `patient`'s own settings (empty settings: back to the ward's) at `now`.
+    ///
+    /// The patient's limit conditions were judged by the old limits, so they end here: pending
+    /// ones are dropped and active ones resolve (the returned events); the next reading is
+    /// judged by the new limits and raises afresh if it must.
+    pub fn set_patient_settings(
+        &mut self,
+        patient: PatientId,
+        settings: PatientSettings,
+        now: Millis,
+    ) -> Vec<AlarmEvent> {
         if settings == PatientSettings::default() {
             self.overrides.remove(&patient);
         } else {
-            self.overrides.insert(patient, settings);
+            self.overrides.insert(patient.clone(), settings);
         }
+        let Some(state) = self.patients.get_mut(&patient) else {
+            return Vec::new();
+        };
+        let limit_keys: Vec<ConditionKey> = state
+            .conditions
+            .keys()
+            .filter(|k| matches!(k, ConditionKey::Limit(..)))
+            .copied()
+            .collect();
+        state.in_band.clear();
+        let mut events = Vec::new();
+        for key in limit_keys {
+            if let Some(Condition::Active {
+                id,
+                kind,
+                priority,
+                silenced,
+                ..
+            }) = state.conditions.remove(&key)
+            {
+                events.push(AlarmEvent {
+                    id,
+                    patient: patient.clone(),
+                    kind,
+                    priority,
+                    state: AlertState::Resolved,
+                    message: "alarm limits changed; judged anew from the next reading".into(),
+                    values: Vitals::default(),
+                    ts: now,
+                    silenced,
+                });
+            }
+        }
+        events
     }
 
     /// The settings in force for `patient`.
@@ -377,7 +425,7 @@ impl AlarmEngine {
                 for side in [Side::Low, Side::High] {
                     let through = state.in_band.get(&(sign, side)).copied().unwrap_or(false);
                     if let Some(e) = settings.limits.evaluate(sign, side, value, through) {
-                        if !e.bypass_delay && e.priority != Priority::High {
+                        if !e.extreme {
                             // Not extreme: remember whether this sample sits in the alarm band.
                             state.in_band.insert((sign, side), e.violating);
                         }
@@ -415,8 +463,10 @@ impl AlarmEngine {
     pub fn tick(&mut self, now: Millis) -> Vec<AlarmEvent> {
         let signal = self.settings.signal;
         let repeat = Millis::from(self.settings.episodes.repeat_acknowledged_s) * 1000;
+        let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
         let mut due = Vec::new();
         let mut reminders = Vec::new();
+        let mut unsilenced = Vec::new();
         for (patient, state) in &self.patients {
             for (key, cond) in &state.conditions {
                 match cond {
@@ -432,6 +482,20 @@ impl AlarmEngine {
                         ..
                     } if repeat > 0 && now - at >= repeat => {
                         reminders.push((patient.clone(), *key));
+                    }
+                    Condition::Active {
+                        silenced: true,
+                        priority,
+                        ..
+                    } if !silenced_now(
+                        state.silence.as_ref(),
+                        *priority,
+                        *key == ConditionKey::SignalLost,
+                        now,
+                        max_high,
+                    ) =>
+                    {
+                        unsilenced.push((patient.clone(), *key));
                     }
                     _ => {}
                 }
@@ -454,6 +518,11 @@ impl AlarmEngine {
             .into_iter()
             .filter_map(|(patient, key)| self.remind(&patient, key, now))
             .collect();
+        events.extend(
+            unsilenced
+                .into_iter()
+                .filter_map(|(patient, key)| self.unsilence(&patient, key, now)),
+        );
         for (patient, key, eval, values) in due {
             let eval = Evaluation {
                 bypass_delay: true,
@@ -471,18 +540,27 @@ impl AlarmEngine {
         key: ConditionKey,
         now: Millis,
     ) -> Option<AlarmEvent> {
+        let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
         let state = self.patients.get_mut(patient)?;
-        let silenced = state.silence.as_ref().is_some_and(|s| now < s.until);
+        let silence = state.silence.clone();
         let Condition::Active {
             id,
             kind,
             priority,
             acknowledged,
+            silenced,
         } = state.conditions.get_mut(&key)?
         else {
             return None;
         };
         let (_, at) = acknowledged.take()?;
+        *silenced = silenced_now(
+            silence.as_ref(),
+            *priority,
+            key == ConditionKey::SignalLost,
+            now,
+            max_high,
+        );
         Some(AlarmEvent {
             id: id.clone(),
             patient: patient.clone(),
@@ -495,7 +573,38 @@ impl AlarmEngine {
             ),
             values: Vitals::default(),
             ts: now,
-            silenced: silenced && *priority != Priority::High,
+            silenced: *silenced,
+        })
+    }
+
+    /// An active episode whose silence no longer covers it: announce it again, unsilenced.
+    fn unsilence(
+        &mut self,
+        patient: &PatientId,
+        key: ConditionKey,
+        now: Millis,
+    ) -> Option<AlarmEvent> {
+        let Condition::Active {
+            id,
+            kind,
+            priority,
+            silenced,
+            ..
+        } = self.patients.get_mut(patient)?.conditions.get_mut(&key)?
+        else {
+            return None;
+        };
+        *silenced = false;
+        Some(AlarmEvent {
+            id: id.clone(),
+            patient: patient.clone(),
+            kind: kind.clone(),
+            priority: *priority,
+            state: AlertState::Raised,
+            message: "still present; no longer silenced".into(),
+            values: Vitals::default(),
+            ts: now,
+            silenced: false,
         })
     }
 
@@ -539,6 +648,7 @@ impl AlarmEngine {
                             kind,
                             priority,
                             acknowledged,
+                            ..
                         } => Some(ActiveAlarm {
                             id: id.clone(),
                             patient: patient.clone(),
@@ -571,8 +681,9 @@ impl AlarmEngine {
         let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
         let state = self.patients.entry(patient.clone()).or_default();
         let current = state.conditions.get(&key).cloned();
-        let silence = state.silence.clone().filter(|s| now < s.until);
+        let silence = state.silence.clone();
         let technical = key == ConditionKey::SignalLost;
+        let quiet = |priority| silenced_now(silence.as_ref(), priority, technical, now, max_high);
         let event = |id: String, priority, state, message: String| AlarmEvent {
             id,
             patient: patient.clone(),
@@ -582,9 +693,7 @@ impl AlarmEngine {
             message,
             values,
             ts: now,
-            silenced: silence.as_ref().is_some_and(|s| {
-                priority != Priority::High || technical || now - s.from < max_high
-            }),
+            silenced: quiet(priority),
         };
         match current {
             None | Some(Condition::Pending { .. }) if !eval.violating => {
@@ -606,6 +715,7 @@ impl AlarmEngine {
                             priority: eval.priority,
                             acknowledged: None,
                             kind: eval.kind.clone(),
+                            silenced: quiet(eval.priority),
                         },
                     );
                     Some(event(
@@ -645,6 +755,7 @@ impl AlarmEngine {
                             priority: eval.priority,
                             acknowledged: None,
                             kind: eval.kind.clone(),
+                            silenced: quiet(eval.priority),
                         },
                     );
                     Some(event(
@@ -659,6 +770,22 @@ impl AlarmEngine {
             }
         }
     }
+}
+
+/// Whether a notification at `now` of an alarm of `priority` is covered by `silence`: all
+/// alarms until it ends, high-priority physiological ones only for its first `max_high`.
+fn silenced_now(
+    silence: Option<&Silence>,
+    priority: Priority,
+    technical: bool,
+    now: Millis,
+    max_high: Millis,
+) -> bool {
+    silence.is_some_and(|s| {
+        now >= s.from
+            && now < s.until
+            && (priority != Priority::High || technical || now - s.from < max_high)
+    })
 }
 
 /// NEWS2 triggers (RCP 2017, chart 2): aggregate 5–6 or a single parameter scoring 3 → medium;
@@ -677,6 +804,7 @@ fn news2_evaluation(score: &News2, settings: &News2Settings) -> Evaluation {
     Evaluation {
         kind: "news2".into(),
         violating: risk >= Risk::LowMedium,
+        extreme: false,
         bypass_delay: false,
         cleared: risk == Risk::Low,
         priority,
@@ -700,6 +828,7 @@ fn signal_lost(settings: &SignalSettings, silent_ms: Millis) -> Evaluation {
     Evaluation {
         kind: "signal_lost".into(),
         violating: true,
+        extreme: false,
         bypass_delay: true,
         cleared: false,
         priority: settings.priority,
@@ -714,6 +843,7 @@ fn signal_back() -> Evaluation {
     Evaluation {
         kind: "signal_lost".into(),
         violating: false,
+        extreme: false,
         bypass_delay: false,
         cleared: true,
         priority: Priority::Low,

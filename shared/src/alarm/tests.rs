@@ -369,7 +369,7 @@ fn patient_settings_replace_the_ward_limits_for_that_patient() {
         },
     );
     own.validate().unwrap();
-    e.set_patient_settings(patient(), own);
+    assert!(e.set_patient_settings(patient(), own.clone(), 0).is_empty());
     assert!(e.observe(&hr(38.0, 0), 0).events.is_empty());
     let other = Reading {
         patient: PatientId::new("bed-2").unwrap(),
@@ -417,5 +417,54 @@ fn an_acknowledged_alarm_still_present_reminds_after_the_repeat_interval() {
     assert!(
         e.tick(20_000 + 3_000_000).is_empty(),
         "once per acknowledgement"
+    );
+}
+
+#[test]
+fn changing_limits_resolves_episodes_judged_by_the_old_ones() {
+    let mut e = engine();
+    let raised = trace(&mut e, 0, &[150.0; 11]);
+    let mut own = PatientSettings::default();
+    own.limits.insert(
+        VitalSign::Hr,
+        VitalLimits {
+            high: None,
+            high_extreme: None,
+            ..AlarmLimits::default().hr
+        },
+    );
+    let resolved = e.set_patient_settings(patient(), own, 20_000);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (resolved[0].state, &resolved[0].id),
+        (AlertState::Resolved, &raised[0].id)
+    );
+    // HR high alarms are off for this patient now.
+    assert!(trace(&mut e, 30_000, &[150.0; 20]).is_empty());
+}
+
+#[test]
+fn a_silenced_alarm_is_announced_again_when_the_silence_no_longer_covers_it() {
+    let mut e = engine();
+    e.silence(&patient(), 0, 300_000);
+    let medium = trace(&mut e, 0, &[150.0; 11]);
+    assert!(medium[0].silenced);
+    // Through the band to extreme at 60 s: high, still silenced (within max_high_s = 120 s).
+    let high = e.observe(&hr(190.0, 60_000), 60_000).events;
+    assert!(high[0].silenced);
+    // Keep the device talking so signal_lost does not interfere.
+    let mut again = Vec::new();
+    for t in (61..=130).map(|s| s * 1000) {
+        again.extend(e.observe(&hr(190.0, t), t).events);
+        again.extend(e.tick(t + 500));
+    }
+    let announced: Vec<_> = again.iter().filter(|ev| ev.id == medium[0].id).collect();
+    assert_eq!(announced.len(), 1, "{again:?}");
+    assert!(!announced[0].silenced);
+    assert_eq!(announced[0].state, AlertState::Raised);
+    assert!(
+        announced[0].ts >= 120_000 && announced[0].ts <= 121_500,
+        "{}",
+        announced[0].ts
     );
 }

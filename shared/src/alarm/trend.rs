@@ -160,6 +160,7 @@ pub(super) fn evaluate(sign: VitalSign, rule: &TrendRule, series: &Series) -> Op
     Some(Evaluation {
         kind: format!("trend_{}_{direction}", sign.name()),
         violating: ratio >= 1.0,
+        extreme: false,
         bypass_delay: true,
         cleared: ratio < 0.5,
         priority: Priority::Low,
