@@ -114,7 +114,7 @@ pub fn render(v: &Value, vitals: bool, colour: bool) -> Option<String> {
             Some(paint(
                 "2",
                 format!(
-                    "{}          vitals       {:<8} HR {:>4}  SpO2 {:>4}  RR {:>3}  T {:>5}  BP {}/{}",
+                    "{}          vitals       {:<8} HR {:>4}  SpO2 {:>4}  RR {:>3}  T {:>5}  BP {}/{}  NEWS2 {}",
                     clock(s(v, "ts")),
                     s(v, "patient"),
                     num("hr"),
@@ -122,7 +122,10 @@ pub fn render(v: &Value, vitals: bool, colour: bool) -> Option<String> {
                     num("rr"),
                     num("temp"),
                     num("sbp"),
-                    num("dbp")
+                    num("dbp"),
+                    v.get("news2")
+                        .and_then(Value::as_u64)
+                        .map_or("-".into(), |n| n.to_string())
                 ),
             ))
         }
