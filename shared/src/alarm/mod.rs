@@ -695,6 +695,25 @@ impl AlarmEngine {
             ts: now,
             silenced: quiet(priority),
         };
+        // (Re)raises the episode `id` at the evaluation's priority.
+        let raise = |state: &mut PatientState, id: String| {
+            state.conditions.insert(
+                key,
+                Condition::Active {
+                    id: id.clone(),
+                    priority: eval.priority,
+                    acknowledged: None,
+                    kind: eval.kind.clone(),
+                    silenced: quiet(eval.priority),
+                },
+            );
+            event(
+                id,
+                eval.priority,
+                AlertState::Raised,
+                eval.raise_message.clone(),
+            )
+        };
         match current {
             None | Some(Condition::Pending { .. }) if !eval.violating => {
                 state.conditions.remove(&key);
@@ -708,22 +727,7 @@ impl AlarmEngine {
                 if eval.bypass_delay || now - since >= eval.delay_ms {
                     self.next_id += 1;
                     let id = format!("{}-{:x}-{}", self.id_prefix, now, self.next_id);
-                    state.conditions.insert(
-                        key,
-                        Condition::Active {
-                            id: id.clone(),
-                            priority: eval.priority,
-                            acknowledged: None,
-                            kind: eval.kind.clone(),
-                            silenced: quiet(eval.priority),
-                        },
-                    );
-                    Some(event(
-                        id,
-                        eval.priority,
-                        AlertState::Raised,
-                        eval.raise_message.clone(),
-                    ))
+                    Some(raise(state, id))
                 } else {
                     state.conditions.insert(
                         key,
@@ -748,22 +752,7 @@ impl AlarmEngine {
                 } else if eval.violating && eval.priority > priority {
                     // Worsening: the same episode at a higher priority, notified again; an
                     // earlier acknowledgement no longer covers it.
-                    state.conditions.insert(
-                        key,
-                        Condition::Active {
-                            id: id.clone(),
-                            priority: eval.priority,
-                            acknowledged: None,
-                            kind: eval.kind.clone(),
-                            silenced: quiet(eval.priority),
-                        },
-                    );
-                    Some(event(
-                        id,
-                        eval.priority,
-                        AlertState::Raised,
-                        eval.raise_message.clone(),
-                    ))
+                    Some(raise(state, id))
                 } else {
                     None
                 }
