@@ -1,6 +1,7 @@
 //! The in-process bus: every stored event, in hub seq order, to every live WebSocket session.
 //!
-//! A broadcast channel: a session that falls behind by more than [`BUS_CAPACITY`] events gets
+//! A broadcast channel: a session that falls behind by more than its capacity (default
+//! [`BUS_CAPACITY`], `hub.bus_capacity`) gets
 //! `Lagged` and catches up from the store, so a slow dashboard never loses an event and never
 //! slows the others.
 
@@ -32,9 +33,9 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// A bus with [`BUS_CAPACITY`].
-    pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(BUS_CAPACITY);
+    /// A bus holding `capacity` events for the slowest session.
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
         Self {
             tx,
             latest: Arc::new(AtomicU64::new(0)),
@@ -71,6 +72,6 @@ impl Bus {
 
 impl Default for Bus {
     fn default() -> Self {
-        Self::new()
+        Self::new(BUS_CAPACITY)
     }
 }

@@ -38,6 +38,13 @@ pub struct HubSection {
     /// loopback in place of an unspecified address).
     #[serde(default)]
     pub public_quic_addr: Option<String>,
+    /// Live events buffered for the slowest dashboard before it catches up from the store.
+    #[serde(default = "default_bus_capacity")]
+    pub bus_capacity: usize,
+}
+
+fn default_bus_capacity() -> usize {
+    crate::bus::BUS_CAPACITY
 }
 
 fn default_name() -> String {

@@ -60,7 +60,7 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     let metrics = Arc::new(HubMetrics::new());
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let bus = Bus::new();
+    let bus = Bus::new(cfg.hub.bus_capacity);
     let (store, store_thread) = Store::open(&cfg.store_path(), bus.clone(), metrics.clone())
         .with_context(|| format!("opening store {}", cfg.store_path().display()))?;
     let verifier = TokenVerifier::load(
