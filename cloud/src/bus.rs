@@ -63,11 +63,6 @@ impl Bus {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }
-
-    /// Live subscriptions.
-    pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
-    }
 }
 
 impl Default for Bus {

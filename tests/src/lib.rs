@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
@@ -528,11 +527,4 @@ pub fn refused_status(result: &Result<Dashboard, tungstenite::Error>) -> Option<
 /// True for a message of `kind` about `patient`.
 pub fn is(v: &Value, kind: &str, patient: &str) -> bool {
     v["type"] == kind && v["patient"] == patient
-}
-
-/// A temporary directory path that is removed with the handle.
-pub fn scratch() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
-    let d = tempfile::tempdir()?;
-    let p = d.path().to_path_buf();
-    Ok((d, p))
 }

@@ -55,7 +55,6 @@ enum Command {
         lane: Lane,
         upto: u64,
     },
-    Sync(oneshot::Sender<()>),
     NewStream(oneshot::Sender<Result<u64, OutboxError>>),
 }
 
@@ -142,16 +141,6 @@ impl Outbox {
             .map_err(|_| Closed)
     }
 
-    /// Waits until everything queued before this call is committed.
-    pub async fn sync(&self) -> Result<(), Closed> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Sync(reply))
-            .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
-    }
-
     /// Replaces the stream id (see `Store::new_stream`); returns the new one.
     pub async fn new_stream(&self) -> Result<Result<u64, OutboxError>, Closed> {
         let (reply, rx) = oneshot::channel();
@@ -209,9 +198,6 @@ fn run(
                 Command::Ack { lane, upto } => {
                     let slot = &mut acks[usize::from(lane.index())];
                     *slot = (*slot).max(upto);
-                }
-                Command::Sync(reply) => {
-                    let _ = reply.send(());
                 }
                 Command::NewStream(reply) => {
                     let result = store.new_stream();

@@ -561,20 +561,13 @@ impl AlarmEngine {
             now,
             max_high,
         );
-        Some(AlarmEvent {
-            id: id.clone(),
-            patient: patient.clone(),
-            kind: kind.clone(),
-            priority: *priority,
-            state: AlertState::Raised,
-            message: format!(
-                "still present {} min after acknowledgement",
-                (now - at) / 60_000
-            ),
-            values: Vitals::default(),
-            ts: now,
-            silenced: *silenced,
-        })
+        let message = format!(
+            "still present {} min after acknowledgement",
+            (now - at) / 60_000
+        );
+        Some(still_present(
+            patient, id, kind, *priority, message, now, *silenced,
+        ))
     }
 
     /// An active episode whose silence no longer covers it: announce it again, unsilenced.
@@ -595,17 +588,10 @@ impl AlarmEngine {
             return None;
         };
         *silenced = false;
-        Some(AlarmEvent {
-            id: id.clone(),
-            patient: patient.clone(),
-            kind: kind.clone(),
-            priority: *priority,
-            state: AlertState::Raised,
-            message: "still present; no longer silenced".into(),
-            values: Vitals::default(),
-            ts: now,
-            silenced: false,
-        })
+        let message = "still present; no longer silenced".to_owned();
+        Some(still_present(
+            patient, id, kind, *priority, message, now, false,
+        ))
     }
 
     /// Records a clinician's acknowledgement of episode `alert`. Returns false when no active
@@ -662,11 +648,6 @@ impl AlarmEngine {
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
-    }
-
-    /// Forgets a patient's state (discharge).
-    pub fn forget(&mut self, patient: &PatientId) {
-        self.patients.remove(patient);
     }
 
     /// Moves one condition of one patient according to `eval`; returns the event, if any.
@@ -758,6 +739,30 @@ impl AlarmEngine {
                 }
             }
         }
+    }
+}
+
+/// A fresh notification of an episode that is still active (a reminder, or the end of a
+/// silence): same id and priority, state `raised`.
+fn still_present(
+    patient: &PatientId,
+    id: &str,
+    kind: &str,
+    priority: Priority,
+    message: String,
+    now: Millis,
+    silenced: bool,
+) -> AlarmEvent {
+    AlarmEvent {
+        id: id.to_owned(),
+        patient: patient.clone(),
+        kind: kind.to_owned(),
+        priority,
+        state: AlertState::Raised,
+        message,
+        values: Vitals::default(),
+        ts: now,
+        silenced,
     }
 }
 
