@@ -41,6 +41,15 @@ pub struct HubSection {
     /// Live events buffered for the slowest dashboard before it catches up from the store.
     #[serde(default = "default_bus_capacity")]
     pub bus_capacity: usize,
+    /// An edge from which nothing (not even its heartbeat) arrived for this long is marked
+    /// offline on its ward's dashboards (ms). A connection that closes is given the same time
+    /// to come back before the edge is marked offline, so a restart does not flap.
+    #[serde(default = "default_edge_offline_after_ms")]
+    pub edge_offline_after_ms: u64,
+}
+
+fn default_edge_offline_after_ms() -> u64 {
+    10_000
 }
 
 fn default_bus_capacity() -> usize {
@@ -118,7 +127,19 @@ impl CloudConfig {
             ],
         );
         cfg.apply_env(env)?;
+        if cfg.hub.edge_offline_after_ms < 100 {
+            return Err(ConfigError {
+                file: path.display().to_string(),
+                key: "hub.edge_offline_after_ms".into(),
+                reason: "must be at least 100".into(),
+            });
+        }
         Ok(cfg)
+    }
+
+    /// How long an edge may be silent before it is marked offline.
+    pub fn edge_offline_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.hub.edge_offline_after_ms)
     }
 
     /// Applies the `WARDLINK_*` overrides found in `env`.

@@ -70,8 +70,13 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     )
     .context("loading the token verification key")?;
 
-    let quic = ingress::server_config(&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key)
-        .context("loading the hub's TLS credentials")?;
+    let quic = ingress::server_config(
+        &cfg.tls.ca_cert,
+        &cfg.tls.cert,
+        &cfg.tls.key,
+        cfg.edge_offline_after(),
+    )
+    .context("loading the hub's TLS credentials")?;
     let endpoint = ingress::bind(quic, cfg.hub.quic_listen)
         .with_context(|| format!("binding QUIC listener {}", cfg.hub.quic_listen))?;
     let quic_addr = endpoint.local_addr()?;
@@ -79,6 +84,7 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         endpoint,
         store.clone(),
         metrics.clone(),
+        cfg.edge_offline_after(),
         shutdown.clone(),
     ));
 

@@ -24,6 +24,10 @@ pub struct HubMetrics {
     pub records_duplicate: LabeledCounter,
     /// Records the edges could not read back from their outboxes (lost at the edge).
     pub records_unreadable: Arc<Counter>,
+    /// Telemetry the edges evicted for their disk budgets (reported by their gap records).
+    pub records_evicted: Arc<Counter>,
+    /// Edge sessions closed because the edge fell silent.
+    pub edges_silent: Arc<Counter>,
     /// Store transactions that failed.
     pub store_errors: Arc<Counter>,
     /// Highest hub event seq.
@@ -74,6 +78,14 @@ impl HubMetrics {
             records_unreadable: r.counter(
                 "wardlink_hub_records_unreadable_total",
                 "Records an edge stored but could not read back from its outbox (lost).",
+            ),
+            records_evicted: r.counter(
+                "wardlink_hub_records_evicted_total",
+                "Telemetry records edges evicted under their disk budgets (lost, reported by the edge).",
+            ),
+            edges_silent: r.counter(
+                "wardlink_hub_edges_silent_total",
+                "Edge connections closed because nothing arrived for edge_offline_after_ms.",
             ),
             store_errors: r.counter(
                 "wardlink_hub_store_errors_total",

@@ -126,6 +126,14 @@ pub struct HubSection {
     pub cert: PathBuf,
     /// This edge's private key (PEM).
     pub key: PathBuf,
+    /// How often the edge tells the hub it is alive (ms); the hub marks an edge offline after
+    /// its own `edge_offline_after_ms` of silence.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
 }
 
 fn default_server_name() -> String {
@@ -140,6 +148,15 @@ pub struct OutboxSection {
     pub max_batch: usize,
     /// Most records in flight to the hub per lane before waiting for an ack.
     pub max_in_flight: u64,
+    /// How long the first record of a group commit waits for others (ms). Records are
+    /// forwarded to the hub meanwhile; a `kill -9` loses at most what this window holds.
+    pub commit_window_ms: u64,
+    /// Disk budget in bytes of stored records (0: none). Over it, the oldest telemetry is
+    /// evicted (counted, and reported to the hub); alarms never are.
+    pub max_bytes: u64,
+    /// Records held in memory before they are committed. A slow disk makes appends wait at
+    /// this bound; a failing one (full) makes the oldest telemetry held in memory go instead.
+    pub max_memory_records: usize,
 }
 
 impl Default for OutboxSection {
@@ -147,6 +164,21 @@ impl Default for OutboxSection {
         Self {
             max_batch: 1024,
             max_in_flight: 8192,
+            commit_window_ms: 10,
+            max_bytes: 1 << 30,
+            max_memory_records: 100_000,
+        }
+    }
+}
+
+impl OutboxSection {
+    /// The outbox's settings.
+    pub fn settings(&self) -> crate::outbox::Settings {
+        crate::outbox::Settings {
+            max_batch: self.max_batch,
+            commit_window: std::time::Duration::from_millis(self.commit_window_ms),
+            max_bytes: self.max_bytes,
+            max_memory_records: self.max_memory_records,
         }
     }
 }
@@ -216,6 +248,21 @@ impl EdgeConfig {
         }
         if self.outbox.max_in_flight == 0 {
             return Err(bad("outbox.max_in_flight", "must be at least 1"));
+        }
+        if self.outbox.commit_window_ms > 1000 {
+            return Err(bad(
+                "outbox.commit_window_ms",
+                "must be at most 1000 (a kill loses what the window holds)",
+            ));
+        }
+        if self.outbox.max_memory_records < self.outbox.max_batch {
+            return Err(bad(
+                "outbox.max_memory_records",
+                "must be at least outbox.max_batch",
+            ));
+        }
+        if self.hub.heartbeat_ms == 0 {
+            return Err(bad("hub.heartbeat_ms", "must be at least 1"));
         }
         self.rules()
             .validate()

@@ -78,7 +78,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let tracker = TaskTracker::new();
 
     let (outbox, outbox_thread) =
-        Outbox::open(&cfg.outbox_path(), cfg.outbox.max_batch, metrics.clone())
+        Outbox::open(&cfg.outbox_path(), cfg.outbox.settings(), metrics.clone())
             .with_context(|| format!("opening outbox {}", cfg.outbox_path().display()))?;
     let registry = Arc::new(DeviceRegistry::new(
         cfg.devices_path(),
@@ -118,6 +118,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         server_name: cfg.hub.server_name.clone(),
         client,
         max_in_flight: cfg.outbox.max_in_flight,
+        heartbeat: Duration::from_millis(cfg.hub.heartbeat_ms),
         outbox: outbox.clone(),
         metrics: metrics.clone(),
         commands: commands_tx,

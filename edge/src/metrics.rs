@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use wardlink_shared::metrics::{Counter, Gauge, LabeledCounter, LabeledGauge, Registry};
+use wardlink_shared::metrics::{Counter, Gauge, Histogram, LabeledCounter, LabeledGauge, Registry};
 use wardlink_shared::payload::RejectReason;
 
 use crate::broker::AuthRefusal;
@@ -33,6 +33,18 @@ pub struct EdgeMetrics {
     pub outbox_depth: LabeledGauge,
     /// Outbox transactions that failed.
     pub outbox_errors: Arc<Counter>,
+    /// 1 while outbox commits fail (a full disk); records are then held in memory.
+    pub outbox_failing: Arc<Gauge>,
+    /// Bytes of records stored in the outbox database.
+    pub outbox_bytes: Arc<Gauge>,
+    /// Records held in memory, not yet committed.
+    pub outbox_held: Arc<Gauge>,
+    /// Age of the oldest record not yet acknowledged by the hub, by lane (ms; 0: none).
+    pub outbox_oldest_ms: LabeledGauge,
+    /// Time of each outbox commit that wrote records (the fsync included).
+    pub outbox_commit_seconds: Arc<Histogram>,
+    /// Telemetry records evicted, by reason (`disk_budget`, `memory_full`).
+    pub outbox_evicted: LabeledCounter,
     /// Records that could not be stored at all (counted, logged at ERROR).
     pub records_dropped: Arc<Counter>,
     /// 1 while a QUIC connection to the hub is up.
@@ -90,6 +102,35 @@ impl EdgeMetrics {
             outbox_errors: r.counter(
                 "wardlink_edge_outbox_errors_total",
                 "Outbox transactions that failed.",
+            ),
+            outbox_failing: r.gauge(
+                "wardlink_edge_outbox_failing",
+                "1 while outbox commits fail (e.g. a full disk); records are held in memory meanwhile.",
+            ),
+            outbox_bytes: r.gauge(
+                "wardlink_edge_outbox_bytes",
+                "Bytes of records stored in the outbox database (the disk budget counts these).",
+            ),
+            outbox_held: r.gauge(
+                "wardlink_edge_outbox_held_records",
+                "Records held in memory, given a seq but not yet committed.",
+            ),
+            outbox_oldest_ms: r.labeled_gauge(
+                "wardlink_edge_outbox_oldest_unacked_ms",
+                "Age of the oldest record not yet acknowledged by the hub, by lane (0: none).",
+                "lane",
+                &LANES,
+            ),
+            outbox_commit_seconds: r.histogram(
+                "wardlink_edge_outbox_commit_seconds",
+                "Duration of outbox commits that wrote records, fsync included.",
+                &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
+            ),
+            outbox_evicted: r.labeled_counter(
+                "wardlink_edge_outbox_evicted_total",
+                "Telemetry records evicted, by reason: the disk budget, or memory while commits fail.",
+                "reason",
+                &["disk_budget", "memory_full"],
             ),
             records_dropped: r.counter(
                 "wardlink_edge_records_dropped_total",

@@ -46,10 +46,65 @@ impl Gauge {
     }
 }
 
+/// A distribution over fixed buckets (upper bounds in seconds), for latencies.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: Vec<f64>,
+    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &[f64]) -> Self {
+        Self {
+            bounds: bounds.to_vec(),
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    fn render(&self, name: &str, out: &mut String) {
+        let mut cumulative = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            let le = self
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
 #[derive(Debug)]
 enum Series {
     Counter(Arc<Counter>),
     Gauge(Arc<Gauge>),
+    Histogram(Arc<Histogram>),
 }
 
 #[derive(Debug)]
@@ -139,6 +194,19 @@ impl Registry {
         g
     }
 
+    /// Registers a histogram without labels; `bounds` are bucket upper bounds in seconds,
+    /// ascending.
+    pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Arc<Histogram> {
+        let h = Arc::new(Histogram::new(bounds));
+        self.push(Family {
+            name: name.into(),
+            help: help.into(),
+            label: None,
+            series: vec![(None, Series::Histogram(h.clone()))],
+        });
+        h
+    }
+
     /// Registers a counter family with one label and its possible values (plus `other`).
     pub fn labeled_counter(
         &self,
@@ -203,6 +271,7 @@ impl Registry {
         for f in families.iter() {
             let kind = match f.series.first() {
                 Some((_, Series::Gauge(_))) => "gauge",
+                Some((_, Series::Histogram(_))) => "histogram",
                 _ => "counter",
             };
             // Writing into a String cannot fail.
@@ -212,6 +281,10 @@ impl Registry {
                 let n = match s {
                     Series::Counter(c) => c.get().to_string(),
                     Series::Gauge(g) => g.get().to_string(),
+                    Series::Histogram(h) => {
+                        h.render(&f.name, &mut out);
+                        continue;
+                    }
                 };
                 match (&f.label, value) {
                     (Some(l), Some(v)) => {
@@ -247,5 +320,32 @@ mod tests {
         assert!(text.contains("rej_total{reason=\"a\"} 0\n"));
         assert!(text.contains("rej_total{reason=\"b\"} 1\n"));
         assert!(text.contains("rej_total{reason=\"other\"} 1\n"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let r = Registry::new();
+        let h = r.histogram("lat_seconds", "Latency.", &[0.001, 0.01]);
+        h.observe(std::time::Duration::from_micros(500));
+        h.observe(std::time::Duration::from_millis(5));
+        h.observe(std::time::Duration::from_millis(5));
+        h.observe(std::time::Duration::from_secs(1));
+        assert_eq!(h.count(), 4);
+        let text = r.render();
+        assert!(text.contains("# TYPE lat_seconds histogram\n"), "{text}");
+        assert!(
+            text.contains("lat_seconds_bucket{le=\"0.001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{le=\"0.01\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("lat_seconds_sum 1.0105\n"), "{text}");
+        assert!(text.contains("lat_seconds_count 4\n"), "{text}");
     }
 }

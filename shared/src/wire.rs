@@ -81,6 +81,18 @@ pub enum RecordBody {
         /// What went wrong.
         reason: String,
     },
+    /// No record with a seq between `after` and this record's seq (both exclusive) will ever
+    /// be sent. The edge writes one when it starts a new boot epoch (records it had forwarded
+    /// but not committed before a crash may or may not have arrived; their seqs are never
+    /// reused) and when it evicts telemetry for its disk budget (`evicted` records).
+    Gap {
+        /// The lane of its slot.
+        lane: Lane,
+        /// The seq this record follows.
+        after: u64,
+        /// Records discarded (evicted oldest-first under the disk budget); 0 for a new epoch.
+        evicted: u64,
+    },
 }
 
 impl RecordBody {
@@ -89,19 +101,33 @@ impl RecordBody {
         match self {
             RecordBody::Vitals { .. } => Lane::Telemetry,
             RecordBody::Alarm(_) => Lane::Alarms,
-            RecordBody::Unreadable { lane, .. } => *lane,
+            RecordBody::Unreadable { lane, .. } | RecordBody::Gap { lane, .. } => *lane,
         }
     }
 }
 
-/// One record of a lane. `seq` is assigned by the edge's outbox, contiguous per lane and
-/// stream from 1; a lane never skips a seq.
+/// One record of a lane. `seq` is assigned by the edge's outbox and increases along a lane of
+/// a stream. Consecutive records have consecutive seqs, except that a [`RecordBody::Gap`]
+/// names the seq it follows: a lane is a chain, and the hub refuses a record that does not
+/// continue it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Position in the lane.
     pub seq: u64,
     /// The content.
     pub body: RecordBody,
+}
+
+impl Record {
+    /// Whether this record may follow `mark`, the last seq the hub stored of its lane and
+    /// stream (0: none yet). A stream may start at any seq (the edge deletes what an earlier
+    /// stream delivered); after that, the next seq, or a gap whose `after` the hub has reached.
+    /// Records at or below `mark` are redeliveries, which the caller skips before asking.
+    pub fn continues(&self, mark: u64) -> bool {
+        mark == 0
+            || self.seq == mark.saturating_add(1)
+            || matches!(self.body, RecordBody::Gap { after, .. } if after <= mark && mark < self.seq)
+    }
 }
 
 /// A decision taken at the hub that the edge must apply (the hub is the source of truth for
@@ -399,6 +425,32 @@ mod tests {
             assert_eq!(len, bytes.len() - 4);
             assert_eq!(decode(&bytes[4..]).unwrap(), f);
         }
+    }
+
+    #[test]
+    fn a_lane_is_a_chain() {
+        let at = |seq| Record {
+            seq,
+            body: RecordBody::Unreadable {
+                lane: Lane::Telemetry,
+                reason: String::new(),
+            },
+        };
+        let gap = |seq, after| Record {
+            seq,
+            body: RecordBody::Gap {
+                lane: Lane::Telemetry,
+                after,
+                evicted: 0,
+            },
+        };
+        assert!(at(7).continues(0), "a stream starts anywhere");
+        assert!(at(8).continues(7));
+        assert!(!at(9).continues(7), "a skipped seq is a gap");
+        assert!(gap(1 << 40, 7).continues(7));
+        // Records the edge forwarded before a crash reached the hub beyond the gap's `after`.
+        assert!(gap(1 << 40, 5).continues(7));
+        assert!(!gap(1 << 40, 8).continues(7), "the hub lacks seq 8");
     }
 
     #[test]

@@ -266,15 +266,37 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<String>>,
 {
+    wait_for_metric_where(fetch, name, &format!("reach {at_least}"), |v| v >= at_least).await
+}
+
+/// Polls `fetch` until the series `name` is exactly `value`.
+pub async fn wait_for_metric_eq<F, Fut>(fetch: F, name: &str, value: i64) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    wait_for_metric_where(fetch, name, &format!("become {value}"), |v| v == value).await
+}
+
+async fn wait_for_metric_where<F, Fut>(
+    fetch: F,
+    name: &str,
+    what: &str,
+    ok: impl Fn(i64) -> bool,
+) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut delay = Duration::from_millis(5);
     loop {
         let text = fetch().await?;
-        if metric(&text, name).is_some_and(|v| v >= at_least) {
+        if metric(&text, name).is_some_and(&ok) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("{name} did not reach {at_least}:\n{text}");
+            bail!("{name} did not {what}:\n{text}");
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(200));

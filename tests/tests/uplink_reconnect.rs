@@ -1,7 +1,7 @@
 //! The uplink survives a hub outage: readings taken while the hub is down wait in the outbox and
 //! arrive after it returns, each exactly once.
 
-use wardlink_tests::{Dashboard, Hub, is, metric, wait_for_metric};
+use wardlink_tests::{Dashboard, Hub, is, metric, wait_for_metric, wait_for_metric_eq};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_during_a_hub_outage_arrive_once_after_it_returns() -> anyhow::Result<()> {
@@ -32,7 +32,13 @@ async fn readings_during_a_hub_outage_arrive_once_after_it_returns() -> anyhow::
     wait_for_metric(
         || edge.metrics(),
         "wardlink_edge_outbox_committed_total{lane=\"telemetry\"}",
-        11,
+        10,
+    )
+    .await?;
+    wait_for_metric(
+        || edge.metrics(),
+        "wardlink_edge_outbox_depth{lane=\"telemetry\"}",
+        10,
     )
     .await?;
     let text = edge.metrics().await?;
@@ -58,13 +64,13 @@ async fn readings_during_a_hub_outage_arrive_once_after_it_returns() -> anyhow::
     )
     .await?;
 
-    // Only acknowledged records were deleted, and the outbox is now empty.
-    let text = edge.metrics().await?;
-    assert_eq!(
-        metric(&text, "wardlink_edge_outbox_depth{lane=\"telemetry\"}"),
-        Some(0),
-        "{text}"
-    );
+    // Only acknowledged records were deleted, and the outbox empties.
+    wait_for_metric_eq(
+        || edge.metrics(),
+        "wardlink_edge_outbox_depth{lane=\"telemetry\"}",
+        0,
+    )
+    .await?;
     let hub_text = hub.metrics().await?;
     assert_eq!(
         metric(

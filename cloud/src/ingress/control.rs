@@ -5,6 +5,9 @@
 //! confirmed, then each new one as it is queued. Commands are idempotent, so a command sent
 //! again after a reconnect does no harm.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
 use wardlink_io::frames::{read_frame, write_frame};
 use wardlink_shared::EdgeId;
 use wardlink_shared::wire::{Frame, FrameDecoder};
@@ -12,16 +15,19 @@ use wardlink_shared::wire::{Frame, FrameDecoder};
 use super::IngressError;
 use crate::store::Store;
 
-/// Runs until the edge closes its control stream or the connection fails.
+/// Runs until the edge closes its control stream, the connection fails, or nothing arrives on
+/// it (the edge pings every heartbeat) for `silence`.
 pub(super) async fn run(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    (mut send, mut recv): (quinn::SendStream, quinn::RecvStream),
     edge: EdgeId,
     store: Store,
+    silence: Duration,
 ) -> Result<(), IngressError> {
     let mut queued = store.commands_changed();
     let mut sent = 0u64;
     let mut dec = FrameDecoder::new();
+    let deadline = tokio::time::sleep(silence);
+    tokio::pin!(deadline);
     loop {
         for (seq, command) in store.pending_commands(edge.clone()).await? {
             if seq > sent {
@@ -30,17 +36,22 @@ pub(super) async fn run(
             }
         }
         tokio::select! {
+            () = &mut deadline => return Err(IngressError::Silent),
             changed = queued.changed() => {
                 if changed.is_err() {
                     return Ok(());
                 }
             }
-            frame = read_frame(&mut recv, &mut dec) => match frame? {
-                Some(Frame::CommandAck { seq }) => store.commands_done(edge.clone(), seq).await??,
-                Some(Frame::Ping { nonce }) => write_frame(&mut send, &Frame::Pong { nonce }).await?,
-                None => return Ok(()),
-                Some(_) => {
-                    return Err(IngressError::Protocol("unexpected frame on the control stream".into()));
+            frame = read_frame(&mut recv, &mut dec) => {
+                let frame = frame?;
+                deadline.as_mut().reset(Instant::now() + silence);
+                match frame {
+                    Some(Frame::CommandAck { seq }) => store.commands_done(edge.clone(), seq).await??,
+                    Some(Frame::Ping { nonce }) => write_frame(&mut send, &Frame::Pong { nonce }).await?,
+                    None => return Ok(()),
+                    Some(_) => {
+                        return Err(IngressError::Protocol("unexpected frame on the control stream".into()));
+                    }
                 }
             },
         }

@@ -43,6 +43,9 @@ pub enum IngressError {
     /// The edge was silent.
     #[error("timed out waiting for the edge")]
     Timeout,
+    /// Nothing arrived from the edge, not even its heartbeat, for the offline time.
+    #[error("the edge fell silent")]
+    Silent,
     /// Storing failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -51,35 +54,68 @@ pub enum IngressError {
     Closed(#[from] store::Closed),
 }
 
-/// Which connection of each edge is the current one, so a stale connection closing after a
-/// reconnect does not mark the edge offline.
+/// What the hub has told dashboards about one edge, and which connection is its current one.
+#[derive(Debug, Default)]
+struct EdgePresence {
+    /// The current connection's generation.
+    current: Option<u64>,
+    /// The connection whose end started the present absence.
+    left: Option<u64>,
+    /// Dashboards were last told `online`.
+    online: bool,
+}
+
+/// Edge presence: `online` when an edge connects after being offline (or for the first time),
+/// `offline` only once it has been absent for the offline time, so a reconnect does not flap.
 #[derive(Default)]
 struct Presence {
-    generations: Mutex<HashMap<EdgeId, u64>>,
+    edges: Mutex<HashMap<EdgeId, EdgePresence>>,
     next: std::sync::atomic::AtomicU64,
 }
 
 impl Presence {
-    fn arrive(&self, edge: &EdgeId) -> u64 {
-        let g = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.generations
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EdgeId, EdgePresence>> {
+        self.edges
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(edge.clone(), g);
-        g
     }
 
-    /// True if `generation` was the edge's current connection (which is now gone).
+    /// A connection passed the handshake: its generation, and whether to announce `online`.
+    fn arrive(&self, edge: &EdgeId) -> (u64, bool) {
+        let g = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut map = self.lock();
+        let p = map.entry(edge.clone()).or_default();
+        p.current = Some(g);
+        p.left = None;
+        let announce = !p.online;
+        p.online = true;
+        (g, announce)
+    }
+
+    /// Connection `generation` ended. True if it was the edge's current one: the edge is now
+    /// absent.
     fn leave(&self, edge: &EdgeId, generation: u64) -> bool {
-        let mut map = self
-            .generations
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.get(edge) == Some(&generation) {
-            map.remove(edge);
-            true
-        } else {
-            false
+        let mut map = self.lock();
+        match map.get_mut(edge) {
+            Some(p) if p.current == Some(generation) => {
+                p.current = None;
+                p.left = Some(generation);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True (once) if the edge is still absent since connection `generation` ended and was
+    /// announced online: now announce it offline.
+    fn still_gone(&self, edge: &EdgeId, generation: u64) -> bool {
+        let mut map = self.lock();
+        match map.get_mut(edge) {
+            Some(p) if p.current.is_none() && p.left == Some(generation) && p.online => {
+                p.online = false;
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -90,10 +126,12 @@ pub fn bind(config: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<qu
 }
 
 /// Accepts edges until shutdown.
+/// `offline_after`: how long an edge may be silent, or away, before it is marked offline.
 pub async fn run(
     endpoint: quinn::Endpoint,
     store: Store,
     metrics: Arc<HubMetrics>,
+    offline_after: Duration,
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
@@ -134,6 +172,7 @@ pub async fn run(
                 store,
                 metrics,
                 presence,
+                offline_after,
             };
             session.run(shutdown).await;
         });
@@ -152,6 +191,7 @@ struct Session {
     store: Store,
     metrics: Arc<HubMetrics>,
     presence: Arc<Presence>,
+    offline_after: Duration,
 }
 
 impl Session {
@@ -165,8 +205,7 @@ impl Session {
             }
         };
         self.metrics.edges_connected.add(1);
-        tracing::info!(edge = %self.edge, ward = %self.ward, "edge online");
-        self.announce(EdgeState::Online).await;
+        tracing::info!(edge = %self.edge, ward = %self.ward, "edge connected");
         let result = tokio::select! {
             r = self.serve(stream, control) => r,
             () = shutdown.cancelled() => {
@@ -175,10 +214,29 @@ impl Session {
             }
         };
         self.metrics.edges_connected.add(-1);
+        let silent = matches!(
+            result,
+            Err(IngressError::Silent)
+                | Err(IngressError::Connection(quinn::ConnectionError::TimedOut))
+        );
+        if silent {
+            self.metrics.edges_silent.inc();
+            self.conn.close(3u32.into(), b"silent");
+        }
         if let Err(e) = &result {
             tracing::info!(edge = %self.edge, error = %e, "edge connection ended");
         }
-        if self.presence.leave(&self.edge, generation) && !shutdown.is_cancelled() {
+        if !self.presence.leave(&self.edge, generation) || shutdown.is_cancelled() {
+            return;
+        }
+        if !silent {
+            // Give a closed connection the offline time to come back.
+            tokio::select! {
+                () = tokio::time::sleep(self.offline_after) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+        if self.presence.still_gone(&self.edge, generation) {
             tracing::info!(edge = %self.edge, ward = %self.ward, "edge offline");
             self.announce(EdgeState::Offline).await;
         }
@@ -259,8 +317,12 @@ impl Session {
             let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
             return Err(IngressError::Protocol(message));
         }
-        let generation = self.presence.arrive(&self.edge);
         let stored = self.store.watermarks(self.edge.clone(), stream).await?;
+        let (generation, announce) = self.presence.arrive(&self.edge);
+        if announce {
+            tracing::info!(edge = %self.edge, ward = %self.ward, "edge online");
+            self.announce(EdgeState::Online).await;
+        }
         write_frame(
             &mut send,
             &Frame::Welcome {
@@ -278,7 +340,12 @@ impl Session {
         stream: u64,
         (send, recv): (quinn::SendStream, quinn::RecvStream),
     ) -> Result<(), IngressError> {
-        let control = control::run(send, recv, self.edge.clone(), self.store.clone());
+        let control = control::run(
+            (send, recv),
+            self.edge.clone(),
+            self.store.clone(),
+            self.offline_after,
+        );
         tokio::pin!(control);
         let mut lanes = tokio::task::JoinSet::new();
         loop {

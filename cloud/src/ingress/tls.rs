@@ -12,9 +12,6 @@ use wardlink_shared::wire::ALPN;
 use wardlink_shared::{EdgeId, WardId};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// An edge that sends nothing, not even keep-alives, for this long is gone.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The hub's credentials could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -33,7 +30,13 @@ pub enum TlsError {
 }
 
 /// The QUIC server configuration.
-pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<quinn::ServerConfig, TlsError> {
+/// `idle`: an edge that sends nothing, not even keep-alives, for this long is gone.
+pub fn server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    idle: Duration,
+) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = load_roots(ca)?;
     let verifier =
@@ -49,7 +52,7 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<quinn::Server
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).map_err(|e| TlsError::Quic(e.to_string()))?,
+        quinn::IdleTimeout::try_from(idle).map_err(|e| TlsError::Quic(e.to_string()))?,
     ));
     // Control stream plus one per lane, with room for a reconnect's overlap.
     transport.max_concurrent_bidi_streams(8u32.into());

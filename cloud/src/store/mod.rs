@@ -33,18 +33,23 @@ pub use tables::StoreError;
 const WRITE_QUEUE: usize = 1024;
 /// Most commands merged into one transaction.
 const MAX_GROUP: usize = 256;
+/// Most edge records merged into one transaction, so an alarm queued behind a backlog waits
+/// for at most one modest commit.
+const MAX_GROUP_RECORDS: usize = 4096;
 
 /// What an ingest did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
     /// The lane's watermark after the commit: everything up to it is stored.
     pub watermark: u64,
-    /// Records newly stored.
+    /// Readings and alarm events newly stored (gap records are not counted).
     pub stored: u64,
     /// Records that were already stored.
     pub duplicates: u64,
     /// Records the edge could not read back from its outbox (counted, no event).
     pub unreadable: u64,
+    /// Records the edge evicted for its disk budget, as its gap records report them.
+    pub evicted: u64,
 }
 
 enum Write {
@@ -90,6 +95,23 @@ enum Write {
 }
 
 impl Write {
+    /// Alarm records and clinicians' acknowledgements and silences overtake telemetry.
+    fn is_urgent(&self) -> bool {
+        match self {
+            Write::Ingest { lane, .. } => *lane == Lane::Alarms,
+            Write::Acknowledge { .. } | Write::Silence { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Edge records this write carries.
+    fn records(&self) -> usize {
+        match self {
+            Write::Ingest { records, .. } => records.len(),
+            _ => 1,
+        }
+    }
+
     /// Answers the requester that the transaction this write was part of failed.
     fn fail(self, msg: &str) {
         let failed = || StoreError::Failed(msg.to_owned());
@@ -115,6 +137,9 @@ pub struct Closed;
 pub struct Store {
     db: Arc<Database>,
     tx: mpsc::Sender<Write>,
+    /// Writes that go before everything queued on `tx`: alarm records and clinicians'
+    /// decisions.
+    urgent: mpsc::Sender<Write>,
     commands: watch::Receiver<u64>,
 }
 
@@ -129,13 +154,26 @@ impl Store {
         let next_seq = tables::next_event_seq(&db)?;
         bus.set_latest(next_seq - 1);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (urgent, urgent_rx) = mpsc::channel(WRITE_QUEUE);
         let (commands_tx, commands) = watch::channel(0u64);
         let writer_db = db.clone();
+        let queues = Queues {
+            urgent: urgent_rx,
+            normal: rx,
+        };
         let thread = std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || writer(writer_db, next_seq, rx, bus, commands_tx, metrics))
+            .spawn(move || writer(writer_db, next_seq, queues, bus, commands_tx, metrics))
             .map_err(StoreError::Thread)?;
-        Ok((Store { db, tx, commands }, thread))
+        Ok((
+            Store {
+                db,
+                tx,
+                urgent,
+                commands,
+            },
+            thread,
+        ))
     }
 
     /// Queues a write for the writer thread and waits for its outcome.
@@ -144,7 +182,13 @@ impl Store {
         write: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
     ) -> Result<Result<T, StoreError>, Closed> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(write(reply)).await.map_err(|_| Closed)?;
+        let write = write(reply);
+        let queue = if write.is_urgent() {
+            &self.urgent
+        } else {
+            &self.tx
+        };
+        queue.send(write).await.map_err(|_| Closed)?;
         rx.await.map_err(|_| Closed)
     }
 
@@ -295,35 +339,103 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Thread(std::io::Error::other(e)))?
 }
 
+/// The writer's two queues.
+struct Queues {
+    urgent: mpsc::Receiver<Write>,
+    normal: mpsc::Receiver<Write>,
+}
+
+impl Queues {
+    /// The next write, urgent ones first; `None` once both queues are closed and empty.
+    fn next(&mut self, rt: &tokio::runtime::Runtime) -> Option<Write> {
+        if let Ok(w) = self.urgent.try_recv() {
+            return Some(w);
+        }
+        rt.block_on(async {
+            tokio::select! {
+                biased;
+                Some(w) = self.urgent.recv() => Some(w),
+                Some(w) = self.normal.recv() => Some(w),
+                else => None,
+            }
+        })
+    }
+
+    /// The next group: everything urgent that is queued; then, unless the group already holds
+    /// urgent writes, telemetry up to the group's bounds.
+    fn group(&mut self, first: Write, group: &mut Vec<Write>) {
+        let mut records = first.records();
+        let mut urgent = first.is_urgent();
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match self.urgent.try_recv() {
+                Ok(w) => {
+                    records += w.records();
+                    urgent = true;
+                    group.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        if urgent {
+            return;
+        }
+        while group.len() < MAX_GROUP && records < MAX_GROUP_RECORDS {
+            match self.normal.try_recv() {
+                Ok(w) => {
+                    records += w.records();
+                    group.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 fn writer(
     db: Arc<Database>,
     mut next_seq: u64,
-    mut rx: mpsc::Receiver<Write>,
+    mut queues: Queues,
     bus: Bus,
     commands: watch::Sender<u64>,
     metrics: Arc<HubMetrics>,
 ) {
-    let mut group: Vec<Write> = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(w) => group.push(w),
-                Err(_) => break,
-            }
+    // Only to wait on two channels at once; no I/O or timers run on it.
+    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "store writer cannot start; the hub stops storing");
+            return;
         }
+    };
+    let mut group: Vec<Write> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = queues.next(&rt) {
+        queues.group(first, &mut group);
         match tables::commit_group(&db, next_seq, &group) {
             Ok(outcome) => {
                 next_seq = outcome.next_seq;
                 for (w, result) in group.drain(..).zip(outcome.results) {
                     match (w, result) {
-                        (Write::Ingest { lane, reply, .. }, tables::WriteResult::Ingested(i)) => {
+                        (
+                            Write::Ingest {
+                                edge, lane, reply, ..
+                            },
+                            tables::WriteResult::Ingested(i),
+                        ) => {
                             metrics.records_stored.with(lane.label()).add(i.stored);
                             metrics
                                 .records_duplicate
                                 .with(lane.label())
                                 .add(i.duplicates);
                             metrics.records_unreadable.add(i.unreadable);
+                            if i.evicted > 0 {
+                                metrics.records_evicted.add(i.evicted);
+                                tracing::warn!(
+                                    edge = %edge,
+                                    records = i.evicted,
+                                    "edge evicted telemetry it could not keep (disk budget)"
+                                );
+                            }
                             let _ = reply.send(Ok(i));
                         }
                         (

@@ -13,7 +13,7 @@ use super::{Ingested, Write};
 use crate::bus::Event;
 
 /// Highest stored seq by (edge id, stream, lane index). Never deleted: the dedupe does not
-/// expire. Every seq up to the watermark is stored: lanes are contiguous.
+/// expire. The lane's chain up to the watermark is stored (see `Record::continues`).
 const WATERMARKS: TableDefinition<(&str, u64, u8), u64> = TableDefinition::new("watermarks");
 /// Events by hub seq: (ward, JSON text).
 const EVENTS: TableDefinition<u64, (&str, &str)> = TableDefinition::new("events");
@@ -200,6 +200,7 @@ pub(super) fn commit_group(
                         stored: 0,
                         duplicates: 0,
                         unreadable: 0,
+                        evicted: 0,
                     };
                     let mut events = Vec::new();
                     let mut new_alarms = Vec::new();
@@ -210,26 +211,26 @@ pub(super) fn commit_group(
                             ingested.duplicates += 1;
                             continue;
                         }
-                        // A lane is contiguous; only a stream's first record may start above 1
-                        // (the edge deletes what an earlier stream already delivered).
-                        if r.seq != mark + 1 && mark != 0 {
+                        if !r.continues(mark) {
                             gap = Some((mark + 1, r.seq));
                             break;
                         }
                         mark = r.seq;
-                        ingested.stored += 1;
                         match &r.body {
                             RecordBody::Vitals { reading, news2 } => {
+                                ingested.stored += 1;
                                 if seen.last() != Some(&&reading.patient) {
                                     seen.push(&reading.patient);
                                 }
                                 events.push(ServerEvent::vitals(ward, reading, *news2))
                             }
                             RecordBody::Alarm(alarm) => {
+                                ingested.stored += 1;
                                 new_alarms.push(alarm);
                                 events.push(ServerEvent::alert(ward, alarm, None))
                             }
                             RecordBody::Unreadable { .. } => ingested.unreadable += 1,
+                            RecordBody::Gap { evicted, .. } => ingested.evicted += evicted,
                         }
                     }
                     if let Some((expected, got)) = gap {

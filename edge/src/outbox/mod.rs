@@ -1,34 +1,61 @@
-//! The outbox: every record the edge accepted, durably stored in redb until the hub
-//! acknowledges it.
+//! The outbox: every record the edge accepted, kept until the hub acknowledges it, on disk
+//! (redb) once its group commit is done.
 //!
-//! One thread owns the database. Others talk to it through [`Outbox`], a handle over a bounded
-//! command channel. Appends are group-committed: the thread takes every append already queued
-//! (up to `max_batch` records) into one fsynced transaction, so a burst costs one fsync and a
-//! lone alarm never waits for a timer.
+//! [`Outbox::append`] gives each record its seq at once and makes it visible to the uplink,
+//! which may forward it before it is committed: a fresh alarm never waits for the SD card. One
+//! thread commits: it waits up to the commit window (or until a batch is full) so a burst
+//! costs one fsync, then writes the batch, deletes what the hub acknowledged and evicts for the
+//! disk budget in one transaction.
 //!
 //! Invariants:
-//! - seqs are assigned at commit, contiguous per lane from 1, and the next seq is stored in the
-//!   same transaction as the records, so a seq is never reused after a crash;
-//! - only records the hub acknowledged are deleted;
-//! - what [`Outbox::read`] returns is committed, so the hub never sees a record that a crash
-//!   could take back.
+//! - a lane is a chain of seqs (consecutive, or a gap record naming the seq it follows), in the
+//!   database and in memory together, so the hub can tell a redelivery from a hole;
+//! - a seq is never given to two records: seqs carry the boot epoch, which is durably taken
+//!   before the first append of a boot (see `store::EPOCH_SHIFT`);
+//! - records leave memory only once committed or acknowledged, and the disk only once
+//!   acknowledged or evicted (telemetry only, counted, replaced by a gap record);
+//! - a failed commit (a full disk) keeps its records in memory, still forwarded; the thread
+//!   reopens the database and retries until space returns. While it fails, memory is bounded by
+//!   evicting the oldest telemetry held there; alarms are never evicted.
 
 mod store;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use redb::Database;
+use tokio::sync::{Notify, watch};
 use wardlink_shared::wire::{Lane, Record, RecordBody};
 
 use crate::metrics::EdgeMetrics;
-pub use store::OutboxError;
+pub use store::{EPOCH_SHIFT, OutboxError, epoch_start};
+use store::{Stamp, Stamped};
 
-/// Commands queued to the outbox thread. When the queue is full, senders wait: the rules task
-/// slows down, and behind it ingest; nothing is dropped.
-const COMMAND_QUEUE: usize = 4096;
+/// How long a failed commit waits before the next attempt.
+const RETRY: Duration = Duration::from_millis(500);
+/// How often the gauges (oldest unacknowledged age) are refreshed when nothing happens.
+const REFRESH: Duration = Duration::from_secs(1);
+/// Attempts at shutdown before records that cannot be committed are given up (counted).
+const CLOSING_ATTEMPTS: u32 = 5;
 
-/// The outbox's stream id and the highest committed seq of each lane (0 = none yet).
+/// The outbox's tuning, from `[outbox]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Most records in one commit.
+    pub max_batch: usize,
+    /// How long the first record of a batch waits for others before the commit.
+    pub commit_window: Duration,
+    /// Disk budget: bytes of stored records above which the oldest telemetry is evicted
+    /// (0: none).
+    pub max_bytes: u64,
+    /// Records held in memory (not yet committed) before appends wait, or, while commits
+    /// fail, before the oldest telemetry held there is evicted.
+    pub max_memory_records: usize,
+}
+
+/// The outbox's stream id and the highest seq given out on each lane (0 = none yet).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Heads {
     /// The stream these seqs belong to.
@@ -37,218 +64,546 @@ pub struct Heads {
 }
 
 impl Heads {
-    /// The highest committed seq of `lane`.
+    /// The highest seq given out on `lane`.
     pub fn of(&self, lane: Lane) -> u64 {
         self.seqs[usize::from(lane.index())]
     }
 }
 
-enum Command {
-    Append(Vec<RecordBody>),
-    Read {
-        lane: Lane,
-        after: u64,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<Record>, OutboxError>>,
-    },
-    Ack {
-        lane: Lane,
-        upto: u64,
-    },
-    NewStream(oneshot::Sender<Result<u64, OutboxError>>),
-}
-
-/// The outbox thread is gone (the edge is stopping, or the database failed fatally).
+/// The outbox is closed (the edge is stopping) or cannot give out seqs any more.
 #[derive(Debug, thiserror::Error)]
 #[error("outbox is closed")]
 pub struct Closed;
 
-/// A handle to the outbox thread. Cheap to clone. The thread ends, after committing
-/// everything queued, when the last handle is dropped.
+struct Inner {
+    /// Records given a seq but not yet committed, per lane, in seq order.
+    pending: [VecDeque<Stamped>; 2],
+    /// Next seq to give out, per lane.
+    next: [u64; 2],
+    /// Highest seq the hub acknowledged, per lane.
+    acked: [u64; 2],
+    /// Acknowledgements applied to the database.
+    applied: [u64; 2],
+    /// Since when records (or acknowledgements) wait for a commit.
+    waiting_since: Option<Instant>,
+    /// The last commit failed.
+    failing: bool,
+    closing: bool,
+    stream: u64,
+}
+
+impl Inner {
+    fn held(&self) -> usize {
+        self.pending[0].len() + self.pending[1].len()
+    }
+
+    fn heads(&self) -> Heads {
+        Heads {
+            stream: self.stream,
+            seqs: [self.next[0] - 1, self.next[1] - 1],
+        }
+    }
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Wakes the commit thread.
+    work: Condvar,
+    /// Wakes appenders waiting for room.
+    room: Notify,
+    heads: watch::Sender<Heads>,
+    /// The open database, for readers; `None` while it is being reopened.
+    db: Mutex<Option<Arc<Database>>>,
+    settings: Settings,
+    metrics: Arc<EdgeMetrics>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves `Inner` consistent; a panic elsewhere does not void it.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn db(&self) -> Option<Arc<Database>> {
+        self.db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_db(&self, db: Option<Arc<Database>>) {
+        *self
+            .db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = db;
+    }
+}
+
+/// Closes the outbox when the last handle goes.
+struct Guard(Arc<Shared>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.lock().closing = true;
+        self.0.work.notify_all();
+        self.0.room.notify_waiters();
+    }
+}
+
+/// A handle to the outbox. Cheap to clone. The commit thread ends, after committing what it
+/// holds, when the last handle is dropped.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Command>,
-    heads: watch::Receiver<Heads>,
+    shared: Arc<Shared>,
+    _guard: Arc<Guard>,
 }
 
 impl Outbox {
-    /// Opens (or creates) the outbox at `path` and starts its thread.
+    /// Opens (or creates) the outbox at `path`, takes this boot's epoch, and starts the
+    /// commit thread.
     pub fn open(
         path: &Path,
-        max_batch: usize,
+        settings: Settings,
         metrics: Arc<EdgeMetrics>,
     ) -> Result<(Outbox, std::thread::JoinHandle<()>), OutboxError> {
-        let store = store::Store::open(path)?;
-        let heads = Heads {
+        let store = store::Store::open(path, now_ms())?;
+        let stats = store.stats();
+        let next = [0, 1].map(|i| stats[i].head + 1);
+        let inner = Inner {
+            pending: [VecDeque::new(), VecDeque::new()],
+            next,
+            acked: [0; 2],
+            applied: [0; 2],
+            waiting_since: None,
+            failing: false,
+            closing: false,
             stream: store.stream(),
-            seqs: store.heads(),
         };
-        for lane in Lane::ALL {
-            let depth = store.depth(lane)?;
-            metrics
-                .outbox_depth
-                .with(lane.label())
-                .set(i64::try_from(depth).unwrap_or(i64::MAX));
-        }
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let (heads_tx, heads_rx) = watch::channel(heads);
+        let (heads, _) = watch::channel(inner.heads());
+        tracing::info!(
+            epoch = store.epoch(),
+            stream = store.stream(),
+            "outbox open"
+        );
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            work: Condvar::new(),
+            room: Notify::new(),
+            heads,
+            db: Mutex::new(Some(store.db())),
+            settings,
+            metrics,
+        });
+        let committer = Committer {
+            shared: shared.clone(),
+            store: Some(store),
+            path: path.to_owned(),
+        };
+        committer.gauges();
         let thread = std::thread::Builder::new()
             .name("outbox".into())
-            .spawn(move || run(store, rx, heads_tx, metrics, max_batch))
+            .spawn(move || committer.run())
             .map_err(OutboxError::Thread)?;
         Ok((
             Outbox {
-                tx,
-                heads: heads_rx,
+                _guard: Arc::new(Guard(shared.clone())),
+                shared,
             },
             thread,
         ))
     }
 
-    /// Queues records for the next group commit.
+    /// Gives `records` their seqs and queues them for the next group commit; the uplink may
+    /// send them at once. Waits while too many records are held in memory for a disk that
+    /// keeps up slowly (backpressure); while commits fail, evicts old telemetry instead.
     pub async fn append(&self, records: Vec<RecordBody>) -> Result<(), Closed> {
-        self.tx
-            .send(Command::Append(records))
-            .await
-            .map_err(|_| Closed)
+        let max = self.shared.settings.max_memory_records;
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut g = self.shared.lock();
+                if g.closing {
+                    return Err(Closed);
+                }
+                if g.held() == 0 || g.held() + records.len() <= max || g.failing {
+                    return self.give_seqs(&mut g, records);
+                }
+            }
+            room.await;
+        }
     }
 
-    /// Up to `limit` committed records of `lane` with seq > `after`, in order.
+    fn give_seqs(&self, g: &mut Inner, records: Vec<RecordBody>) -> Result<(), Closed> {
+        let at = now_ms();
+        for body in records {
+            let i = usize::from(body.lane().index());
+            let seq = g.next[i];
+            if (seq + 1) & ((1 << EPOCH_SHIFT) - 1) == 0 {
+                // 2^40 records in one boot: the edge must restart to take a new epoch.
+                tracing::error!("outbox: this boot's seqs are used up; restart the edge");
+                self.shared.metrics.records_dropped.inc();
+                return Err(Closed);
+            }
+            g.next[i] += 1;
+            g.pending[i].push_back(Stamped {
+                at,
+                record: Record { seq, body },
+            });
+        }
+        if g.failing && g.held() > self.shared.settings.max_memory_records {
+            let n = evict_held(g, self.shared.settings.max_memory_records);
+            self.shared
+                .metrics
+                .outbox_evicted
+                .with("memory_full")
+                .add(n);
+        }
+        g.waiting_since.get_or_insert_with(Instant::now);
+        self.shared.heads.send_replace(g.heads());
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Up to `limit` records of `lane` with seq > `after`, in order: committed ones from the
+    /// database, then those still held in memory.
     pub async fn read(
         &self,
         lane: Lane,
         after: u64,
         limit: usize,
-    ) -> Result<Result<Vec<Record>, OutboxError>, Closed> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Read {
-                lane,
-                after,
-                limit,
-                reply,
-            })
+    ) -> Result<Vec<Record>, OutboxError> {
+        let i = usize::from(lane.index());
+        let held: Vec<Record> = {
+            let g = self.shared.lock();
+            let held = &g.pending[i];
+            let newer = |s: &&Stamped| s.record.seq > after;
+            if held
+                .front()
+                .is_some_and(|s| s.record.seq <= after.saturating_add(1))
+                || held.front().is_some_and(
+                    |s| matches!(s.record.body, RecordBody::Gap { after: a, .. } if a <= after),
+                )
+            {
+                // The live path: everything after `after` is in memory.
+                return Ok(held
+                    .iter()
+                    .filter(newer)
+                    .take(limit)
+                    .map(|s| s.record.clone())
+                    .collect());
+            }
+            held.iter()
+                .filter(newer)
+                .take(limit)
+                .map(|s| s.record.clone())
+                .collect()
+        };
+        // Taken after the snapshot above: a record committed in between is in both, and one
+        // committed before is in the database. Nothing falls between the two.
+        let db = self.shared.db().ok_or(OutboxError::Unavailable)?;
+        let mut out = tokio::task::spawn_blocking(move || store::read(&db, lane, after, limit))
             .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
+            .map_err(|e| OutboxError::Thread(std::io::Error::other(e)))??;
+        if out.len() < limit {
+            let last = out.last().map_or(after, |r| r.seq);
+            out.extend(held.into_iter().filter(|r| r.seq > last));
+            out.truncate(limit);
+        }
+        Ok(out)
     }
 
-    /// The hub stored every record of `lane` up to `upto`: delete them.
-    pub async fn ack(&self, lane: Lane, upto: u64) -> Result<(), Closed> {
-        self.tx
-            .send(Command::Ack { lane, upto })
-            .await
-            .map_err(|_| Closed)
+    /// The hub stored every record of `lane` up to `upto`: they need not be kept.
+    pub fn ack(&self, lane: Lane, upto: u64) {
+        let i = usize::from(lane.index());
+        let mut g = self.shared.lock();
+        if upto <= g.acked[i] {
+            return;
+        }
+        g.acked[i] = upto;
+        // Held records the hub already has need no commit.
+        let before = g.held();
+        while g.pending[i].front().is_some_and(|s| s.record.seq <= upto) {
+            g.pending[i].pop_front();
+        }
+        let freed = before != g.held();
+        g.waiting_since.get_or_insert_with(Instant::now);
+        drop(g);
+        self.shared.work.notify_one();
+        if freed {
+            self.shared.room.notify_waiters();
+        }
     }
 
     /// Replaces the stream id (see `Store::new_stream`); returns the new one.
-    pub async fn new_stream(&self) -> Result<Result<u64, OutboxError>, Closed> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::NewStream(reply))
+    pub async fn new_stream(&self) -> Result<u64, OutboxError> {
+        let db = self.shared.db().ok_or(OutboxError::Unavailable)?;
+        let s = tokio::task::spawn_blocking(move || store::Store::new_stream(&db))
             .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
+            .map_err(|e| OutboxError::Thread(std::io::Error::other(e)))??;
+        let mut g = self.shared.lock();
+        g.stream = s;
+        self.shared.heads.send_replace(g.heads());
+        Ok(s)
     }
 
-    /// Watches the committed heads.
+    /// Watches the heads (the highest seq given out per lane) and the stream.
     pub fn heads(&self) -> watch::Receiver<Heads> {
-        self.heads.clone()
+        self.shared.heads.subscribe()
     }
 }
 
-fn run(
-    mut store: store::Store,
-    mut rx: mpsc::Receiver<Command>,
-    heads: watch::Sender<Heads>,
-    metrics: Arc<EdgeMetrics>,
-    max_batch: usize,
-) {
-    let mut batch: Vec<RecordBody> = Vec::new();
-    let mut others: Vec<Command> = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        // Group commit: everything that queued while the last commit ran goes in this one.
-        while let Some(cmd) = next {
-            match cmd {
-                Command::Append(records) => batch.extend(records),
-                other => others.push(other),
+/// Evicts the oldest telemetry held in memory down to 90 % of `max`, replacing it with one gap
+/// record; returns how many readings were evicted.
+fn evict_held(g: &mut Inner, max: usize) -> u64 {
+    let target = max / 10 * 9;
+    let t = usize::from(Lane::Telemetry.index());
+    let mut after = None;
+    let mut evicted = 0u64;
+    let mut fresh = 0u64;
+    let mut last = None;
+    while g.held() > target && g.pending[t].len() > 1 {
+        let Some(s) = g.pending[t].pop_front() else {
+            break;
+        };
+        let (n, a) = match s.record.body {
+            RecordBody::Gap { after, evicted, .. } => (evicted, after),
+            _ => {
+                fresh += 1;
+                (1, s.record.seq - 1)
             }
-            next = if batch.len() < max_batch {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if !batch.is_empty() {
-            commit(&mut store, std::mem::take(&mut batch), &heads, &metrics);
-        }
-        let mut acks = [0u64; 2];
-        for cmd in others.drain(..) {
-            match cmd {
-                Command::Append(_) => {}
-                Command::Read {
-                    lane,
+        };
+        after.get_or_insert(a);
+        evicted += n;
+        last = Some((s.record.seq, s.at));
+    }
+    if let (Some(after), Some((seq, at))) = (after, last) {
+        g.pending[t].push_front(Stamped {
+            at,
+            record: Record {
+                seq,
+                body: RecordBody::Gap {
+                    lane: Lane::Telemetry,
                     after,
-                    limit,
-                    reply,
-                } => {
-                    let _ = reply.send(store.read(lane, after, limit));
+                    evicted,
+                },
+            },
+        });
+    }
+    fresh
+}
+
+struct Committer {
+    shared: Arc<Shared>,
+    store: Option<store::Store>,
+    path: PathBuf,
+}
+
+impl Committer {
+    fn run(mut self) {
+        let window = self.shared.settings.commit_window;
+        let max_batch = self.shared.settings.max_batch;
+        let mut retry_at: Option<Instant> = None;
+        let mut closing_attempts = 0u32;
+        loop {
+            let (batch, acked, closing) = {
+                let mut g = self.shared.lock();
+                loop {
+                    let now = Instant::now();
+                    let work = g.held() > 0 || g.acked != g.applied;
+                    if g.closing && !work {
+                        return;
+                    }
+                    let due = match (work, g.waiting_since) {
+                        (false, _) => None,
+                        _ if g.closing || g.held() >= max_batch => Some(now),
+                        (true, Some(since)) => Some(since + window),
+                        (true, None) => Some(now),
+                    };
+                    let due = match (due, retry_at) {
+                        (Some(d), Some(r)) => Some(d.max(r)),
+                        (d, _) => d,
+                    };
+                    if let Some(d) = due
+                        && d <= now
+                    {
+                        break;
+                    }
+                    let wait = due.map_or(REFRESH, |d| (d - now).min(REFRESH));
+                    let (next, timed_out) = self
+                        .shared
+                        .work
+                        .wait_timeout(g, wait)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    g = next;
+                    if timed_out.timed_out() {
+                        drop(g);
+                        self.gauges();
+                        g = self.shared.lock();
+                    }
                 }
-                Command::Ack { lane, upto } => {
-                    let slot = &mut acks[usize::from(lane.index())];
-                    *slot = (*slot).max(upto);
+                let mut batch: Vec<Stamped> = Vec::new();
+                for lane in Lane::ALL {
+                    let room = max_batch.saturating_sub(batch.len());
+                    let i = usize::from(lane.index());
+                    batch.extend(g.pending[i].iter().take(room).cloned());
                 }
-                Command::NewStream(reply) => {
-                    let result = store.new_stream();
-                    heads.send_modify(|h| h.stream = store.stream());
-                    let _ = reply.send(result);
+                g.waiting_since = None;
+                (batch, g.acked, g.closing)
+            };
+            match self.commit(&batch, acked) {
+                Ok(()) => {
+                    retry_at = None;
+                    let mut g = self.shared.lock();
+                    g.failing = false;
+                    g.applied = [0, 1].map(|i| g.applied[i].max(acked[i]));
+                    let through = |lane: Lane| {
+                        batch
+                            .iter()
+                            .filter(|s| s.record.body.lane() == lane)
+                            .map(|s| s.record.seq)
+                            .max()
+                            .unwrap_or(0)
+                    };
+                    for lane in Lane::ALL {
+                        let upto = through(lane);
+                        let held = &mut g.pending[usize::from(lane.index())];
+                        while held.front().is_some_and(|s| s.record.seq <= upto) {
+                            held.pop_front();
+                        }
+                    }
+                    if g.held() > 0 || g.acked != g.applied {
+                        // What arrived during this commit waits at most one window more.
+                        g.waiting_since.get_or_insert_with(Instant::now);
+                    }
+                    drop(g);
+                    self.shared.room.notify_waiters();
+                    self.gauges();
                 }
-            }
-        }
-        for lane in Lane::ALL {
-            let upto = acks[usize::from(lane.index())];
-            if upto == 0 {
-                continue;
-            }
-            match store.delete_through(lane, upto) {
-                Ok(n) => metrics
-                    .outbox_depth
-                    .with(lane.label())
-                    .add(-i64::try_from(n).unwrap_or(i64::MAX)),
                 Err(e) => {
-                    // Not a loss: the records stay and are re-sent; the hub ignores duplicates.
-                    metrics.outbox_errors.inc();
-                    tracing::warn!(error = %e, lane = lane.label(), "outbox: deleting acknowledged records failed");
+                    let mut g = self.shared.lock();
+                    if !g.failing {
+                        tracing::error!(error = %e, held = g.held(), "outbox commit failed; records stay in memory and are still forwarded; retrying");
+                    }
+                    g.failing = true;
+                    g.waiting_since.get_or_insert_with(Instant::now);
+                    let max = self.shared.settings.max_memory_records;
+                    if g.held() > max {
+                        let n = evict_held(&mut g, max);
+                        self.shared
+                            .metrics
+                            .outbox_evicted
+                            .with("memory_full")
+                            .add(n);
+                    }
+                    drop(g);
+                    self.shared.metrics.outbox_errors.inc();
+                    self.shared.metrics.outbox_failing.set(1);
+                    self.shared.room.notify_waiters();
+                    retry_at = Some(Instant::now() + RETRY);
+                    if closing {
+                        closing_attempts += 1;
+                        if closing_attempts >= CLOSING_ATTEMPTS {
+                            let mut g = self.shared.lock();
+                            let lost = g.held() as u64;
+                            g.pending = [VecDeque::new(), VecDeque::new()];
+                            g.applied = g.acked;
+                            drop(g);
+                            self.shared.metrics.records_dropped.add(lost);
+                            tracing::error!(
+                                records = lost,
+                                "outbox: shutting down with records that could not be committed: lost"
+                            );
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// One commit attempt, reopening the database first if an earlier failure closed it.
+    fn commit(&mut self, batch: &[Stamped], acked: [u64; 2]) -> Result<(), OutboxError> {
+        let store = match self.store.as_mut() {
+            Some(s) => s,
+            None => {
+                let s = store::Store::reopen(&self.path)?;
+                self.shared.set_db(Some(s.db()));
+                tracing::info!("outbox database reopened");
+                self.store.insert(s)
+            }
+        };
+        let started = Instant::now();
+        match store.commit(batch, acked, self.shared.settings.max_bytes) {
+            Ok(done) => {
+                if !batch.is_empty() {
+                    self.shared
+                        .metrics
+                        .outbox_commit_seconds
+                        .observe(started.elapsed());
+                }
+                let m = &self.shared.metrics;
+                for lane in Lane::ALL {
+                    let i = usize::from(lane.index());
+                    m.outbox_committed.with(lane.label()).add(done.inserted[i]);
+                }
+                if done.evicted > 0 {
+                    m.outbox_evicted.with("disk_budget").add(done.evicted);
+                    tracing::warn!(
+                        records = done.evicted,
+                        "outbox over its disk budget: oldest telemetry evicted"
+                    );
+                }
+                m.outbox_failing.set(0);
+                Ok(())
+            }
+            Err(e) => {
+                // After an I/O error redb refuses everything until reopened. Readers holding
+                // the old handle finish their transaction first.
+                self.shared.set_db(None);
+                self.store = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Refreshes the outbox gauges.
+    fn gauges(&self) {
+        let m = &self.shared.metrics;
+        let (held, oldest_held) = {
+            let g = self.shared.lock();
+            (
+                [g.pending[0].len(), g.pending[1].len()],
+                [0, 1].map(|i| g.pending[i].front().map(|s| s.at)),
+            )
+        };
+        let now = now_ms();
+        let mut bytes = 0u64;
+        for lane in Lane::ALL {
+            let i = usize::from(lane.index());
+            let stored = self.store.as_ref().map(|s| s.stats()[i]);
+            let count = stored.map_or(0, |s| s.count);
+            bytes += stored.map_or(0, |s| s.bytes);
+            m.outbox_depth
+                .with(lane.label())
+                .set(i64::try_from(count + held[i] as u64).unwrap_or(i64::MAX));
+            let oldest_stored = match (&self.store, count) {
+                (Some(s), 1..) => store::oldest(&s.db(), lane).ok().flatten(),
+                _ => None,
+            };
+            let oldest = oldest_stored.or(oldest_held[i]);
+            m.outbox_oldest_ms
+                .with(lane.label())
+                .set(oldest.map_or(0, |at| (now - at).max(0)));
+        }
+        m.outbox_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        m.outbox_held
+            .set(i64::try_from(held[0] + held[1]).unwrap_or(i64::MAX));
     }
 }
 
-fn commit(
-    store: &mut store::Store,
-    batch: Vec<RecordBody>,
-    heads: &watch::Sender<Heads>,
-    metrics: &EdgeMetrics,
-) {
-    let n = batch.len() as u64;
-    match store.append(batch) {
-        Ok(counts) => {
-            for lane in Lane::ALL {
-                let c = counts[usize::from(lane.index())];
-                metrics.outbox_committed.with(lane.label()).add(c);
-                metrics
-                    .outbox_depth
-                    .with(lane.label())
-                    .add(i64::try_from(c).unwrap_or(i64::MAX));
-            }
-            heads.send_modify(|h| h.seqs = store.heads());
-        }
-        Err(e) => {
-            metrics.outbox_errors.inc();
-            metrics.records_dropped.add(n);
-            tracing::error!(error = %e, records = n, "outbox commit failed: records lost");
-        }
-    }
+fn now_ms() -> Stamp {
+    crate::clock::now_ms()
 }

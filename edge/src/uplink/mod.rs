@@ -101,6 +101,8 @@ pub struct Uplink {
     pub client: quinn::ClientConfig,
     /// Most unacknowledged records in flight per lane.
     pub max_in_flight: u64,
+    /// How often a ping goes up the control stream, so the hub knows the edge is alive.
+    pub heartbeat: Duration,
     /// The outbox to drain.
     pub outbox: Outbox,
     /// Metrics.
@@ -213,7 +215,7 @@ impl Uplink {
                     if seq > heads.of(lane) {
                         // Acknowledging would delete records the hub never got, and the hub
                         // would discard new ones as duplicates: start afresh instead.
-                        self.outbox.new_stream().await??;
+                        self.outbox.new_stream().await?;
                         conn.close(0u32.into(), b"new stream");
                         return Err(UplinkError::StreamRewound {
                             lane,
@@ -254,7 +256,7 @@ impl Uplink {
         for lane in Lane::ALL {
             let s = start(lane);
             if s > 0 {
-                self.outbox.ack(lane, s).await?;
+                self.outbox.ack(lane, s);
             }
         }
         tokio::select! {
@@ -266,15 +268,27 @@ impl Uplink {
         }
     }
 
-    /// Applies the hub's commands (via the rules task) and confirms them.
+    /// Applies the hub's commands (via the rules task) and confirms them; sends a heartbeat
+    /// ping every `heartbeat`.
     async fn control(
         &self,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) -> Result<(), UplinkError> {
         let mut dec = FrameDecoder::new();
+        let mut beat = tokio::time::interval(self.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut nonce = 0u64;
         loop {
-            match read_frame(&mut recv, &mut dec).await? {
+            let frame = tokio::select! {
+                f = read_frame(&mut recv, &mut dec) => f?,
+                _ = beat.tick() => {
+                    nonce += 1;
+                    write_frame(&mut send, &Frame::Ping { nonce }).await?;
+                    continue;
+                }
+            };
+            match frame {
                 Some(Frame::Command { seq, command }) => {
                     // Confirmed only once applied (and saved): the hub re-sends what is not
                     // confirmed, and commands are idempotent.
@@ -313,6 +327,9 @@ impl Uplink {
         send.set_priority(if lane == Lane::Alarms { 1 } else { 0 })?;
         write_frame(&mut send, &Frame::OpenLane { lane }).await?;
         let (acked_tx, mut acked_rx) = watch::channel(start);
+        // (last seq, records) of each frame sent and not yet acknowledged, to count acks in
+        // records (seqs jump at gaps).
+        let unacked = std::sync::Mutex::new(std::collections::VecDeque::<(u64, u64)>::new());
         let reader = async {
             let mut dec = FrameDecoder::new();
             loop {
@@ -320,11 +337,17 @@ impl Uplink {
                     Some(Frame::Ack { seq }) => {
                         let before = *acked_tx.borrow();
                         if seq > before {
-                            self.outbox.ack(lane, seq).await?;
-                            self.metrics
-                                .records_acked
-                                .with(lane.label())
-                                .add(seq - before);
+                            self.outbox.ack(lane, seq);
+                            let mut n = 0;
+                            {
+                                let mut q = unacked
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                                while q.front().is_some_and(|(last, _)| *last <= seq) {
+                                    n += q.pop_front().map_or(0, |(_, k)| k);
+                                }
+                            }
+                            self.metrics.records_acked.with(lane.label()).add(n);
                             acked_tx.send_replace(seq);
                         }
                     }
@@ -340,17 +363,34 @@ impl Uplink {
             let mut cursor = start;
             let mut heads = self.outbox.heads();
             loop {
-                // Flow control: at most `max_in_flight` unacknowledged records.
+                // Flow control: at most `max_in_flight` unacknowledged records (counted in
+                // records, not seqs: a gap record spans many seqs).
                 let window = self.max_in_flight;
+                let in_flight = || {
+                    unacked
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .iter()
+                        .map(|(_, k)| k)
+                        .sum::<u64>()
+                };
                 acked_rx
-                    .wait_for(|a| cursor.saturating_sub(*a) < window)
+                    .wait_for(|_| in_flight() < window)
                     .await
                     .map_err(|_| Closed)?;
                 heads
                     .wait_for(|h| h.of(lane) > cursor)
                     .await
                     .map_err(|_| Closed)?;
-                let records = self.outbox.read(lane, cursor, BATCH).await??;
+                let records = match self.outbox.read(lane, cursor, BATCH).await {
+                    Ok(r) => r,
+                    Err(OutboxError::Unavailable) => {
+                        // The outbox is reopening its database after a failed commit.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let Some(last) = records.last().map(|r| r.seq) else {
                     // Everything up to the head was acknowledged and deleted meanwhile.
                     cursor = heads.borrow().of(lane);
@@ -358,6 +398,10 @@ impl Uplink {
                 };
                 let n = records.len() as u64;
                 write_frame(&mut send, &Frame::Records { records }).await?;
+                unacked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push_back((last, n));
                 self.metrics.records_sent.with(lane.label()).add(n);
                 cursor = last;
             }
