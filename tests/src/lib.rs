@@ -24,6 +24,9 @@ use wardlink_cloud::token::{Role, TokenIssuer};
 use wardlink_edge::config::EdgeConfig;
 use wardlink_shared::{DeviceId, EdgeId, PatientId, WardId};
 
+pub mod process;
+pub mod relay;
+
 /// Upper bound for any wait in a scenario.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -123,9 +126,7 @@ impl Hub {
         self.token_at(user, role, wards, unix_now(), ttl)
     }
 
-    /// A token issued at `iat` (to make expired ones). Panics on a harness fault (unreadable
-    /// key, invalid ward id in the test), which fails the test that asked.
-    #[allow(clippy::expect_used)]
+    /// A token issued at `iat` (to make expired ones).
     pub fn token_at(
         &self,
         user: &str,
@@ -134,17 +135,7 @@ impl Hub {
         iat: u64,
         ttl: Duration,
     ) -> String {
-        let issuer = TokenIssuer::load(
-            &self.config.auth.jwt_private_key,
-            &self.config.auth.issuer,
-            &self.config.auth.audience,
-        )
-        .expect("hub signing key");
-        let wards = wards
-            .iter()
-            .map(|w| WardId::new(*w).expect("ward id"))
-            .collect();
-        issuer.issue(user, role, wards, iat, ttl).expect("token")
+        sign_token(&self.config, user, role, wards, iat, ttl)
     }
 
     /// A nurse token for `ward`, valid for an hour.
@@ -200,6 +191,30 @@ impl Hub {
         let (dir, config) = self.enroll_edge(edge, ward, tweak)?;
         Edge::start(dir, config).await
     }
+}
+
+/// A token signed with the key of the hub configured by `config`, issued at `iat`. Panics on a
+/// harness fault (unreadable key, invalid ward id in the test), which fails the test that asked.
+#[allow(clippy::expect_used)]
+pub fn sign_token(
+    config: &CloudConfig,
+    user: &str,
+    role: Role,
+    wards: &[&str],
+    iat: u64,
+    ttl: Duration,
+) -> String {
+    let issuer = TokenIssuer::load(
+        &config.auth.jwt_private_key,
+        &config.auth.issuer,
+        &config.auth.audience,
+    )
+    .expect("hub signing key");
+    let wards = wards
+        .iter()
+        .map(|w| WardId::new(*w).expect("ward id"))
+        .collect();
+    issuer.issue(user, role, wards, iat, ttl).expect("token")
 }
 
 /// An edge running in this process.

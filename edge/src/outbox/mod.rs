@@ -30,7 +30,7 @@ use tokio::sync::{Notify, watch};
 use wardlink_shared::wire::{Lane, Record, RecordBody};
 
 use crate::metrics::EdgeMetrics;
-pub use store::{EPOCH_SHIFT, OutboxError, epoch_start};
+pub use store::{EPOCH_SHIFT, OutboxError, epoch_start, inspect};
 use store::{Stamp, Stamped};
 
 /// How long a failed commit waits before the next attempt.

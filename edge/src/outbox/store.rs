@@ -413,6 +413,15 @@ pub fn read(
     Ok(out)
 }
 
+/// Every committed record of both lanes, alarms first, of the outbox at `path`: for tests and
+/// diagnosis of an edge that is not running (the database is locked while it runs).
+pub fn inspect(path: &Path) -> Result<Vec<Record>, OutboxError> {
+    let db = Database::create(path)?;
+    let mut out = read(&db, Lane::Alarms, 0, usize::MAX)?;
+    out.extend(read(&db, Lane::Telemetry, 0, usize::MAX)?);
+    Ok(out)
+}
+
 /// When the oldest stored record of `lane` was appended.
 pub fn oldest(db: &Database, lane: Lane) -> Result<Option<Stamp>, OutboxError> {
     let txn = db.begin_read()?;

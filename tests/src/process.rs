@@ -1,0 +1,216 @@
+//! The real binaries as child processes, for scenarios that kill them (`SIGKILL`, no clean
+//! shutdown) and start them again on the same data.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+use crate::{PATIENCE, free_port, http_get};
+
+/// A workspace binary built beside the running test executable (`target/<profile>/`).
+/// `cargo test --workspace` builds every binary before it runs any test.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the binaries first (cargo build --workspace --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free UDP port on loopback.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A child process that is killed (SIGKILL) when dropped.
+pub struct Process {
+    child: Child,
+    name: &'static str,
+}
+
+impl Process {
+    fn spawn(name: &'static str, cmd: &mut Command) -> anyhow::Result<Process> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "error,rumqttd=off".into()),
+            )
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Process { child, name })
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything) and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child
+            .kill()
+            .with_context(|| format!("killing {}", self.name))?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it; returns its exit status.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .with_context(|| format!("signalling {}", self.name))?;
+        if !status.success() {
+            bail!("kill -TERM {} failed: {status}", self.name);
+        }
+        Ok(self.child.wait()?)
+    }
+
+    /// Polls `GET /healthz` on `addr` until it answers, failing early if the process exits.
+    async fn wait_healthy(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut delay = std::time::Duration::from_millis(5);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited during start-up: {status}", self.name);
+            }
+            if http_get(addr, "/healthz").await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{} never became healthy on {addr}", self.name);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `wardlink-edge run` as a child process, on fresh loopback ports.
+pub struct EdgeProcess {
+    /// The process.
+    pub process: Process,
+    /// Its admin listener (`/healthz`, `/metrics`).
+    pub admin: SocketAddr,
+    /// Its MQTT 3.1.1 listener.
+    pub mqtt: SocketAddr,
+}
+
+impl EdgeProcess {
+    /// Starts the edge of `config` (an enrolled `edge.toml`) against `hub` and waits until it
+    /// is healthy.
+    pub async fn start(config: &Path, hub: &str) -> anyhow::Result<EdgeProcess> {
+        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut process = Process::spawn(
+            "wardlink-edge",
+            Command::new(binary("wardlink-edge")?)
+                .arg("run")
+                .arg("--config")
+                .arg(config)
+                .env("WARDLINK_MQTT_LISTEN", mqtt.to_string())
+                .env("WARDLINK_ADMIN_LISTEN", admin.to_string())
+                .env("WARDLINK_HUB_ADDR", hub),
+        )?;
+        process.wait_healthy(admin).await?;
+        Ok(EdgeProcess {
+            process,
+            admin,
+            mqtt,
+        })
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        http_get(self.admin, "/metrics").await
+    }
+}
+
+/// `wardlink-cloud serve` as a child process on fixed loopback ports, so a restart keeps its
+/// address.
+pub struct HubProcess {
+    /// The process.
+    pub process: Process,
+    /// Its HTTP listener.
+    pub http: SocketAddr,
+    /// Its QUIC listener.
+    pub quic: SocketAddr,
+    config: PathBuf,
+}
+
+impl HubProcess {
+    /// Starts the hub of `config` (a `cloud.toml`) on new ports.
+    pub async fn start(config: &Path) -> anyhow::Result<HubProcess> {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let quic = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+        Self::start_on(config, http, quic).await
+    }
+
+    /// Starts the hub of `config` on the given ports.
+    pub async fn start_on(
+        config: &Path,
+        http: SocketAddr,
+        quic: SocketAddr,
+    ) -> anyhow::Result<HubProcess> {
+        let mut process = Process::spawn(
+            "wardlink-cloud",
+            Command::new(binary("wardlink-cloud")?)
+                .arg("serve")
+                .arg("--config")
+                .arg(config)
+                .env("WARDLINK_HTTP_LISTEN", http.to_string())
+                .env("WARDLINK_QUIC_LISTEN", quic.to_string()),
+        )?;
+        process.wait_healthy(http).await?;
+        Ok(HubProcess {
+            process,
+            http,
+            quic,
+            config: config.to_owned(),
+        })
+    }
+
+    /// Kills the hub with SIGKILL and starts it again on the same ports and data.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.process.kill()?;
+        let again = Self::start_on(&self.config, self.http, self.quic).await?;
+        *self = again;
+        Ok(())
+    }
+
+    /// `ws://…/ws` with optional query.
+    pub fn ws_url(&self, query: &str) -> String {
+        if query.is_empty() {
+            format!("ws://{}/ws", self.http)
+        } else {
+            format!("ws://{}/ws?{query}", self.http)
+        }
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        http_get(self.http, "/metrics").await
+    }
+}

@@ -1,0 +1,150 @@
+//! Crash loop: the edge runs as a child process under a steady stream of readings, each with a
+//! unique timestamp, and is killed with SIGKILL at random moments, then started again on the
+//! same data directory. At the end the hub must hold every reading the edge had committed
+//! (found in its outbox file after each kill, or already acknowledged), each exactly once.
+//!
+//! `WARDLINK_CRASH_KILLS` sets the number of kills (default 50; the soak run uses 1000).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::RngExt as _;
+use wardlink_shared::time::{format_rfc3339, parse_rfc3339};
+use wardlink_shared::wire::RecordBody;
+use wardlink_shared::{DeviceId, PatientId};
+use wardlink_tests::process::EdgeProcess;
+use wardlink_tests::{Dashboard, Device, Hub, is, metric, wait_for_metric_eq};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::Result<()> {
+    let kills: usize = std::env::var("WARDLINK_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let hub = Hub::start().await?;
+    let (dir, cfg) = hub.enroll_edge("edge-c", "ward-c", |_| {})?;
+    let config_path = dir.path().join("edge.toml");
+    let password = wardlink_edge::broker::add_device(
+        &cfg.devices_path(),
+        DeviceId::new("mon-1")?,
+        PatientId::new("bed-01")?,
+        cfg.mqtt.max_devices,
+    )?;
+    let hub_addr = hub.running.quic_addr.to_string();
+
+    // Each reading's timestamp is its identity: base + n ms.
+    let base =
+        wardlink_shared::time::Millis::try_from(wardlink_tests::unix_now())? * 1000 - 3_600_000;
+    let mut sent = 0i64;
+    let mut accepted: BTreeSet<i64> = BTreeSet::new();
+    let mut committed: BTreeSet<i64> = BTreeSet::new();
+    let mut accepted_per_round = Vec::with_capacity(kills);
+    let mut rng = rand::rng();
+
+    for _ in 0..kills {
+        let mut edge = EdgeProcess::start(&config_path, &hub_addr).await?;
+        let mut device = Device::connect(edge.mqtt, "mon-1", &password, "bed-01").await?;
+        let before = accepted.len();
+        let run_for = Duration::from_millis(rng.random_range(10..250));
+        let publishing = async {
+            loop {
+                let ts = base + sent;
+                sent += 1;
+                let payload = format!(r#"{{"hr":72,"ts":"{}"}}"#, format_rfc3339(ts));
+                if device.publish(&payload).await.is_err() {
+                    return;
+                }
+                accepted.insert(ts);
+            }
+        };
+        // The kill comes at a random moment, whatever is in flight.
+        tokio::select! {
+            () = publishing => {}
+            () = tokio::time::sleep(run_for) => {}
+        }
+        edge.process.kill()?;
+        drop(device);
+        accepted_per_round.push(accepted.len() - before);
+        for record in wardlink_edge::outbox::inspect(&cfg.outbox_path())? {
+            if let RecordBody::Vitals { reading, .. } = record.body {
+                committed.insert(reading.ts);
+            }
+        }
+    }
+
+    // A last start drains the outbox.
+    let edge = EdgeProcess::start(&config_path, &hub_addr).await?;
+    wait_for_metric_eq(
+        || edge.metrics(),
+        "wardlink_edge_outbox_depth{lane=\"telemetry\"}",
+        0,
+    )
+    .await?;
+    wait_for_metric_eq(|| edge.metrics(), "wardlink_edge_outbox_held_records", 0).await?;
+
+    let hub_text = hub.metrics().await?;
+    let stored = metric(
+        &hub_text,
+        "wardlink_hub_records_stored_total{lane=\"telemetry\"}",
+    )
+    .unwrap_or(0);
+    let mut dash = Dashboard::connect(&hub.ws_url("since=0"), &hub.admin()).await?;
+    let mut at_hub: BTreeMap<i64, usize> = BTreeMap::new();
+    for _ in 0..stored {
+        let v = dash.until(|v| is(v, "vitals", "bed-01")).await?;
+        let ts = v["ts"]
+            .as_str()
+            .and_then(parse_rfc3339)
+            .ok_or_else(|| anyhow::anyhow!("vitals without a timestamp: {v}"))?;
+        *at_hub.entry(ts).or_default() += 1;
+    }
+
+    let twice: Vec<_> = at_hub.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let lost_committed: Vec<_> = committed
+        .iter()
+        .filter(|ts| !at_hub.contains_key(ts))
+        .collect();
+    assert!(
+        lost_committed.is_empty(),
+        "committed at a kill but never reached the hub: {lost_committed:?}"
+    );
+    let unknown: Vec<_> = at_hub.keys().filter(|ts| **ts >= base + sent).collect();
+    assert!(
+        unknown.is_empty(),
+        "the hub holds readings never sent: {unknown:?}"
+    );
+
+    // The window a kill loses: readings the broker acknowledged that never reached the hub.
+    let lost: Vec<i64> = accepted
+        .iter()
+        .filter(|ts| !at_hub.contains_key(ts))
+        .copied()
+        .collect();
+    let mut lost_per_kill = vec![0usize; kills];
+    for ts in &lost {
+        // Which round accepted it: rounds accepted consecutive ranges of `accepted`.
+        let index = accepted.range(..ts).count();
+        let mut upto = 0;
+        for (round, n) in accepted_per_round.iter().enumerate() {
+            upto += n;
+            if index < upto {
+                lost_per_kill[round] += 1;
+                break;
+            }
+        }
+    }
+    lost_per_kill.sort_unstable();
+    eprintln!(
+        "crash loop: {kills} kills, {} readings acknowledged by the broker, {} reached the hub, \
+         {} of them found committed after a kill; lost (acknowledged by the broker, never \
+         committed): {} in all, per kill median {} / max {}",
+        accepted.len(),
+        at_hub.len(),
+        committed.len(),
+        lost.len(),
+        lost_per_kill[kills / 2],
+        lost_per_kill[kills - 1],
+    );
+    Ok(())
+}
