@@ -607,3 +607,6 @@ impl Committer {
 fn now_ms() -> Stamp {
     crate::clock::now_ms()
 }
+
+#[cfg(test)]
+mod tests;

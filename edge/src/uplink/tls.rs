@@ -9,10 +9,11 @@ use wardlink_shared::wire::ALPN;
 
 use crate::config::HubSection;
 
-/// Keep-alive on an idle connection, so NATs and the hub see the edge alive.
-const KEEP_ALIVE: Duration = Duration::from_secs(2);
-/// A hub silent for this long is gone; the edge reconnects.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A hub silent for this many heartbeats is gone; the edge reconnects.
+const IDLE_HEARTBEATS: u32 = 5;
+/// Bounds of that idle time.
+const IDLE_MIN: Duration = Duration::from_secs(2);
+const IDLE_MAX: Duration = Duration::from_secs(30);
 
 /// The edge's credentials could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +42,12 @@ pub fn client_config(hub: &HubSection) -> Result<quinn::ClientConfig, TlsError> 
         .map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    // Keep-alives at the heartbeat, so NATs and the hub see the edge alive.
+    let heartbeat = Duration::from_millis(hub.heartbeat_ms);
+    transport.keep_alive_interval(Some(heartbeat));
+    let idle = (heartbeat * IDLE_HEARTBEATS).clamp(IDLE_MIN, IDLE_MAX);
     transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).map_err(|e| TlsError::Quic(e.to_string()))?,
+        quinn::IdleTimeout::try_from(idle).map_err(|e| TlsError::Quic(e.to_string()))?,
     ));
     config.transport_config(Arc::new(transport));
     Ok(config)

@@ -4,13 +4,19 @@
 //! Closed loop: one device publishes a reading, the dashboard waits for it, repeat; so each
 //! sample is one reading's latency with nothing queued ahead of it. Prints p50/p99/p99.9/max.
 //!
+//! `backlog` mode: an edge cut off from its hub queues an hour of telemetry for 100 patients;
+//! when the link returns, patients deteriorate one after another while the backlog drains, and
+//! each alarm's publish → dashboard `alert` latency is measured.
+//!
 //! ```sh
 //! cargo run --release -p wardlink-tests --bin wardlink-bench -- 2000
+//! cargo run --release -p wardlink-tests --bin wardlink-bench -- backlog 200
 //! ```
 
 use std::time::{Duration, Instant};
 
-use wardlink_tests::{Dashboard, Hub, is};
+use wardlink_tests::relay::{Mode, Relay};
+use wardlink_tests::{Dashboard, Hub, is, metric, wait_for_metric};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -20,9 +26,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+fn report(what: &str, samples: &mut [Duration]) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("{what}");
+    println!(
+        "p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+        ms(percentile(samples, 50.0)),
+        ms(percentile(samples, 99.0)),
+        ms(percentile(samples, 99.9)),
+        ms(samples.last().copied().unwrap_or_default())
+    );
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let readings: usize = std::env::args().nth(1).map_or(Ok(2000), |s| s.parse())?;
+    let mut args = std::env::args().skip(1);
+    let first = args.next();
+    if first.as_deref() == Some("backlog") {
+        let alarms: usize = args.next().map_or(Ok(200), |s| s.parse())?;
+        return backlog(alarms).await;
+    }
+    let readings: usize = first.map_or(Ok(2000), |s| s.parse())?;
     let warmup = readings / 10;
     let hub = Hub::start().await?;
     let edge = hub.edge("edge-bench", "ward-b", |_| {}).await?;
@@ -44,15 +69,90 @@ async fn main() -> anyhow::Result<()> {
         }
         dash.seen.clear();
     }
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("device publish -> dashboard receive, {readings} readings, closed loop, loopback");
+    report(
+        &format!("device publish -> dashboard receive, {readings} readings, closed loop, loopback"),
+        &mut samples,
+    );
+    hub.running.shutdown();
+    edge.running.shutdown();
+    Ok(())
+}
+
+const BACKLOG_PATIENTS: usize = 100;
+const BACKLOG_READINGS_EACH: i64 = 360;
+const TELEMETRY: &str = "wardlink_hub_records_stored_total{lane=\"telemetry\"}";
+
+async fn backlog(alarms: usize) -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let relay = Relay::start(hub.running.quic_addr).await?;
+    relay.set(Mode::Cut);
+    let relay_addr = relay.addr.to_string();
+    let edge = hub
+        .edge("edge-bench", "ward-b", |cfg| {
+            cfg.hub.addr = relay_addr;
+            cfg.hub.heartbeat_ms = 200;
+            cfg.alarms.hr.delay_s = 0;
+            cfg.alarms.hr.extreme_confirm_s = 0;
+        })
+        .await?;
+    let now = i64::try_from(wardlink_tests::unix_now())? * 1000;
+    let mut devices = Vec::with_capacity(BACKLOG_PATIENTS);
+    for p in 0..BACKLOG_PATIENTS {
+        devices.push(edge.device(&format!("mon-{p}"), &format!("bed-{p}")).await?);
+    }
+    for i in 0..BACKLOG_READINGS_EACH {
+        let ts = wardlink_shared::time::format_rfc3339(now - 3_600_000 + i * 10_000);
+        for device in &mut devices {
+            device
+                .publish_nowait(&format!(r#"{{"hr":72,"ts":"{ts}"}}"#))
+                .await?;
+        }
+    }
+    let total = i64::try_from(BACKLOG_PATIENTS)? * BACKLOG_READINGS_EACH;
+    wait_for_metric(
+        || edge.metrics(),
+        "wardlink_edge_outbox_committed_total{lane=\"telemetry\"}",
+        total,
+    )
+    .await?;
+    let mut sick = Vec::with_capacity(alarms);
+    for a in 0..alarms {
+        sick.push(edge.device(&format!("mon-x{a}"), &format!("bed-x{a}")).await?);
+    }
+    let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-b")).await?;
+
+    relay.set(Mode::Pass);
+    let started = Instant::now();
+    wait_for_metric(|| hub.metrics(), TELEMETRY, 1).await?;
+    let mut samples = Vec::with_capacity(alarms);
+    let mut during = 0usize;
+    for (a, device) in sick.iter_mut().enumerate() {
+        let patient = format!("bed-x{a}");
+        let start = Instant::now();
+        device.publish_nowait(r#"{"hr":200}"#).await?;
+        dash.until(|v| v["type"] == "alert" && v["patient"] == patient.as_str())
+            .await?;
+        let took = start.elapsed();
+        let stored = metric(&hub.metrics().await?, TELEMETRY).unwrap_or(0);
+        if stored < total {
+            during += 1;
+            samples.push(took);
+        }
+        dash.seen.clear();
+    }
+    wait_for_metric(|| hub.metrics(), TELEMETRY, total).await?;
+    let drained = started.elapsed();
+    report(
+        &format!(
+            "alarm publish -> dashboard alert while a backlog of {total} readings drains \
+             ({during} of {alarms} alarms raised before it had drained)"
+        ),
+        &mut samples,
+    );
     println!(
-        "p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
-        ms(percentile(&samples, 50.0)),
-        ms(percentile(&samples, 99.0)),
-        ms(percentile(&samples, 99.9)),
-        ms(samples.last().copied().unwrap_or_default())
+        "backlog drained in {:.2} s ({:.0} readings/s)",
+        drained.as_secs_f64(),
+        total as f64 / drained.as_secs_f64()
     );
     hub.running.shutdown();
     edge.running.shutdown();

@@ -1,0 +1,176 @@
+//! A full disk does not silence the ward. The edge's data directory is a small tmpfs, filled to
+//! the last byte while the hub is unreachable: commits fail, readings are held in memory, the
+//! edge keeps running; an alarm raised then still reaches the dashboard. Once space returns the
+//! edge recovers by itself and every reading arrives, once.
+//!
+//! Mounting a tmpfs needs root (CI runs as root); elsewhere the test says so and passes.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use wardlink_shared::time::{format_rfc3339, parse_rfc3339};
+use wardlink_tests::relay::{Mode, Relay};
+use wardlink_tests::{
+    Dashboard, Hub, http_get, is, metric, wait_for_metric, wait_for_metric_eq,
+};
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> anyhow::Result<Option<Tmpfs>> {
+        let uid = Command::new("id").arg("-u").output()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Ok(None);
+        }
+        let dir = tempfile::tempdir()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()?;
+        anyhow::ensure!(status.success(), "mount -t tmpfs failed: {status}");
+        Ok(Some(Tmpfs { dir }))
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Fills the filesystem of `dir` until the disk refuses; returns the filler file.
+fn fill(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path)?;
+    let block = vec![0xa5u8; 64 * 1024];
+    loop {
+        if let Err(e) = f.write_all(&block) {
+            anyhow::ensure!(
+                e.raw_os_error() == Some(28),
+                "expected ENOSPC while filling, got {e}"
+            );
+            break;
+        }
+    }
+    // Single bytes too, so not even a page is left.
+    while f.write_all(&[0]).is_ok() {}
+    let _ = f.sync_all();
+    Ok(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
+    let Some(tmpfs) = Tmpfs::mount("8m")? else {
+        eprintln!("disk_full: not root, cannot mount a tmpfs; skipped");
+        return Ok(());
+    };
+    let hub = Hub::start().await?;
+    let relay = Relay::start(hub.running.quic_addr).await?;
+    let relay_addr = relay.addr.to_string();
+    let data_dir = tmpfs.path().join("edge-data");
+    let edge = hub
+        .edge("edge-f", "ward-f", |cfg| {
+            cfg.edge.data_dir = data_dir;
+            cfg.hub.addr = relay_addr;
+            cfg.hub.heartbeat_ms = 200;
+            cfg.alarms.hr.delay_s = 0;
+            cfg.alarms.hr.extreme_confirm_s = 0;
+        })
+        .await?;
+    edge.wait_online().await?;
+    let mut device = edge.device("mon-1", "bed-01").await?;
+    let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-f")).await?;
+
+    // Hub unreachable, disk full: the edge must hold what it accepts.
+    relay.set(Mode::Cut);
+    let filler = fill(tmpfs.path())?;
+    let base = i64::try_from(wardlink_tests::unix_now())? * 1000 - 3_600_000;
+    let mut sent = 0i64;
+    loop {
+        let ts = format_rfc3339(base + sent);
+        device
+            .publish(&format!(r#"{{"hr":74,"ts":"{ts}"}}"#))
+            .await?;
+        sent += 1;
+        let text = edge.metrics().await?;
+        if metric(&text, "wardlink_edge_outbox_failing") == Some(1) {
+            break;
+        }
+        anyhow::ensure!(sent < 50_000, "the outbox never failed on a full disk:\n{text}");
+    }
+    // More readings while failing: held in memory.
+    for _ in 0..100 {
+        let ts = format_rfc3339(base + sent);
+        device
+            .publish(&format!(r#"{{"hr":74,"ts":"{ts}"}}"#))
+            .await?;
+        sent += 1;
+    }
+
+    // The link returns, the disk is still full: a deteriorating patient's alarm arrives.
+    relay.set(Mode::Pass);
+    device.publish(r#"{"hr":200}"#).await?;
+    let alert = dash
+        .until(|v| v["type"] == "alert" && v["patient"] == "bed-01" && v["kind"] == "hr_high")
+        .await?;
+    assert_eq!(alert["state"], "raised");
+    let text = edge.metrics().await?;
+    assert_eq!(
+        metric(&text, "wardlink_edge_outbox_failing"),
+        Some(1),
+        "{text}"
+    );
+    assert!(http_get(edge.running.admin_addr, "/healthz").await.is_ok());
+
+    // Space returns: the edge recovers by itself and everything arrives exactly once.
+    std::fs::remove_file(&filler)?;
+    wait_for_metric_eq(|| edge.metrics(), "wardlink_edge_outbox_failing", 0).await?;
+    wait_for_metric_eq(|| edge.metrics(), "wardlink_edge_outbox_held_records", 0).await?;
+    wait_for_metric_eq(
+        || edge.metrics(),
+        "wardlink_edge_outbox_depth{lane=\"telemetry\"}",
+        0,
+    )
+    .await?;
+    wait_for_metric(
+        || hub.metrics(),
+        "wardlink_hub_records_stored_total{lane=\"telemetry\"}",
+        sent + 1,
+    )
+    .await?;
+    let last = metric(&hub.metrics().await?, "wardlink_hub_last_event_seq").unwrap_or(0);
+    let mut replay = Dashboard::connect(&hub.ws_url("since=0"), &hub.nurse("ward-f")).await?;
+    let mut at_hub: BTreeMap<i64, usize> = BTreeMap::new();
+    loop {
+        let v = replay.next().await?;
+        if is(&v, "vitals", "bed-01") {
+            if let Some(ts) = v["ts"].as_str().and_then(parse_rfc3339) {
+                *at_hub.entry(ts).or_default() += 1;
+            }
+        }
+        if v["seq"].as_i64().is_some_and(|s| s >= last) {
+            break;
+        }
+    }
+    let missing: Vec<i64> = (0..sent)
+        .map(|i| base + i)
+        .filter(|ts| !at_hub.contains_key(ts))
+        .collect();
+    assert!(missing.is_empty(), "never reached the hub: {missing:?}");
+    let twice: Vec<_> = at_hub.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let text = edge.metrics().await?;
+    assert!(metric(&text, "wardlink_edge_outbox_errors_total").unwrap_or(0) > 0);
+    assert_eq!(metric(&text, "wardlink_edge_records_dropped_total"), Some(0));
+    drop(edge);
+    Ok(())
+}
