@@ -55,6 +55,8 @@ pub struct EdgeMetrics {
     pub records_sent: LabeledCounter,
     /// Records acknowledged by the hub, by lane.
     pub records_acked: LabeledCounter,
+    /// Attempts to apply a hub command that failed (retried).
+    pub commands_failed: Arc<Counter>,
 }
 
 impl EdgeMetrics {
@@ -155,6 +157,10 @@ impl EdgeMetrics {
                 "Records acknowledged by the hub, by lane.",
                 "lane",
                 &LANES,
+            ),
+            commands_failed: r.counter(
+                "wardlink_edge_commands_failed_total",
+                "Attempts to apply a command from the hub that failed (e.g. settings not saved on a full disk); retried.",
             ),
             registry: r,
         }

@@ -75,11 +75,7 @@ async fn an_alarm_overtakes_an_hour_of_backlog() -> anyhow::Result<()> {
         .until(|v| v["type"] == "alert" && v["patient"] == "bed-x" && v["kind"] == "hr_high")
         .await?;
     let alert_seq = alert["seq"].as_u64().unwrap_or(u64::MAX);
-    let vitals_before = dash
-        .seen
-        .iter()
-        .filter(|v| v["type"] == "vitals")
-        .count();
+    let vitals_before = dash.seen.iter().filter(|v| v["type"] == "vitals").count();
     // The rest of the backlog follows the alarm.
     let mut vitals_after = 0usize;
     let mut last_vitals_seq = 0;

@@ -148,3 +148,47 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
     );
     Ok(())
 }
+
+/// SIGTERM is a clean stop: every reading the broker acknowledged is committed before the
+/// edge exits (here with no hub to send to, so all of them are still in the outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_every_accepted_reading() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let (dir, cfg) = hub.enroll_edge("edge-t", "ward-t", |_| {})?;
+    let password = wardlink_edge::broker::add_device(
+        &cfg.devices_path(),
+        DeviceId::new("mon-1")?,
+        PatientId::new("bed-01")?,
+        cfg.mqtt.max_devices,
+    )?;
+    // No hub answers there.
+    let nowhere = format!("127.0.0.1:{}", wardlink_tests::process::free_udp_port());
+    let mut edge = EdgeProcess::start(&dir.path().join("edge.toml"), &nowhere).await?;
+    let mut device = Device::connect(edge.mqtt, "mon-1", &password, "bed-01").await?;
+    let base =
+        wardlink_shared::time::Millis::try_from(wardlink_tests::unix_now())? * 1000 - 3_600_000;
+    for i in 0..500 {
+        let ts = format_rfc3339(base + i);
+        device
+            .publish(&format!(r#"{{"hr":72,"ts":"{ts}"}}"#))
+            .await?;
+    }
+    let status = edge.process.terminate()?;
+    assert!(status.success(), "edge exited with {status}");
+    let committed: BTreeSet<i64> = wardlink_edge::outbox::inspect(&cfg.outbox_path())?
+        .into_iter()
+        .filter_map(|r| match r.body {
+            RecordBody::Vitals { reading, .. } => Some(reading.ts),
+            _ => None,
+        })
+        .collect();
+    let missing: Vec<i64> = (0..500)
+        .map(|i| base + i)
+        .filter(|ts| !committed.contains(ts))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "accepted but not committed: {missing:?}"
+    );
+    Ok(())
+}

@@ -12,9 +12,7 @@ use std::process::Command;
 
 use wardlink_shared::time::{format_rfc3339, parse_rfc3339};
 use wardlink_tests::relay::{Mode, Relay};
-use wardlink_tests::{
-    Dashboard, Hub, http_get, is, metric, wait_for_metric, wait_for_metric_eq,
-};
+use wardlink_tests::{Dashboard, Hub, http_get, is, metric, wait_for_metric, wait_for_metric_eq};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {
@@ -43,7 +41,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -105,7 +106,10 @@ async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
         if metric(&text, "wardlink_edge_outbox_failing") == Some(1) {
             break;
         }
-        anyhow::ensure!(sent < 50_000, "the outbox never failed on a full disk:\n{text}");
+        anyhow::ensure!(
+            sent < 50_000,
+            "the outbox never failed on a full disk:\n{text}"
+        );
     }
     // More readings while failing: held in memory.
     for _ in 0..100 {
@@ -152,10 +156,10 @@ async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
     let mut at_hub: BTreeMap<i64, usize> = BTreeMap::new();
     loop {
         let v = replay.next().await?;
-        if is(&v, "vitals", "bed-01") {
-            if let Some(ts) = v["ts"].as_str().and_then(parse_rfc3339) {
-                *at_hub.entry(ts).or_default() += 1;
-            }
+        if is(&v, "vitals", "bed-01")
+            && let Some(ts) = v["ts"].as_str().and_then(parse_rfc3339)
+        {
+            *at_hub.entry(ts).or_default() += 1;
         }
         if v["seq"].as_i64().is_some_and(|s| s >= last) {
             break;
@@ -170,7 +174,10 @@ async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     let text = edge.metrics().await?;
     assert!(metric(&text, "wardlink_edge_outbox_errors_total").unwrap_or(0) > 0);
-    assert_eq!(metric(&text, "wardlink_edge_records_dropped_total"), Some(0));
+    assert_eq!(
+        metric(&text, "wardlink_edge_records_dropped_total"),
+        Some(0)
+    );
     drop(edge);
     Ok(())
 }

@@ -118,8 +118,16 @@ async fn lossy_links_partitions_and_a_killed_hub_lose_and_duplicate_nothing() ->
     killed?;
     streamed?;
     assert!(
-        relay.stats.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0
-            && relay.stats.reordered.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        relay
+            .stats
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && relay
+                .stats
+                .reordered
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
         "the relay dropped and reordered datagrams"
     );
 

@@ -538,7 +538,7 @@ impl Committer {
         let started = Instant::now();
         match store.commit(batch, acked, self.shared.settings.max_bytes) {
             Ok(done) => {
-                if !batch.is_empty() {
+                if done.inserted != [0, 0] {
                     self.shared
                         .metrics
                         .outbox_commit_seconds

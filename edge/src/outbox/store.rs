@@ -218,8 +218,11 @@ impl Store {
 
     /// One transaction: writes `batch` (except records the hub already acknowledged), deletes
     /// every record of a lane up to `acked`, and evicts the oldest telemetry while the stored
-    /// bytes exceed `max_bytes`. Durable when it writes records; acknowledgements alone are
-    /// not worth an fsync (a crash re-sends them and the hub ignores them).
+    /// bytes exceed `max_bytes`. Durable only when it writes records: when the hub acknowledged
+    /// the whole batch before its commit (the usual case with a healthy uplink), there is
+    /// nothing a crash could lose and the SD card is spared the fsync. A crash that undoes a
+    /// non-durable commit brings back deleted records (re-sent, ignored by the hub) and an older
+    /// lane head (the next epoch's gap then names an earlier seq, which the hub has passed).
     pub(super) fn commit(
         &mut self,
         batch: &[Stamped],
@@ -229,9 +232,6 @@ impl Store {
         let mut stats = self.stats;
         let mut done = Committed::default();
         let mut txn = self.db.begin_write()?;
-        if batch.is_empty() {
-            txn.set_durability(Durability::None)?;
-        }
         {
             let mut records = txn.open_table(RECORDS)?;
             for s in batch {
@@ -265,6 +265,9 @@ impl Store {
                 let s = stats[usize::from(lane.index())];
                 lanes.insert(lane.index(), (s.head, s.count, s.bytes))?;
             }
+        }
+        if done.inserted == [0, 0] {
+            txn.set_durability(Durability::None)?;
         }
         txn.commit()?;
         self.stats = stats;

@@ -16,7 +16,7 @@ use rand::RngExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use wardlink_io::frames::{FrameIoError, read_frame, write_frame};
-use wardlink_shared::wire::{ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
+use wardlink_shared::wire::{EdgeCommand, ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
 use wardlink_shared::{EdgeId, WardId};
 
 use crate::metrics::EdgeMetrics;
@@ -30,6 +30,8 @@ const BATCH: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// How long a command that could not be applied waits before the next attempt.
+const COMMAND_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a connection attempt or a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -279,7 +281,36 @@ impl Uplink {
         let mut beat = tokio::time::interval(self.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut nonce = 0u64;
+        // Commands received and not yet applied, in order. One that cannot be applied (its
+        // settings cannot be saved on a full disk) is retried; the connection, and with it
+        // the alarms, carries on meanwhile.
+        let mut queue: std::collections::VecDeque<(u64, EdgeCommand)> = Default::default();
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
+            let ready = !queue.is_empty() && retry_at.is_none();
+            if ready && let Some((seq, command)) = queue.front().cloned() {
+                // Confirmed only once applied (and saved): the hub re-sends what is not
+                // confirmed, and commands are idempotent.
+                let (applied, done) = oneshot::channel();
+                self.commands
+                    .send(CommandRequest { command, applied })
+                    .await
+                    .map_err(|_| Closed)?;
+                if done.await.unwrap_or(false) {
+                    queue.pop_front();
+                    write_frame(&mut send, &Frame::CommandAck { seq }).await?;
+                } else {
+                    self.metrics.commands_failed.inc();
+                    retry_at = Some(tokio::time::Instant::now() + COMMAND_RETRY);
+                }
+                continue;
+            }
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let frame = tokio::select! {
                 f = read_frame(&mut recv, &mut dec) => f?,
                 _ = beat.tick() => {
@@ -287,21 +318,13 @@ impl Uplink {
                     write_frame(&mut send, &Frame::Ping { nonce }).await?;
                     continue;
                 }
+                () = retry => {
+                    retry_at = None;
+                    continue;
+                }
             };
             match frame {
-                Some(Frame::Command { seq, command }) => {
-                    // Confirmed only once applied (and saved): the hub re-sends what is not
-                    // confirmed, and commands are idempotent.
-                    let (applied, done) = oneshot::channel();
-                    self.commands
-                        .send(CommandRequest { command, applied })
-                        .await
-                        .map_err(|_| Closed)?;
-                    if !done.await.unwrap_or(false) {
-                        return Err(UplinkError::Protocol("a command could not be applied"));
-                    }
-                    write_frame(&mut send, &Frame::CommandAck { seq }).await?;
-                }
+                Some(Frame::Command { seq, command }) => queue.push_back((seq, command)),
                 Some(Frame::Pong { .. }) => {}
                 Some(Frame::Error { code, message }) => {
                     return Err(UplinkError::Refused { code, message });

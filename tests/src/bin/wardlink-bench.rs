@@ -10,13 +10,13 @@
 //!
 //! ```sh
 //! cargo run --release -p wardlink-tests --bin wardlink-bench -- 2000
-//! cargo run --release -p wardlink-tests --bin wardlink-bench -- backlog 200
+//! cargo run --release -p wardlink-tests --bin wardlink-bench -- backlog 200 4   # alarms, hours
 //! ```
 
 use std::time::{Duration, Instant};
 
 use wardlink_tests::relay::{Mode, Relay};
-use wardlink_tests::{Dashboard, Hub, is, metric, wait_for_metric};
+use wardlink_tests::{Dashboard, Hub, is, wait_for_metric};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -45,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let first = args.next();
     if first.as_deref() == Some("backlog") {
         let alarms: usize = args.next().map_or(Ok(200), |s| s.parse())?;
-        return backlog(alarms).await;
+        let hours: i64 = args.next().map_or(Ok(1), |s| s.parse())?;
+        return backlog(alarms, hours).await;
     }
     let readings: usize = first.map_or(Ok(2000), |s| s.parse())?;
     let warmup = readings / 10;
@@ -79,10 +80,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 const BACKLOG_PATIENTS: usize = 100;
-const BACKLOG_READINGS_EACH: i64 = 360;
+/// One reading per patient every 10 s.
+const BACKLOG_READINGS_PER_HOUR: i64 = 360;
 const TELEMETRY: &str = "wardlink_hub_records_stored_total{lane=\"telemetry\"}";
 
-async fn backlog(alarms: usize) -> anyhow::Result<()> {
+async fn backlog(alarms: usize, hours: i64) -> anyhow::Result<()> {
+    let each = BACKLOG_READINGS_PER_HOUR * hours;
     let hub = Hub::start().await?;
     let relay = Relay::start(hub.running.quic_addr).await?;
     relay.set(Mode::Cut);
@@ -98,17 +101,20 @@ async fn backlog(alarms: usize) -> anyhow::Result<()> {
     let now = i64::try_from(wardlink_tests::unix_now())? * 1000;
     let mut devices = Vec::with_capacity(BACKLOG_PATIENTS);
     for p in 0..BACKLOG_PATIENTS {
-        devices.push(edge.device(&format!("mon-{p}"), &format!("bed-{p}")).await?);
+        devices.push(
+            edge.device(&format!("mon-{p}"), &format!("bed-{p}"))
+                .await?,
+        );
     }
-    for i in 0..BACKLOG_READINGS_EACH {
-        let ts = wardlink_shared::time::format_rfc3339(now - 3_600_000 + i * 10_000);
+    for i in 0..each {
+        let ts = wardlink_shared::time::format_rfc3339(now - hours * 3_600_000 + i * 10_000);
         for device in &mut devices {
             device
                 .publish_nowait(&format!(r#"{{"hr":72,"ts":"{ts}"}}"#))
                 .await?;
         }
     }
-    let total = i64::try_from(BACKLOG_PATIENTS)? * BACKLOG_READINGS_EACH;
+    let total = i64::try_from(BACKLOG_PATIENTS)? * each;
     wait_for_metric(
         || edge.metrics(),
         "wardlink_edge_outbox_committed_total{lane=\"telemetry\"}",
@@ -117,31 +123,47 @@ async fn backlog(alarms: usize) -> anyhow::Result<()> {
     .await?;
     let mut sick = Vec::with_capacity(alarms);
     for a in 0..alarms {
-        sick.push(edge.device(&format!("mon-x{a}"), &format!("bed-x{a}")).await?);
+        sick.push(
+            edge.device(&format!("mon-x{a}"), &format!("bed-x{a}"))
+                .await?,
+        );
     }
     let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-b")).await?;
 
     relay.set(Mode::Pass);
     let started = Instant::now();
     wait_for_metric(|| hub.metrics(), TELEMETRY, 1).await?;
-    let mut samples = Vec::with_capacity(alarms);
-    let mut during = 0usize;
+    // (hub seq of the alert, latency) per alarm.
+    let mut alerts = Vec::with_capacity(alarms);
+    let mut backlog_seen = 0i64;
     for (a, device) in sick.iter_mut().enumerate() {
         let patient = format!("bed-x{a}");
         let start = Instant::now();
         device.publish_nowait(r#"{"hr":200}"#).await?;
-        dash.until(|v| v["type"] == "alert" && v["patient"] == patient.as_str())
+        let alert = dash
+            .until(|v| v["type"] == "alert" && v["patient"] == patient.as_str())
             .await?;
-        let took = start.elapsed();
-        let stored = metric(&hub.metrics().await?, TELEMETRY).unwrap_or(0);
-        if stored < total {
-            during += 1;
-            samples.push(took);
-        }
+        alerts.push((alert["seq"].as_u64().unwrap_or(u64::MAX), start.elapsed()));
+        backlog_seen += dash.seen.iter().filter(|v| v["type"] == "vitals").count() as i64;
         dash.seen.clear();
+    }
+    // The rest of the backlog; the seq of its last reading tells which alarms overtook it.
+    let mut last_backlog_seq = 0;
+    while backlog_seen < total {
+        let v = dash.next().await?;
+        if v["type"] == "vitals" {
+            backlog_seen += 1;
+            last_backlog_seq = v["seq"].as_u64().unwrap_or(0);
+        }
     }
     wait_for_metric(|| hub.metrics(), TELEMETRY, total).await?;
     let drained = started.elapsed();
+    let mut samples: Vec<Duration> = alerts
+        .iter()
+        .filter(|(seq, _)| *seq < last_backlog_seq)
+        .map(|(_, d)| *d)
+        .collect();
+    let during = samples.len();
     report(
         &format!(
             "alarm publish -> dashboard alert while a backlog of {total} readings drains \
