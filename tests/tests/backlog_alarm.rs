@@ -3,8 +3,8 @@
 //! backlog drains: the alarm reaches the dashboard before the backlog has finished arriving.
 //! (How fast it arrives is measured by the benchmark, not asserted here.)
 
-use wardlink_tests::relay::{Mode, Relay};
-use wardlink_tests::{Dashboard, Hub, is, metric, wait_for_metric};
+use wardlink_tests::relay::Mode;
+use wardlink_tests::{Dashboard, Hub, is, metric, queue_backlog, wait_for_metric};
 
 const PATIENTS: usize = 100;
 const READINGS_EACH: i64 = 360;
@@ -12,21 +12,10 @@ const READINGS_EACH: i64 = 360;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_overtakes_an_hour_of_backlog() -> anyhow::Result<()> {
     let hub = Hub::start().await?;
-    let relay = Relay::start(hub.running.quic_addr).await?;
-    relay.set(Mode::Cut);
-    let relay_addr = relay.addr.to_string();
-    let edge = hub
-        .edge("edge-b", "ward-b", |cfg| {
-            cfg.hub.addr = relay_addr;
-            cfg.hub.heartbeat_ms = 200;
-            // Raise at the first sample, so the test needs no waiting.
-            cfg.alarms.hr.delay_s = 0;
-            cfg.alarms.hr.extreme_confirm_s = 0;
-        })
-        .await?;
+    // Alarms raise at the first sample, so the test needs no waiting.
+    let (relay, edge) = hub.edge_behind_relay("edge-b", "ward-b", |_| {}).await?;
 
     // An hour of readings per patient, taken while the hub is unreachable.
-    let now = i64::try_from(wardlink_tests::unix_now())? * 1000;
     let mut devices = Vec::with_capacity(PATIENTS);
     for p in 0..PATIENTS {
         devices.push(
@@ -34,15 +23,7 @@ async fn an_alarm_overtakes_an_hour_of_backlog() -> anyhow::Result<()> {
                 .await?,
         );
     }
-    for i in 0..READINGS_EACH {
-        let ts = wardlink_shared::time::format_rfc3339(now - 3_600_000 + i * 10_000);
-        for device in &mut devices {
-            device
-                .publish_nowait(&format!(r#"{{"hr":72,"ts":"{ts}"}}"#))
-                .await?;
-        }
-    }
-    let total = i64::try_from(PATIENTS)? * READINGS_EACH;
+    let total = queue_backlog(&mut devices, READINGS_EACH).await?;
     wait_for_metric(
         || edge.metrics(),
         "wardlink_edge_outbox_committed_total{lane=\"telemetry\"}",

@@ -5,15 +5,28 @@
 //!
 //! `WARDLINK_CRASH_KILLS` sets the number of kills (default 50; the soak run uses 1000).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rand::RngExt as _;
-use wardlink_shared::time::{format_rfc3339, parse_rfc3339};
+use wardlink_edge::config::EdgeConfig;
 use wardlink_shared::wire::RecordBody;
 use wardlink_shared::{DeviceId, PatientId};
 use wardlink_tests::process::EdgeProcess;
-use wardlink_tests::{Dashboard, Device, Hub, is, metric, wait_for_metric_eq};
+use wardlink_tests::{Device, Hub, metric, stamped, stored_readings, wait_for_metric_eq};
+
+/// An enrolled edge (not started) with device `mon-1` for `bed-01`; returns its directory,
+/// config and the device's password.
+fn enrolled(hub: &Hub, edge: &str) -> anyhow::Result<(tempfile::TempDir, EdgeConfig, String)> {
+    let (dir, cfg) = hub.enroll_edge(edge, "ward-c", |_| {})?;
+    let password = wardlink_edge::broker::add_device(
+        &cfg.devices_path(),
+        DeviceId::new("mon-1")?,
+        PatientId::new("bed-01")?,
+        cfg.mqtt.max_devices,
+    )?;
+    Ok((dir, cfg, password))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::Result<()> {
@@ -22,14 +35,8 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let hub = Hub::start().await?;
-    let (dir, cfg) = hub.enroll_edge("edge-c", "ward-c", |_| {})?;
+    let (dir, cfg, password) = enrolled(&hub, "edge-c")?;
     let config_path = dir.path().join("edge.toml");
-    let password = wardlink_edge::broker::add_device(
-        &cfg.devices_path(),
-        DeviceId::new("mon-1")?,
-        PatientId::new("bed-01")?,
-        cfg.mqtt.max_devices,
-    )?;
     let hub_addr = hub.running.quic_addr.to_string();
 
     // Each reading's timestamp is its identity: base + n ms.
@@ -38,20 +45,21 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
     let mut sent = 0i64;
     let mut accepted: BTreeSet<i64> = BTreeSet::new();
     let mut committed: BTreeSet<i64> = BTreeSet::new();
-    let mut accepted_per_round = Vec::with_capacity(kills);
+    // The timestamps each round sent: [start, end).
+    let mut rounds = Vec::with_capacity(kills);
     let mut rng = rand::rng();
+    let started = std::time::Instant::now();
 
     for _ in 0..kills {
         let mut edge = EdgeProcess::start(&config_path, &hub_addr).await?;
         let mut device = Device::connect(edge.mqtt, "mon-1", &password, "bed-01").await?;
-        let before = accepted.len();
+        let first = base + sent;
         let run_for = Duration::from_millis(rng.random_range(10..250));
         let publishing = async {
             loop {
                 let ts = base + sent;
                 sent += 1;
-                let payload = format!(r#"{{"hr":72,"ts":"{}"}}"#, format_rfc3339(ts));
-                if device.publish(&payload).await.is_err() {
+                if device.publish(&stamped(72, ts)).await.is_err() {
                     return;
                 }
                 accepted.insert(ts);
@@ -64,7 +72,7 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
         }
         edge.process.kill()?;
         drop(device);
-        accepted_per_round.push(accepted.len() - before);
+        rounds.push(first..base + sent);
         for record in wardlink_edge::outbox::inspect(&cfg.outbox_path())? {
             if let RecordBody::Vitals { reading, .. } = record.body {
                 committed.insert(reading.ts);
@@ -82,22 +90,8 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
     .await?;
     wait_for_metric_eq(|| edge.metrics(), "wardlink_edge_outbox_held_records", 0).await?;
 
-    let hub_text = hub.metrics().await?;
-    let stored = metric(
-        &hub_text,
-        "wardlink_hub_records_stored_total{lane=\"telemetry\"}",
-    )
-    .unwrap_or(0);
-    let mut dash = Dashboard::connect(&hub.ws_url("since=0"), &hub.admin()).await?;
-    let mut at_hub: BTreeMap<i64, usize> = BTreeMap::new();
-    for _ in 0..stored {
-        let v = dash.until(|v| is(v, "vitals", "bed-01")).await?;
-        let ts = v["ts"]
-            .as_str()
-            .and_then(parse_rfc3339)
-            .ok_or_else(|| anyhow::anyhow!("vitals without a timestamp: {v}"))?;
-        *at_hub.entry(ts).or_default() += 1;
-    }
+    let last = metric(&hub.metrics().await?, "wardlink_hub_last_event_seq").unwrap_or(0);
+    let at_hub = stored_readings(&hub.ws_url("since=0"), &hub.admin(), "bed-01", last).await?;
 
     let twice: Vec<_> = at_hub.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
@@ -116,35 +110,29 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
     );
 
     // The window a kill loses: readings the broker acknowledged that never reached the hub.
-    let lost: Vec<i64> = accepted
+    let lost: BTreeSet<i64> = accepted
         .iter()
         .filter(|ts| !at_hub.contains_key(ts))
         .copied()
         .collect();
-    let mut lost_per_kill = vec![0usize; kills];
-    for ts in &lost {
-        // Which round accepted it: rounds accepted consecutive ranges of `accepted`.
-        let index = accepted.range(..ts).count();
-        let mut upto = 0;
-        for (round, n) in accepted_per_round.iter().enumerate() {
-            upto += n;
-            if index < upto {
-                lost_per_kill[round] += 1;
-                break;
-            }
-        }
-    }
+    let mut lost_per_kill: Vec<usize> = rounds
+        .iter()
+        .map(|r| lost.range(r.clone()).count())
+        .collect();
     lost_per_kill.sort_unstable();
     eprintln!(
         "crash loop: {kills} kills, {} readings acknowledged by the broker, {} reached the hub, \
          {} of them found committed after a kill; lost (acknowledged by the broker, never \
-         committed): {} in all, per kill median {} / max {}",
+         committed): {} in all, per kill median {} / p90 {} / p99 {} / max {} (in {:.1} s)",
         accepted.len(),
         at_hub.len(),
         committed.len(),
         lost.len(),
         lost_per_kill[kills / 2],
+        lost_per_kill[kills * 9 / 10],
+        lost_per_kill[kills * 99 / 100],
         lost_per_kill[kills - 1],
+        started.elapsed().as_secs_f64(),
     );
     Ok(())
 }
@@ -154,13 +142,7 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_commits_every_accepted_reading() -> anyhow::Result<()> {
     let hub = Hub::start().await?;
-    let (dir, cfg) = hub.enroll_edge("edge-t", "ward-t", |_| {})?;
-    let password = wardlink_edge::broker::add_device(
-        &cfg.devices_path(),
-        DeviceId::new("mon-1")?,
-        PatientId::new("bed-01")?,
-        cfg.mqtt.max_devices,
-    )?;
+    let (dir, cfg, password) = enrolled(&hub, "edge-t")?;
     // No hub answers there.
     let nowhere = format!("127.0.0.1:{}", wardlink_tests::process::free_udp_port());
     let mut edge = EdgeProcess::start(&dir.path().join("edge.toml"), &nowhere).await?;
@@ -168,10 +150,7 @@ async fn sigterm_commits_every_accepted_reading() -> anyhow::Result<()> {
     let base =
         wardlink_shared::time::Millis::try_from(wardlink_tests::unix_now())? * 1000 - 3_600_000;
     for i in 0..500 {
-        let ts = format_rfc3339(base + i);
-        device
-            .publish(&format!(r#"{{"hr":72,"ts":"{ts}"}}"#))
-            .await?;
+        device.publish(&stamped(72, base + i)).await?;
     }
     let status = edge.process.terminate()?;
     assert!(status.success(), "edge exited with {status}");

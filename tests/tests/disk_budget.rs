@@ -2,8 +2,8 @@
 //! store. The oldest telemetry is evicted, counted, and reported to the hub, which accepts the
 //! hole in the lane as a gap record; alarms are never evicted; the newest readings survive.
 
-use wardlink_tests::relay::{Mode, Relay};
-use wardlink_tests::{Dashboard, Hub, metric, wait_for_metric, wait_for_metric_eq};
+use wardlink_tests::relay::Mode;
+use wardlink_tests::{Dashboard, Hub, metric, stamped, wait_for_metric, wait_for_metric_eq};
 
 const READINGS: i64 = 3000;
 const BUDGET: u64 = 48 * 1024;
@@ -11,17 +11,8 @@ const BUDGET: u64 = 48 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oldest_telemetry_goes_first_and_alarms_never() -> anyhow::Result<()> {
     let hub = Hub::start().await?;
-    let relay = Relay::start(hub.running.quic_addr).await?;
-    relay.set(Mode::Cut);
-    let relay_addr = relay.addr.to_string();
-    let edge = hub
-        .edge("edge-d", "ward-d", |cfg| {
-            cfg.hub.addr = relay_addr;
-            cfg.hub.heartbeat_ms = 200;
-            cfg.outbox.max_bytes = BUDGET;
-            cfg.alarms.hr.delay_s = 0;
-            cfg.alarms.hr.extreme_confirm_s = 0;
-        })
+    let (relay, edge) = hub
+        .edge_behind_relay("edge-d", "ward-d", |cfg| cfg.outbox.max_bytes = BUDGET)
         .await?;
     let mut steady = edge.device("mon-1", "bed-01").await?;
     let mut alarmed = Vec::new();
@@ -34,10 +25,7 @@ async fn the_oldest_telemetry_goes_first_and_alarms_never() -> anyhow::Result<()
 
     let base = i64::try_from(wardlink_tests::unix_now())? * 1000 - 3_600_000;
     for i in 0..READINGS {
-        let ts = wardlink_shared::time::format_rfc3339(base + i);
-        steady
-            .publish_nowait(&format!(r#"{{"hr":70,"ts":"{ts}"}}"#))
-            .await?;
+        steady.publish_nowait(&stamped(70, base + i)).await?;
         // Alarms spread over the backlog, among the oldest records too.
         if i % 600 == 0 {
             let device = &mut alarmed[usize::try_from(i / 600)?];

@@ -5,14 +5,14 @@
 //!
 //! Mounting a tmpfs needs root (CI runs as root); elsewhere the test says so and passes.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use wardlink_shared::time::{format_rfc3339, parse_rfc3339};
-use wardlink_tests::relay::{Mode, Relay};
-use wardlink_tests::{Dashboard, Hub, http_get, is, metric, wait_for_metric, wait_for_metric_eq};
+use wardlink_tests::relay::Mode;
+use wardlink_tests::{
+    Dashboard, Hub, http_get, metric, stamped, stored_readings, wait_for_metric, wait_for_metric_eq,
+};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {
@@ -75,18 +75,11 @@ async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
         return Ok(());
     };
     let hub = Hub::start().await?;
-    let relay = Relay::start(hub.running.quic_addr).await?;
-    let relay_addr = relay.addr.to_string();
     let data_dir = tmpfs.path().join("edge-data");
-    let edge = hub
-        .edge("edge-f", "ward-f", |cfg| {
-            cfg.edge.data_dir = data_dir;
-            cfg.hub.addr = relay_addr;
-            cfg.hub.heartbeat_ms = 200;
-            cfg.alarms.hr.delay_s = 0;
-            cfg.alarms.hr.extreme_confirm_s = 0;
-        })
+    let (relay, edge) = hub
+        .edge_behind_relay("edge-f", "ward-f", |cfg| cfg.edge.data_dir = data_dir)
         .await?;
+    relay.set(Mode::Pass);
     edge.wait_online().await?;
     let mut device = edge.device("mon-1", "bed-01").await?;
     let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-f")).await?;
@@ -97,10 +90,7 @@ async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
     let base = i64::try_from(wardlink_tests::unix_now())? * 1000 - 3_600_000;
     let mut sent = 0i64;
     loop {
-        let ts = format_rfc3339(base + sent);
-        device
-            .publish(&format!(r#"{{"hr":74,"ts":"{ts}"}}"#))
-            .await?;
+        device.publish(&stamped(74, base + sent)).await?;
         sent += 1;
         let text = edge.metrics().await?;
         if metric(&text, "wardlink_edge_outbox_failing") == Some(1) {
@@ -113,10 +103,7 @@ async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
     }
     // More readings while failing: held in memory.
     for _ in 0..100 {
-        let ts = format_rfc3339(base + sent);
-        device
-            .publish(&format!(r#"{{"hr":74,"ts":"{ts}"}}"#))
-            .await?;
+        device.publish(&stamped(74, base + sent)).await?;
         sent += 1;
     }
 
@@ -152,19 +139,8 @@ async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
     )
     .await?;
     let last = metric(&hub.metrics().await?, "wardlink_hub_last_event_seq").unwrap_or(0);
-    let mut replay = Dashboard::connect(&hub.ws_url("since=0"), &hub.nurse("ward-f")).await?;
-    let mut at_hub: BTreeMap<i64, usize> = BTreeMap::new();
-    loop {
-        let v = replay.next().await?;
-        if is(&v, "vitals", "bed-01")
-            && let Some(ts) = v["ts"].as_str().and_then(parse_rfc3339)
-        {
-            *at_hub.entry(ts).or_default() += 1;
-        }
-        if v["seq"].as_i64().is_some_and(|s| s >= last) {
-            break;
-        }
-    }
+    let at_hub =
+        stored_readings(&hub.ws_url("since=0"), &hub.nurse("ward-f"), "bed-01", last).await?;
     let missing: Vec<i64> = (0..sent)
         .map(|i| base + i)
         .filter(|ts| !at_hub.contains_key(ts))

@@ -3,19 +3,18 @@
 //! and restarted mid-stream. Every reading the edge accepted reaches the hub exactly once, and
 //! the ward's dashboards are told when the edge goes offline and comes back.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
 use wardlink_cloud::config::CloudConfig;
 use wardlink_cloud::pki::{self, InitOptions};
 use wardlink_cloud::token::Role;
-use wardlink_shared::time::{format_rfc3339, parse_rfc3339};
 use wardlink_shared::{EdgeId, WardId};
 use wardlink_tests::process::HubProcess;
 use wardlink_tests::relay::{Mode, Relay};
 use wardlink_tests::{
-    Dashboard, Device, Edge, free_port, init, is, metric, sign_token, unix_now, wait_for_metric_eq,
+    Dashboard, Device, Edge, free_port, init, metric, sign_token, stamped, stored_readings,
+    unix_now, wait_for_metric_eq,
 };
 
 fn edge_event(v: &Value, state: &str) -> bool {
@@ -78,11 +77,8 @@ async fn lossy_links_partitions_and_a_killed_hub_lose_and_duplicate_nothing() ->
     let mut sent = 0i64;
     let mut publish = async |device: &mut Device, n: i64| -> anyhow::Result<()> {
         for _ in 0..n {
-            let ts = format_rfc3339(base + sent);
+            device.publish(&stamped(75, base + sent)).await?;
             sent += 1;
-            device
-                .publish(&format!(r#"{{"hr":75,"ts":"{ts}"}}"#))
-                .await?;
         }
         Ok(())
     };
@@ -139,22 +135,7 @@ async fn lossy_links_partitions_and_a_killed_hub_lose_and_duplicate_nothing() ->
     )
     .await?;
     let last = metric(&hub.metrics().await?, "wardlink_hub_last_event_seq").unwrap_or(0);
-    // Replay the whole event log up to its end: a duplicate would be in it.
-    let mut dash = Dashboard::connect(&hub.ws_url("since=0"), &token).await?;
-    let mut at_hub: BTreeMap<i64, usize> = BTreeMap::new();
-    loop {
-        let v = dash.next().await?;
-        if is(&v, "vitals", "bed-01") {
-            let ts = v["ts"]
-                .as_str()
-                .and_then(parse_rfc3339)
-                .ok_or_else(|| anyhow::anyhow!("vitals without a timestamp: {v}"))?;
-            *at_hub.entry(ts).or_default() += 1;
-        }
-        if v["seq"].as_i64().is_some_and(|s| s >= last) {
-            break;
-        }
-    }
+    let at_hub = stored_readings(&hub.ws_url("since=0"), &token, "bed-01", last).await?;
     let missing: Vec<i64> = (0..sent)
         .map(|i| base + i)
         .filter(|ts| !at_hub.contains_key(ts))

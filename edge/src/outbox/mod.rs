@@ -84,6 +84,8 @@ struct Inner {
     acked: [u64; 2],
     /// Acknowledgements applied to the database.
     applied: [u64; 2],
+    /// The highest seq per lane of the commit in progress (0: none).
+    writing: [u64; 2],
     /// Since when records (or acknowledgements) wait for a commit.
     waiting_since: Option<Instant>,
     /// The last commit failed.
@@ -176,6 +178,7 @@ impl Outbox {
             next,
             acked: [0; 2],
             applied: [0; 2],
+            writing: [0; 2],
             waiting_since: None,
             failing: false,
             closing: false,
@@ -296,9 +299,10 @@ impl Outbox {
                     .map(|s| s.record.clone())
                     .collect());
             }
+            // Not cut to `limit`: an eviction between this snapshot and the database read
+            // may fold what the database returns into one gap, and the rest must come from here.
             held.iter()
                 .filter(newer)
-                .take(limit)
                 .map(|s| s.record.clone())
                 .collect()
         };
@@ -357,16 +361,22 @@ impl Outbox {
 }
 
 /// Evicts the oldest telemetry held in memory down to 90 % of `max`, replacing it with one gap
-/// record; returns how many readings were evicted.
+/// record; returns how many readings were evicted. Records the commit in progress is writing
+/// stay: if it succeeds they are on disk, and counting them evicted would be wrong.
 fn evict_held(g: &mut Inner, max: usize) -> u64 {
     let target = max / 10 * 9;
     let t = usize::from(Lane::Telemetry.index());
+    let writing = g.writing[t];
+    let keep = g.pending[t]
+        .iter()
+        .take_while(|s| s.record.seq <= writing)
+        .count();
     let mut after = None;
     let mut evicted = 0u64;
     let mut fresh = 0u64;
     let mut last = None;
-    while g.held() > target && g.pending[t].len() > 1 {
-        let Some(s) = g.pending[t].pop_front() else {
+    while g.held() > target && g.pending[t].len() > keep + 1 {
+        let Some(s) = g.pending[t].remove(keep) else {
             break;
         };
         let (n, a) = match s.record.body {
@@ -381,17 +391,20 @@ fn evict_held(g: &mut Inner, max: usize) -> u64 {
         last = Some((s.record.seq, s.at));
     }
     if let (Some(after), Some((seq, at))) = (after, last) {
-        g.pending[t].push_front(Stamped {
-            at,
-            record: Record {
-                seq,
-                body: RecordBody::Gap {
-                    lane: Lane::Telemetry,
-                    after,
-                    evicted,
+        g.pending[t].insert(
+            keep,
+            Stamped {
+                at,
+                record: Record {
+                    seq,
+                    body: RecordBody::Gap {
+                        lane: Lane::Telemetry,
+                        after,
+                        evicted,
+                    },
                 },
             },
-        });
+        );
     }
     fresh
 }
@@ -450,6 +463,12 @@ impl Committer {
                     let room = max_batch.saturating_sub(batch.len());
                     let i = usize::from(lane.index());
                     batch.extend(g.pending[i].iter().take(room).cloned());
+                    g.writing[i] = batch
+                        .iter()
+                        .filter(|s| s.record.body.lane() == lane)
+                        .map(|s| s.record.seq)
+                        .max()
+                        .unwrap_or(0);
                 }
                 g.waiting_since = None;
                 (batch, g.acked, g.closing)
@@ -458,6 +477,7 @@ impl Committer {
                 Ok(()) => {
                     retry_at = None;
                     let mut g = self.shared.lock();
+                    g.writing = [0; 2];
                     g.failing = false;
                     g.applied = [0, 1].map(|i| g.applied[i].max(acked[i]));
                     let through = |lane: Lane| {
@@ -485,6 +505,7 @@ impl Committer {
                 }
                 Err(e) => {
                     let mut g = self.shared.lock();
+                    g.writing = [0; 2];
                     if !g.failing {
                         tracing::error!(error = %e, held = g.held(), "outbox commit failed; records stay in memory and are still forwarded; retrying");
                     }

@@ -1,7 +1,10 @@
 //! Model-based tests of the outbox: seeded random operations (appends, acknowledgements,
 //! reopenings) checked after every step against an in-memory model of what was appended.
 //!
-//! `OUTBOX_SEED=<n>` runs one seed; `OUTBOX_SEEDS=<n>` changes how many seeds are run.
+//! `OUTBOX_SEED=<n>` runs one seed; `OUTBOX_SEEDS=<n>` changes how many seeds are run. A seed
+//! fixes the settings and the operations drawn, but not exactly the run: what a read returns
+//! depends on how far the commit thread got, and acknowledgements name seqs that were read.
+//! A failure prints its seed, the settings and the last operations.
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -89,6 +92,8 @@ struct Harness {
     lanes: [LaneModel; 2],
     next_id: i64,
     epoch: u64,
+    /// The outbox's stream id (0 before the first open).
+    stream: u64,
     /// The operations done so far, printed when a check fails.
     log: Vec<String>,
 }
@@ -106,6 +111,7 @@ impl Harness {
             lanes: [LaneModel::default(), LaneModel::default()],
             next_id: 0,
             epoch: 0,
+            stream: 0,
             log: Vec::new(),
         };
         h.open();
@@ -126,8 +132,6 @@ impl Harness {
 
     /// Opens the outbox (a new boot epoch) and checks the seqs it will give out are new.
     fn open(&mut self) {
-        // Entered so the outbox can use tokio from this thread if it wants to.
-        let _rt = self.rt.enter();
         let opened = Outbox::open(
             &self.path,
             self.settings.clone(),
@@ -158,6 +162,14 @@ impl Harness {
         let epoch = epoch.unwrap_or_default();
         assert!(epoch > self.epoch, "epoch {epoch} reused");
         self.epoch = epoch;
+        assert_ne!(heads.stream, 0, "no stream id");
+        if self.stream != 0 {
+            assert_eq!(
+                heads.stream, self.stream,
+                "the stream id changed on reopening"
+            );
+        }
+        self.stream = heads.stream;
     }
 
     /// Drops the handle, waits for the commit thread to finish, and opens again.
@@ -287,10 +299,19 @@ impl Harness {
             }
             prev = r.seq;
         }
-        if records.len() < limit {
+        if limit == usize::MAX {
             assert_eq!(
                 prev, m.head,
-                "{lane:?}: a read after {after:#x} stopped at {prev:#x} short of the head"
+                "{lane:?}: a full read after {after:#x} stopped at {prev:#x}, short of the head"
+            );
+        } else if after < m.head {
+            // A bounded read may come back short of `limit` while more records exist: a
+            // commit that evicts between its memory snapshot and its database read turns
+            // several records into one gap. But it never comes back empty.
+            assert!(
+                !records.is_empty(),
+                "{lane:?}: a read after {after:#x} returned nothing, the head is {:#x}",
+                m.head
             );
         }
     }
@@ -357,7 +378,7 @@ fn run(seed: u64, ops: usize) {
     let settings = Settings {
         max_batch: rng.random_range(1..=8),
         commit_window: Duration::from_millis(rng.random_range(0..=2)),
-        max_bytes: rng.random_range(1_500..=6_000),
+        max_bytes: rng.random_range(1_000..=4_000),
         max_memory_records: rng.random_range(8..=64),
     };
     let mut h = Harness::new(settings);
@@ -365,7 +386,7 @@ fn run(seed: u64, ops: usize) {
         h.check(&mut rng);
         for _ in 0..ops {
             match rng.random_range(0..100) {
-                0..45 => {
+                0..50 => {
                     let n = rng.random_range(1..=20);
                     let kinds: Vec<bool> = (0..n).map(|_| rng.random_bool(0.1)).collect();
                     let alarms = kinds.iter().filter(|&&a| a).count();
@@ -377,7 +398,7 @@ fn run(seed: u64, ops: usize) {
                     ));
                     h.append(&kinds);
                 }
-                45..80 => {
+                50..78 => {
                     let lane = if rng.random_bool(0.3) {
                         Lane::Alarms
                     } else {
@@ -391,7 +412,7 @@ fn run(seed: u64, ops: usize) {
                     h.log.push(format!("ack {lane:?} {seq:#x}"));
                     h.ack(lane, seq);
                 }
-                80..85 => {
+                78..83 => {
                     h.log.push("reopen".into());
                     h.reopen();
                     // The hub's Welcome: the uplink acknowledges what it already stored.
@@ -511,8 +532,15 @@ fn disk_budget_evicts_telemetry_but_never_alarms() {
         TELEMETRY as u64,
         "readings kept plus evicted must be every reading appended (nothing was acknowledged)"
     );
-    // Every commit leaves the store within its budget (the alarms alone fit in it).
-    let stored: u64 = alarm_lane.iter().chain(&telemetry).map(stored_bytes).sum();
+    // Every commit leaves the store within its budget (the alarms alone fit in it); the
+    // reopening added only this epoch's markers since.
+    let markers = [0, 1].map(|i| h.lanes[i].head);
+    let stored: u64 = alarm_lane
+        .iter()
+        .chain(&telemetry)
+        .filter(|r| !markers.contains(&r.seq))
+        .map(stored_bytes)
+        .sum();
     assert!(
         stored <= settings.max_bytes,
         "{stored} bytes stored over the budget of {}",

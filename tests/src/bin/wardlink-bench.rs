@@ -15,8 +15,8 @@
 
 use std::time::{Duration, Instant};
 
-use wardlink_tests::relay::{Mode, Relay};
-use wardlink_tests::{Dashboard, Hub, is, wait_for_metric};
+use wardlink_tests::relay::Mode;
+use wardlink_tests::{Dashboard, Hub, is, queue_backlog, wait_for_metric};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -87,18 +87,9 @@ const TELEMETRY: &str = "wardlink_hub_records_stored_total{lane=\"telemetry\"}";
 async fn backlog(alarms: usize, hours: i64) -> anyhow::Result<()> {
     let each = BACKLOG_READINGS_PER_HOUR * hours;
     let hub = Hub::start().await?;
-    let relay = Relay::start(hub.running.quic_addr).await?;
-    relay.set(Mode::Cut);
-    let relay_addr = relay.addr.to_string();
-    let edge = hub
-        .edge("edge-bench", "ward-b", |cfg| {
-            cfg.hub.addr = relay_addr;
-            cfg.hub.heartbeat_ms = 200;
-            cfg.alarms.hr.delay_s = 0;
-            cfg.alarms.hr.extreme_confirm_s = 0;
-        })
+    let (relay, edge) = hub
+        .edge_behind_relay("edge-bench", "ward-b", |_| {})
         .await?;
-    let now = i64::try_from(wardlink_tests::unix_now())? * 1000;
     let mut devices = Vec::with_capacity(BACKLOG_PATIENTS);
     for p in 0..BACKLOG_PATIENTS {
         devices.push(
@@ -106,15 +97,7 @@ async fn backlog(alarms: usize, hours: i64) -> anyhow::Result<()> {
                 .await?,
         );
     }
-    for i in 0..each {
-        let ts = wardlink_shared::time::format_rfc3339(now - hours * 3_600_000 + i * 10_000);
-        for device in &mut devices {
-            device
-                .publish_nowait(&format!(r#"{{"hr":72,"ts":"{ts}"}}"#))
-                .await?;
-        }
-    }
-    let total = i64::try_from(BACKLOG_PATIENTS)? * each;
+    let total = queue_backlog(&mut devices, each).await?;
     wait_for_metric(
         || edge.metrics(),
         "wardlink_edge_outbox_committed_total{lane=\"telemetry\"}",
