@@ -45,7 +45,7 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
     let mut sent = 0i64;
     let mut accepted: BTreeSet<i64> = BTreeSet::new();
     let mut committed: BTreeSet<i64> = BTreeSet::new();
-    // The timestamps each round sent: [start, end).
+    // The timestamps each round sent, [start, end), and how long it ran until the kill.
     let mut rounds = Vec::with_capacity(kills);
     let mut rng = rand::rng();
     let started = std::time::Instant::now();
@@ -66,13 +66,14 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
             }
         };
         // The kill comes at a random moment, whatever is in flight.
+        let round_started = std::time::Instant::now();
         tokio::select! {
             () = publishing => {}
             () = tokio::time::sleep(run_for) => {}
         }
         edge.process.kill()?;
         drop(device);
-        rounds.push(first..base + sent);
+        rounds.push((first..base + sent, round_started.elapsed()));
         for record in wardlink_edge::outbox::inspect(&cfg.outbox_path())? {
             if let RecordBody::Vitals { reading, .. } = record.body {
                 committed.insert(reading.ts);
@@ -117,8 +118,21 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
         .collect();
     let mut lost_per_kill: Vec<usize> = rounds
         .iter()
-        .map(|r| lost.range(r.clone()).count())
+        .map(|(r, _)| lost.range(r.clone()).count())
         .collect();
+    if let Some((worst, (range, ran))) = rounds
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, (r, _))| lost.range(r.clone()).count())
+    {
+        eprintln!(
+            "crash loop: the worst kill (round {worst}) lost {} of the {} readings acknowledged \
+             in its {:.0} ms",
+            lost.range(range.clone()).count(),
+            accepted.range(range.clone()).count(),
+            ran.as_secs_f64() * 1000.0
+        );
+    }
     lost_per_kill.sort_unstable();
     eprintln!(
         "crash loop: {kills} kills, {} readings acknowledged by the broker, {} reached the hub, \
