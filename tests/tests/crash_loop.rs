@@ -94,6 +94,10 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
     let last = metric(&hub.metrics().await?, "wardlink_hub_last_event_seq").unwrap_or(0);
     let at_hub = stored_readings(&hub.ws_url("since=0"), &hub.admin(), "bed-01", last).await?;
 
+    assert!(
+        !committed.is_empty() && !at_hub.is_empty(),
+        "nothing was committed or delivered at all"
+    );
     let twice: Vec<_> = at_hub.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     let lost_committed: Vec<_> = committed
@@ -116,6 +120,17 @@ async fn sigkill_loses_no_committed_reading_and_stores_none_twice() -> anyhow::R
         .filter(|ts| !at_hub.contains_key(ts))
         .copied()
         .collect();
+    // Commits and deliveries keep seq order, so what a kill loses is the tail of its round:
+    // no reading of a round is lost while a later one of the same round survived.
+    for (range, _) in &rounds {
+        if let Some(first_lost) = lost.range(range.clone()).next() {
+            let survivor = at_hub.range(first_lost..&range.end).next();
+            assert!(
+                survivor.is_none(),
+                "reading {first_lost} was lost but the later {survivor:?} of the same run survived"
+            );
+        }
+    }
     let mut lost_per_kill: Vec<usize> = rounds
         .iter()
         .map(|(r, _)| lost.range(r.clone()).count())

@@ -32,9 +32,10 @@ async fn the_oldest_telemetry_goes_first_and_alarms_never() -> anyhow::Result<()
             device.publish(r#"{"hr":200}"#).await?;
         }
     }
+    // Everything committed (nothing is acknowledged, so every record is written once).
     wait_for_metric(
         || edge.metrics(),
-        "wardlink_edge_readings_accepted_total",
+        "wardlink_edge_outbox_committed_total{lane=\"telemetry\"}",
         READINGS + 5,
     )
     .await?;

@@ -71,6 +71,9 @@ struct EdgePresence {
 struct Presence {
     edges: Mutex<HashMap<EdgeId, EdgePresence>>,
     next: std::sync::atomic::AtomicU64,
+    /// Held from deciding an announcement until it is stored, so `online` and `offline`
+    /// reach dashboards in the order they were decided.
+    announcing: tokio::sync::Mutex<()>,
 }
 
 impl Presence {
@@ -218,6 +221,9 @@ impl Session {
             result,
             Err(IngressError::Silent)
                 | Err(IngressError::Connection(quinn::ConnectionError::TimedOut))
+                | Err(IngressError::Frame(FrameIoError::Read(
+                    quinn::ReadError::ConnectionLost(quinn::ConnectionError::TimedOut)
+                )))
         );
         if silent {
             self.metrics.edges_silent.inc();
@@ -236,6 +242,7 @@ impl Session {
                 () = shutdown.cancelled() => return,
             }
         }
+        let _order = self.presence.announcing.lock().await;
         if self.presence.still_gone(&self.edge, generation) {
             tracing::info!(edge = %self.edge, ward = %self.ward, "edge offline");
             self.announce(EdgeState::Offline).await;
@@ -318,11 +325,6 @@ impl Session {
             return Err(IngressError::Protocol(message));
         }
         let stored = self.store.watermarks(self.edge.clone(), stream).await?;
-        let (generation, announce) = self.presence.arrive(&self.edge);
-        if announce {
-            tracing::info!(edge = %self.edge, ward = %self.ward, "edge online");
-            self.announce(EdgeState::Online).await;
-        }
         write_frame(
             &mut send,
             &Frame::Welcome {
@@ -331,6 +333,16 @@ impl Session {
             },
         )
         .await?;
+        // Present only once welcomed: a handshake that fails leaves presence untouched.
+        let generation = {
+            let _order = self.presence.announcing.lock().await;
+            let (generation, announce) = self.presence.arrive(&self.edge);
+            if announce {
+                tracing::info!(edge = %self.edge, ward = %self.ward, "edge online");
+                self.announce(EdgeState::Online).await;
+            }
+            generation
+        };
         Ok((generation, stream, (send, recv)))
     }
 

@@ -78,6 +78,10 @@ pub struct Closed;
 struct Inner {
     /// Records given a seq but not yet committed, per lane, in seq order.
     pending: [VecDeque<Stamped>; 2],
+    /// Committed alarm records the hub has not acknowledged, in seq order. Alarms are few, and
+    /// with these in memory the alarm lane never has to read the database: a disk that fails
+    /// (and a database being reopened) cannot hold an alarm back.
+    alarms: VecDeque<Record>,
     /// Next seq to give out, per lane.
     next: [u64; 2],
     /// Highest seq the hub acknowledged, per lane.
@@ -171,10 +175,12 @@ impl Outbox {
         metrics: Arc<EdgeMetrics>,
     ) -> Result<(Outbox, std::thread::JoinHandle<()>), OutboxError> {
         let store = store::Store::open(path, now_ms())?;
+        let alarms = store::read(&store.db(), Lane::Alarms, 0, usize::MAX)?.into();
         let stats = store.stats();
         let next = [0, 1].map(|i| stats[i].head + 1);
         let inner = Inner {
             pending: [VecDeque::new(), VecDeque::new()],
+            alarms,
             next,
             acked: [0; 2],
             applied: [0; 2],
@@ -201,6 +207,7 @@ impl Outbox {
         });
         let committer = Committer {
             shared: shared.clone(),
+            stats,
             store: Some(store),
             path: path.to_owned(),
         };
@@ -272,7 +279,8 @@ impl Outbox {
     }
 
     /// Up to `limit` records of `lane` with seq > `after`, in order: committed ones from the
-    /// database, then those still held in memory.
+    /// database (for alarms, from memory), then those not yet committed. Possibly fewer than
+    /// `limit` while more exist, never none while any does.
     pub async fn read(
         &self,
         lane: Lane,
@@ -280,10 +288,21 @@ impl Outbox {
         limit: usize,
     ) -> Result<Vec<Record>, OutboxError> {
         let i = usize::from(lane.index());
+        let db = self.shared.db();
         let held: Vec<Record> = {
             let g = self.shared.lock();
             let held = &g.pending[i];
             let newer = |s: &&Stamped| s.record.seq > after;
+            if lane == Lane::Alarms {
+                return Ok(g
+                    .alarms
+                    .iter()
+                    .chain(held.iter().map(|s| &s.record))
+                    .filter(|r| r.seq > after)
+                    .take(limit)
+                    .cloned()
+                    .collect());
+            }
             if held
                 .front()
                 .is_some_and(|s| s.record.seq <= after.saturating_add(1))
@@ -299,16 +318,20 @@ impl Outbox {
                     .map(|s| s.record.clone())
                     .collect());
             }
-            // Not cut to `limit`: an eviction between this snapshot and the database read
-            // may fold what the database returns into one gap, and the rest must come from here.
+            if db.is_none() {
+                return Err(OutboxError::Unavailable);
+            }
+            // An eviction between this snapshot and the database read may fold what the
+            // database returns into one gap; the batch is then short, not wrong.
             held.iter()
                 .filter(newer)
+                .take(limit)
                 .map(|s| s.record.clone())
                 .collect()
         };
         // Taken after the snapshot above: a record committed in between is in both, and one
         // committed before is in the database. Nothing falls between the two.
-        let db = self.shared.db().ok_or(OutboxError::Unavailable)?;
+        let db = db.ok_or(OutboxError::Unavailable)?;
         let mut out = tokio::task::spawn_blocking(move || store::read(&db, lane, after, limit))
             .await
             .map_err(|e| OutboxError::Thread(std::io::Error::other(e)))??;
@@ -332,6 +355,11 @@ impl Outbox {
         let before = g.held();
         while g.pending[i].front().is_some_and(|s| s.record.seq <= upto) {
             g.pending[i].pop_front();
+        }
+        if lane == Lane::Alarms {
+            while g.alarms.front().is_some_and(|r| r.seq <= upto) {
+                g.alarms.pop_front();
+            }
         }
         let freed = before != g.held();
         g.waiting_since.get_or_insert_with(Instant::now);
@@ -411,6 +439,8 @@ fn evict_held(g: &mut Inner, max: usize) -> u64 {
 
 struct Committer {
     shared: Arc<Shared>,
+    /// What the database held after the last commit (kept while it is being reopened).
+    stats: [store::LaneStats; 2],
     store: Option<store::Store>,
     path: PathBuf,
 }
@@ -490,9 +520,14 @@ impl Committer {
                     };
                     for lane in Lane::ALL {
                         let upto = through(lane);
-                        let held = &mut g.pending[usize::from(lane.index())];
-                        while held.front().is_some_and(|s| s.record.seq <= upto) {
-                            held.pop_front();
+                        let i = usize::from(lane.index());
+                        while g.pending[i].front().is_some_and(|s| s.record.seq <= upto) {
+                            if let Some(s) = g.pending[i].pop_front()
+                                && lane == Lane::Alarms
+                                && s.record.seq > g.acked[i]
+                            {
+                                g.alarms.push_back(s.record);
+                            }
                         }
                     }
                     if g.held() > 0 || g.acked != g.applied {
@@ -559,6 +594,7 @@ impl Committer {
         let started = Instant::now();
         match store.commit(batch, acked, self.shared.settings.max_bytes) {
             Ok(done) => {
+                self.stats = store.stats();
                 if done.inserted != [0, 0] {
                     self.shared
                         .metrics
@@ -604,9 +640,9 @@ impl Committer {
         let mut bytes = 0u64;
         for lane in Lane::ALL {
             let i = usize::from(lane.index());
-            let stored = self.store.as_ref().map(|s| s.stats()[i]);
-            let count = stored.map_or(0, |s| s.count);
-            bytes += stored.map_or(0, |s| s.bytes);
+            let stored = self.stats[i];
+            let count = stored.count;
+            bytes += stored.bytes;
             m.outbox_depth
                 .with(lane.label())
                 .set(i64::try_from(count + held[i] as u64).unwrap_or(i64::MAX));

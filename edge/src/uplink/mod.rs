@@ -33,6 +33,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// How long a command that could not be applied waits before the next attempt.
 const COMMAND_RETRY: Duration = Duration::from_secs(1);
 
+/// A command on its way through the rules task: `true` once applied (and saved).
+type Applying = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, Closed>> + Send>>;
+
 /// Why a connection attempt or a connection ended.
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
@@ -283,28 +286,37 @@ impl Uplink {
         let mut nonce = 0u64;
         // Commands received and not yet applied, in order. One that cannot be applied (its
         // settings cannot be saved on a full disk) is retried; the connection, and with it
-        // the alarms, carries on meanwhile.
+        // the alarms, carries on meanwhile. Applying runs beside the heartbeat, so a slow
+        // rules task never makes the edge look silent.
         let mut queue: std::collections::VecDeque<(u64, EdgeCommand)> = Default::default();
         let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut applying: Option<(u64, Applying)> = None;
         loop {
-            let ready = !queue.is_empty() && retry_at.is_none();
-            if ready && let Some((seq, command)) = queue.front().cloned() {
+            if applying.is_none()
+                && retry_at.is_none()
+                && let Some((seq, command)) = queue.front().cloned()
+            {
                 // Confirmed only once applied (and saved): the hub re-sends what is not
                 // confirmed, and commands are idempotent.
-                let (applied, done) = oneshot::channel();
-                self.commands
-                    .send(CommandRequest { command, applied })
-                    .await
-                    .map_err(|_| Closed)?;
-                if done.await.unwrap_or(false) {
-                    queue.pop_front();
-                    write_frame(&mut send, &Frame::CommandAck { seq }).await?;
-                } else {
-                    self.metrics.commands_failed.inc();
-                    retry_at = Some(tokio::time::Instant::now() + COMMAND_RETRY);
-                }
-                continue;
+                let commands = self.commands.clone();
+                applying = Some((
+                    seq,
+                    Box::pin(async move {
+                        let (applied, done) = oneshot::channel();
+                        commands
+                            .send(CommandRequest { command, applied })
+                            .await
+                            .map_err(|_| Closed)?;
+                        Ok(done.await.unwrap_or(false))
+                    }),
+                ));
             }
+            let apply = async {
+                match applying.as_mut() {
+                    Some((_, f)) => f.await,
+                    None => std::future::pending().await,
+                }
+            };
             let retry = async {
                 match retry_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -320,6 +332,17 @@ impl Uplink {
                 }
                 () = retry => {
                     retry_at = None;
+                    continue;
+                }
+                applied = apply => {
+                    let seq = applying.take().map_or(0, |(seq, _)| seq);
+                    if applied? {
+                        queue.pop_front();
+                        write_frame(&mut send, &Frame::CommandAck { seq }).await?;
+                    } else {
+                        self.metrics.commands_failed.inc();
+                        retry_at = Some(tokio::time::Instant::now() + COMMAND_RETRY);
+                    }
                     continue;
                 }
             };
