@@ -13,6 +13,7 @@ pub mod config;
 pub mod ingress;
 pub mod metrics;
 pub mod pki;
+pub mod revocation;
 pub mod store;
 pub mod token;
 pub mod watch;
@@ -80,11 +81,17 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     let endpoint = ingress::bind(quic, cfg.hub.quic_listen)
         .with_context(|| format!("binding QUIC listener {}", cfg.hub.quic_listen))?;
     let quic_addr = endpoint.local_addr()?;
+    let (revoked, revocation_watch) = revocation::watch(revocation::path(&cfg), shutdown.clone())
+        .context("loading the edge revocation list")?;
+    tracker.spawn(revocation_watch);
     tracker.spawn(ingress::run(
         endpoint,
         store.clone(),
         metrics.clone(),
-        cfg.edge_offline_after(),
+        ingress::Limits {
+            offline_after: cfg.edge_offline_after(),
+            revoked,
+        },
         shutdown.clone(),
     ));
 

@@ -1,4 +1,4 @@
-//! The `wardlink-cloud` command: `init`, `enroll`, `token`, `serve`, `watch`.
+//! The `wardlink-cloud` command: `init`, `enroll`, `revoke`, `token`, `serve`, `watch`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +50,18 @@ enum Command {
         /// Where to write the edge's files.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Revoke an edge: a running hub closes its connection and refuses it from then on
+    /// (within a second, without a restart).
+    Revoke {
+        /// The hub directory made by `init`.
+        dir: PathBuf,
+        /// Edge id.
+        #[arg(long)]
+        edge: EdgeId,
+        /// Lift the revocation instead.
+        #[arg(long)]
+        restore: bool,
     },
     /// Print a dashboard token (the JWT alone on stdout).
     Token {
@@ -139,6 +151,20 @@ fn main() -> ExitCode {
             };
             pki::enroll(&cfg, &edge, &ward, &out)
                 .map(|path| eprintln!("edge {edge} enrolled for ward {ward}: {}", path.display()))
+                .map_err(anyhow::Error::from)
+        }
+        Command::Revoke { dir, edge, restore } => {
+            let cfg = match load(&dir.join("cloud.toml")) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            wardlink_cloud::revocation::set(&cfg, &edge, restore)
+                .map(|changed| match (restore, changed) {
+                    (false, true) => eprintln!("edge {edge} revoked"),
+                    (false, false) => eprintln!("edge {edge} was already revoked"),
+                    (true, true) => eprintln!("edge {edge} restored"),
+                    (true, false) => eprintln!("edge {edge} was not revoked"),
+                })
                 .map_err(anyhow::Error::from)
         }
         Command::Token {

@@ -58,6 +58,7 @@ impl HubMetrics {
                 &[
                     "handshake",
                     "no_identity",
+                    "revoked",
                     "version",
                     "identity_mismatch",
                     "bad_frame",

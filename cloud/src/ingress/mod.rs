@@ -25,6 +25,9 @@ use crate::metrics::HubMetrics;
 use crate::store::{self, Store, StoreError};
 pub use tls::{TlsError, peer_identity, server_config};
 
+/// QUIC application close code for a revoked edge.
+const REVOKED: u32 = 4;
+
 /// The Hello must arrive within this after the handshake.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -128,13 +131,21 @@ pub fn bind(config: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<qu
     quinn::Endpoint::server(config, addr)
 }
 
+/// What ingress enforces besides the protocol.
+#[derive(Clone)]
+pub struct Limits {
+    /// How long an edge may be silent, or away, before it is marked offline.
+    pub offline_after: Duration,
+    /// Edges whose certificates no longer count (kept current by `revocation::watch`).
+    pub revoked: tokio::sync::watch::Receiver<crate::revocation::Revoked>,
+}
+
 /// Accepts edges until shutdown.
-/// `offline_after`: how long an edge may be silent, or away, before it is marked offline.
 pub async fn run(
     endpoint: quinn::Endpoint,
     store: Store,
     metrics: Arc<HubMetrics>,
-    offline_after: Duration,
+    limits: Limits,
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
@@ -147,11 +158,12 @@ pub async fn run(
                 None => break,
             },
         };
-        let (store, metrics, shutdown, presence) = (
+        let (store, metrics, shutdown, presence, limits) = (
             store.clone(),
             metrics.clone(),
             shutdown.clone(),
             presence.clone(),
+            limits.clone(),
         );
         tracker.spawn(async move {
             let conn = match incoming.await {
@@ -168,6 +180,12 @@ pub async fn run(
                 conn.close(2u32.into(), b"certificate has no edge identity");
                 return;
             };
+            if limits.revoked.borrow().contains(&edge) {
+                metrics.edges_refused.with("revoked").inc();
+                tracing::warn!(edge = %edge, "revoked edge refused");
+                conn.close(REVOKED.into(), b"edge certificate revoked");
+                return;
+            }
             let session = Session {
                 conn,
                 edge,
@@ -175,7 +193,8 @@ pub async fn run(
                 store,
                 metrics,
                 presence,
-                offline_after,
+                offline_after: limits.offline_after,
+                revoked: limits.revoked,
             };
             session.run(shutdown).await;
         });
@@ -195,6 +214,7 @@ struct Session {
     metrics: Arc<HubMetrics>,
     presence: Arc<Presence>,
     offline_after: Duration,
+    revoked: tokio::sync::watch::Receiver<crate::revocation::Revoked>,
 }
 
 impl Session {
@@ -209,8 +229,15 @@ impl Session {
         };
         self.metrics.edges_connected.add(1);
         tracing::info!(edge = %self.edge, ward = %self.ward, "edge connected");
+        let mut revoked = self.revoked.clone();
         let result = tokio::select! {
             r = self.serve(stream, control) => r,
+            _ = revoked.wait_for(|r| r.contains(&self.edge)) => {
+                self.metrics.edges_refused.with("revoked").inc();
+                tracing::warn!(edge = %self.edge, "edge revoked; connection closed");
+                self.conn.close(REVOKED.into(), b"edge certificate revoked");
+                Ok(())
+            }
             () = shutdown.cancelled() => {
                 self.conn.close(0u32.into(), b"hub shutting down");
                 Ok(())
