@@ -19,6 +19,30 @@ pub struct CloudConfig {
     pub tls: TlsSection,
     /// Dashboard tokens.
     pub auth: AuthSection,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// The HMAC key of patient pseudonyms (32 bytes or more). Keep it apart from the data
+    /// directory: whoever holds log and key can link pseudonyms to patients. Created on first
+    /// start if missing.
+    pub hmac_key: PathBuf,
+    /// Version written into every pseudonym; raise it when the key is replaced.
+    pub key_version: u32,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            hmac_key: PathBuf::from("audit_hmac.key"),
+            key_version: 1,
+        }
+    }
 }
 
 /// `[hub]`.
@@ -124,6 +148,7 @@ impl CloudConfig {
                 &mut cfg.tls.key,
                 &mut cfg.auth.jwt_public_key,
                 &mut cfg.auth.jwt_private_key,
+                &mut cfg.audit.hmac_key,
             ],
         );
         cfg.apply_env(env)?;

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod api;
+pub mod audit;
 pub mod bus;
 pub mod config;
 pub mod ingress;
@@ -62,8 +63,16 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let bus = Bus::new(cfg.hub.bus_capacity);
-    let (store, store_thread) = Store::open(&cfg.store_path(), bus.clone(), metrics.clone())
-        .with_context(|| format!("opening store {}", cfg.store_path().display()))?;
+    let pseudonyms =
+        audit::Pseudonymiser::load_or_create(&cfg.audit.hmac_key, cfg.audit.key_version)
+            .with_context(|| format!("loading the audit key {}", cfg.audit.hmac_key.display()))?;
+    let (store, store_thread) = Store::open(
+        &cfg.store_path(),
+        bus.clone(),
+        metrics.clone(),
+        Arc::new(pseudonyms),
+    )
+    .with_context(|| format!("opening store {}", cfg.store_path().display()))?;
     let verifier = TokenVerifier::load(
         &cfg.auth.jwt_public_key,
         &cfg.auth.issuer,

@@ -1,4 +1,5 @@
-//! The `wardlink-cloud` command: `init`, `enroll`, `revoke`, `token`, `serve`, `watch`.
+//! The `wardlink-cloud` command: `init`, `enroll`, `revoke`, `audit verify`, `token`, `serve`,
+//! `watch`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,6 +20,16 @@ const EXIT_CONFIG: u8 = 64;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check an NDJSON export (GET /api/audit): every entry's hash and the chain between them.
+    /// Exit 0 if intact, 1 with the first broken entry otherwise.
+    Verify {
+        /// The export.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,6 +73,11 @@ enum Command {
         /// Lift the revocation instead.
         #[arg(long)]
         restore: bool,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Print a dashboard token (the JWT alone on stdout).
     Token {
@@ -152,6 +168,24 @@ fn main() -> ExitCode {
             pki::enroll(&cfg, &edge, &ward, &out)
                 .map(|path| eprintln!("edge {edge} enrolled for ward {ward}: {}", path.display()))
                 .map_err(anyhow::Error::from)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => return usage(format!("{}: {e}", file.display())),
+            };
+            return match wardlink_cloud::audit::verify(&text) {
+                Ok(n) => {
+                    println!("{}: {n} entries, chain intact", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("{}: {e}", file.display());
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Revoke { dir, edge, restore } => {
             let cfg = match load(&dir.join("cloud.toml")) {

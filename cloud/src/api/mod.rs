@@ -1,6 +1,7 @@
 //! The hub's HTTP API: `/ws` for dashboards, `/api/patients/{patient}/settings`, `/healthz`,
 //! `/metrics`.
 
+mod audit;
 mod auth;
 mod settings;
 mod ws;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ws", get(ws::upgrade))
         .route("/api/patients/{patient}/settings", put(settings::put))
+        .route("/api/audit", get(audit::get))
         .with_state(state)
 }
 

@@ -35,6 +35,8 @@ const REPLAY_PAGE: usize = 1000;
 const CLOSE_POLICY: u16 = 1008;
 /// WebSocket close code "going away": the hub is stopping.
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: the server met an unexpected condition.
+const CLOSE_INTERNAL: u16 = 1011;
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -104,12 +106,24 @@ pub(super) async fn upgrade(
 
 /// The session ends when the client goes, the token expires, or sending fails.
 async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u64>) {
+    // Subscribe before anything else: whatever is committed after the upgrade is live, and
+    // whatever was before is read from the store.
+    let mut live = app.bus.subscribe();
+    let mut last = since.unwrap_or_else(|| app.bus.latest());
+    // No access without its audit entry.
+    if !audit_session(&app, &scope, "ws_open").await {
+        let (mut sink, _) = socket.split();
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CLOSE_INTERNAL,
+                reason: "the hub cannot audit this session".into(),
+            })))
+            .await;
+        return;
+    }
     app.metrics.ws_sessions.add(1);
     tracing::info!(user = %scope.claims.sub, role = ?scope.claims.role, "dashboard session started");
-    // Subscribe before reading the store: whatever is committed after this point is live.
-    let mut live = app.bus.subscribe();
     let (mut sink, mut stream) = socket.split();
-    let mut last = since.unwrap_or_else(|| app.bus.latest());
     let expiry = tokio::time::sleep(until_expiry(scope.claims.exp));
     tokio::pin!(expiry);
     let mut ok = since.is_none() || catch_up(&app, &scope, &mut sink, &mut last).await;
@@ -164,7 +178,37 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
         }
     }
     app.metrics.ws_sessions.add(-1);
+    audit_session(&app, &scope, "ws_close").await;
     tracing::info!(user = %scope.claims.sub, "dashboard session ended");
+}
+
+/// Records a session's start or end in the audit log; false if it could not be stored.
+async fn audit_session(app: &AppState, scope: &Scope, action: &str) -> bool {
+    let claims = &scope.claims;
+    let role = serde_json::to_value(claims.role)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let wards: Vec<&str> = claims.wards.iter().map(|w| w.as_str()).collect();
+    let entry = crate::audit::Entry {
+        seq: 0,
+        ts: String::new(),
+        actor: claims.sub.clone(),
+        action: action.into(),
+        ward: None,
+        patient: None,
+        subject: role,
+        detail: Some(format!("wards: {}", wards.join(","))),
+        prev: String::new(),
+        hash: String::new(),
+    };
+    match app.store.audit(entry).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "audit entry not stored");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 fn until_expiry(exp: u64) -> Duration {

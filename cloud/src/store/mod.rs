@@ -23,6 +23,7 @@ use wardlink_shared::wire::EdgeCommand;
 use wardlink_shared::wire::{Lane, Record};
 use wardlink_shared::{EdgeId, PatientId, WardId};
 
+use crate::audit::Pseudonymiser;
 use crate::bus::{Bus, Event};
 use crate::metrics::HubMetrics;
 pub use alerts::{AckOutcome, AlertRow, PatientOutcome};
@@ -92,6 +93,11 @@ enum Write {
         reason: String,
         reply: oneshot::Sender<Result<PatientOutcome, StoreError>>,
     },
+    /// An audit entry for something that changes no other table (a dashboard session).
+    Audit {
+        entry: crate::audit::Entry,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 impl Write {
@@ -123,6 +129,7 @@ impl Write {
             Write::CommandsDone { reply, .. } => drop(reply.send(Err(failed()))),
             Write::Silence { reply, .. } => drop(reply.send(Err(failed()))),
             Write::PatientSettings { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::Audit { reply, .. } => drop(reply.send(Err(failed()))),
         }
     }
 }
@@ -149,9 +156,11 @@ impl Store {
         path: &Path,
         bus: Bus,
         metrics: Arc<HubMetrics>,
+        pseudonyms: Arc<Pseudonymiser>,
     ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
         let db = Arc::new(tables::open(path)?);
         let next_seq = tables::next_event_seq(&db)?;
+        let audit_head = tables::audit_head(&db)?;
         bus.set_latest(next_seq - 1);
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (urgent, urgent_rx) = mpsc::channel(WRITE_QUEUE);
@@ -161,9 +170,20 @@ impl Store {
             urgent: urgent_rx,
             normal: rx,
         };
+        let audit = (audit_head, pseudonyms);
         let thread = std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || writer(writer_db, next_seq, queues, bus, commands_tx, metrics))
+            .spawn(move || {
+                writer(
+                    writer_db,
+                    next_seq,
+                    audit,
+                    queues,
+                    bus,
+                    commands_tx,
+                    metrics,
+                )
+            })
             .map_err(StoreError::Thread)?;
         Ok((
             Store {
@@ -288,6 +308,20 @@ impl Store {
         .await
     }
 
+    /// Appends an audit entry (its seq, time and hashes are set when it is stored).
+    pub async fn audit(
+        &self,
+        entry: crate::audit::Entry,
+    ) -> Result<Result<(), StoreError>, Closed> {
+        self.request(|reply| Write::Audit { entry, reply }).await
+    }
+
+    /// The audit entries (JSON lines) whose time lies in `[from, to]` (ms since the epoch).
+    pub async fn audit_between(&self, from: i64, to: i64) -> Result<Vec<String>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || tables::audit_between(&db, from, to)).await
+    }
+
     /// The ward `patient` was last seen in.
     pub async fn patient_ward(&self, patient: PatientId) -> Result<Option<WardId>, StoreError> {
         let db = self.db.clone();
@@ -395,6 +429,7 @@ impl Queues {
 fn writer(
     db: Arc<Database>,
     mut next_seq: u64,
+    (mut audit_head, pseudonyms): (Option<(u64, String)>, Arc<Pseudonymiser>),
     mut queues: Queues,
     bus: Bus,
     commands: watch::Sender<u64>,
@@ -411,9 +446,15 @@ fn writer(
     let mut group: Vec<Write> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = queues.next(&rt) {
         queues.group(first, &mut group);
-        match tables::commit_group(&db, next_seq, &group) {
+        let audit = tables::AuditState {
+            head: audit_head.clone(),
+            pseudonyms: &pseudonyms,
+            now: wardlink_shared::time::format_rfc3339(now_ms()),
+        };
+        match tables::commit_group(&db, next_seq, &group, &audit) {
             Ok(outcome) => {
                 next_seq = outcome.next_seq;
+                audit_head = outcome.audit_head;
                 for (w, result) in group.drain(..).zip(outcome.results) {
                     match (w, result) {
                         (
@@ -453,7 +494,8 @@ fn writer(
                         ) => {
                             let _ = reply.send(Ok(o));
                         }
-                        (Write::CommandsDone { reply, .. }, tables::WriteResult::CommandsDone) => {
+                        (Write::CommandsDone { reply, .. }, tables::WriteResult::CommandsDone)
+                        | (Write::Audit { reply, .. }, tables::WriteResult::Audited) => {
                             let _ = reply.send(Ok(()));
                         }
                         (Write::Silence { reply, .. }, tables::WriteResult::Silenced(o)) => {
@@ -490,4 +532,11 @@ fn writer(
             }
         }
     }
+}
+
+/// Hub wall-clock time, ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::wire::{Lane, RecordBody};
-use wardlink_shared::{EdgeId, WardId};
+use wardlink_shared::{EdgeId, PatientId, WardId};
 
 use super::alerts::{self, AckOutcome, PatientOutcome};
 use super::{Ingested, Write};
+use crate::audit::{self, Pseudonymiser};
 use crate::bus::Event;
 
 /// Highest stored seq by (edge id, stream, lane index). Never deleted: the dedupe does not
@@ -17,6 +18,8 @@ use crate::bus::Event;
 const WATERMARKS: TableDefinition<(&str, u64, u8), u64> = TableDefinition::new("watermarks");
 /// Events by hub seq: (ward, JSON text).
 const EVENTS: TableDefinition<u64, (&str, &str)> = TableDefinition::new("events");
+/// The audit log by audit seq: one sealed entry's JSON (see `crate::audit`).
+const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,7 @@ pub(super) fn open(path: &Path) -> Result<Database, StoreError> {
     let txn = db.begin_write()?;
     txn.open_table(WATERMARKS)?;
     txn.open_table(EVENTS)?;
+    txn.open_table(AUDIT)?;
     txn.open_table(alerts::ALERTS)?;
     txn.open_table(alerts::COMMANDS)?;
     txn.open_table(alerts::COMMANDS_DONE)?;
@@ -91,6 +95,92 @@ pub(super) fn next_event_seq(db: &Database) -> Result<u64, StoreError> {
     let txn = db.begin_read()?;
     let t = txn.open_table(EVENTS)?;
     Ok(t.last()?.map_or(1, |(k, _)| k.value() + 1))
+}
+
+/// The last audit entry's seq and hash.
+pub(super) fn audit_head(db: &Database) -> Result<Option<(u64, String)>, StoreError> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(AUDIT)?;
+    let Some((_, v)) = t.last()? else {
+        return Ok(None);
+    };
+    let entry: audit::Entry =
+        serde_json::from_str(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Some((entry.seq, entry.hash)))
+}
+
+/// The audit entries (JSON lines) whose time lies in `[from, to]` (ms since the epoch).
+pub(super) fn audit_between(db: &Database, from: i64, to: i64) -> Result<Vec<String>, StoreError> {
+    let txn = db.begin_read()?;
+    let t = txn.open_table(AUDIT)?;
+    let mut out = Vec::new();
+    for entry in t.iter()? {
+        let (_, v) = entry?;
+        let line = v.value();
+        let e: audit::Entry =
+            serde_json::from_str(line).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let ts = wardlink_shared::time::parse_rfc3339(&e.ts).unwrap_or(0);
+        if (from..=to).contains(&ts) {
+            out.push(line.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// The audit entry an event stands for, if it is one auditors follow: alarm state changes and
+/// silences (edge presence and vitals are not).
+fn audit_of(event: &ServerEvent, actor: &str, pseudonyms: &Pseudonymiser) -> Option<audit::Entry> {
+    let entry =
+        |action: String, ward: &WardId, patient: &PatientId, subject, detail| audit::Entry {
+            seq: 0,
+            ts: String::new(),
+            actor: actor.to_owned(),
+            action,
+            ward: Some(ward.to_string()),
+            patient: Some(pseudonyms.pseudonym(patient.as_str())),
+            subject,
+            detail,
+            prev: String::new(),
+            hash: String::new(),
+        };
+    match event {
+        ServerEvent::Alert {
+            id,
+            patient,
+            ward,
+            priority,
+            state,
+            kind,
+            ..
+        } => {
+            let label = |v: serde_json::Result<serde_json::Value>| {
+                v.ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            };
+            Some(entry(
+                format!("alarm_{}", label(serde_json::to_value(state))),
+                ward,
+                patient,
+                Some(id.clone()),
+                Some(format!("{kind} {}", label(serde_json::to_value(priority)))),
+            ))
+        }
+        ServerEvent::Silence {
+            patient,
+            ward,
+            until,
+            reason,
+            ..
+        } => Some(entry(
+            "silence".into(),
+            ward,
+            patient,
+            None,
+            Some(format!("until {until}: {reason}")),
+        )),
+        ServerEvent::Vitals { .. } | ServerEvent::Edge { .. } => None,
+    }
 }
 
 pub(super) fn watermarks(
@@ -137,6 +227,7 @@ pub(super) enum WriteResult {
     Silenced(PatientOutcome),
     SettingsQueued(PatientOutcome),
     CommandsDone,
+    Audited,
     /// The records did not continue the lane: nothing of this write was stored.
     Gap {
         expected: u64,
@@ -147,20 +238,35 @@ pub(super) enum WriteResult {
 
 pub(super) struct GroupOutcome {
     pub(super) next_seq: u64,
+    /// The audit log's new last (seq, hash).
+    pub(super) audit_head: Option<(u64, String)>,
     /// Whether a command for an edge was queued.
     pub(super) commands_added: bool,
     pub(super) results: Vec<WriteResult>,
     pub(super) events: Vec<Event>,
 }
 
-/// Commits every write of the group in one durable transaction.
+/// The audit log's state, kept by the writer.
+pub(super) struct AuditState<'a> {
+    /// The last entry's (seq, hash).
+    pub(super) head: Option<(u64, String)>,
+    /// Patient pseudonyms.
+    pub(super) pseudonyms: &'a Pseudonymiser,
+    /// Hub time of this group, RFC 3339.
+    pub(super) now: String,
+}
+
+/// Commits every write of the group, and their audit entries, in one durable transaction.
 pub(super) fn commit_group(
     db: &Database,
     mut next_seq: u64,
     group: &[Write],
+    audit: &AuditState<'_>,
 ) -> Result<GroupOutcome, StoreError> {
     let mut results = Vec::with_capacity(group.len());
     let mut events = Vec::new();
+    let mut audits: Vec<audit::Entry> = Vec::new();
+    let mut head = audit.head.clone();
     let mut commands_added = false;
     let txn = db.begin_write()?;
     {
@@ -170,19 +276,24 @@ pub(super) fn commit_group(
         let mut commands = txn.open_table(alerts::COMMANDS)?;
         let mut done = txn.open_table(alerts::COMMANDS_DONE)?;
         let mut patients = txn.open_table(alerts::PATIENTS)?;
-        let mut push =
-            |ward: &WardId, event: ServerEvent, seq: &mut u64| -> Result<u64, StoreError> {
-                let s = *seq;
-                let json = event.to_json(s);
-                log.insert(s, (ward.as_str(), json.as_str()))?;
-                events.push(Event {
-                    seq: s,
-                    ward: ward.clone(),
-                    json: Arc::from(json),
-                });
-                *seq += 1;
-                Ok(s)
-            };
+        let mut audit_log = txn.open_table(AUDIT)?;
+        let mut push = |ward: &WardId,
+                        event: ServerEvent,
+                        seq: &mut u64,
+                        (actor, audits): (&str, &mut Vec<audit::Entry>)|
+         -> Result<u64, StoreError> {
+            audits.extend(audit_of(&event, actor, audit.pseudonyms));
+            let s = *seq;
+            let json = event.to_json(s);
+            log.insert(s, (ward.as_str(), json.as_str()))?;
+            events.push(Event {
+                seq: s,
+                ward: ward.clone(),
+                json: Arc::from(json),
+            });
+            *seq += 1;
+            Ok(s)
+        };
         for w in group {
             match w {
                 Write::Ingest {
@@ -245,21 +356,31 @@ pub(super) fn commit_group(
                         alerts::upsert(&mut alert_rows, edge, ward, alarm)?;
                     }
                     for event in events {
-                        push(ward, event, &mut next_seq)?;
+                        push(
+                            ward,
+                            event,
+                            &mut next_seq,
+                            (&format!("edge:{edge}"), &mut audits),
+                        )?;
                     }
                     marks.insert(key, mark)?;
                     ingested.watermark = mark;
                     results.push(WriteResult::Ingested(ingested));
                 }
                 Write::Event { event, .. } => {
-                    let seq = push(event.ward(), event.clone(), &mut next_seq)?;
+                    let seq = push(
+                        event.ward(),
+                        event.clone(),
+                        &mut next_seq,
+                        ("hub", &mut audits),
+                    )?;
                     results.push(WriteResult::Event(seq));
                 }
                 Write::Acknowledge { alert, by, ts, .. } => {
                     let (outcome, event) =
                         alerts::acknowledge(&mut alert_rows, &mut commands, alert, by, *ts)?;
                     if let Some((ward, event)) = event {
-                        push(&ward, event, &mut next_seq)?;
+                        push(&ward, event, &mut next_seq, (by, &mut audits))?;
                         commands_added = true;
                     }
                     results.push(WriteResult::Acknowledged(outcome));
@@ -282,7 +403,7 @@ pub(super) fn commit_group(
                         reason,
                     )?;
                     if let Some((ward, event)) = event {
-                        push(&ward, event, &mut next_seq)?;
+                        push(&ward, event, &mut next_seq, (by, &mut audits))?;
                         commands_added = true;
                     }
                     results.push(WriteResult::Silenced(outcome));
@@ -302,17 +423,44 @@ pub(super) fn commit_group(
                         by,
                     )?;
                     commands_added |= outcome == PatientOutcome::Applied;
+                    if outcome == PatientOutcome::Applied {
+                        audits.push(audit::Entry {
+                            seq: 0,
+                            ts: String::new(),
+                            actor: by.clone(),
+                            action: "settings".into(),
+                            ward: Some(ward.to_string()),
+                            patient: Some(audit.pseudonyms.pseudonym(patient.as_str())),
+                            subject: None,
+                            detail: serde_json::to_string(settings).ok(),
+                            prev: String::new(),
+                            hash: String::new(),
+                        });
+                    }
                     results.push(WriteResult::SettingsQueued(outcome));
                 }
                 Write::CommandsDone { edge, seq, .. } => {
                     alerts::commands_done(&mut done, edge, *seq)?;
                     results.push(WriteResult::CommandsDone);
                 }
+                Write::Audit { entry, .. } => {
+                    audits.push(entry.clone());
+                    results.push(WriteResult::Audited);
+                }
             }
+        }
+        for mut entry in audits {
+            entry.ts.clone_from(&audit.now);
+            let entry = entry.seal(head.as_ref().map(|(s, h)| (*s, h.as_str())));
+            let line =
+                serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            audit_log.insert(entry.seq, line.as_str())?;
+            head = Some((entry.seq, entry.hash));
         }
     }
     txn.commit()?;
     Ok(GroupOutcome {
+        audit_head: head,
         next_seq,
         commands_added,
         results,

@@ -1,0 +1,82 @@
+//! `GET /api/audit?from=…&to=…`: the audit log for the `auditor` role, as NDJSON (one sealed
+//! entry per line, in order), for entries whose time lies in `[from, to]` (RFC 3339; both
+//! optional). The export verifies with `wardlink-cloud audit verify FILE`.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use wardlink_shared::time::parse_rfc3339;
+
+use super::AppState;
+use super::auth::{authenticate, refuse};
+use crate::token::Role;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Range {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub(super) async fn get(
+    State(app): State<AppState>,
+    Query(range): Query<Range>,
+    headers: HeaderMap,
+) -> Response {
+    let claims = match authenticate(&app, &headers, None) {
+        Ok(c) => c,
+        Err(refusal) => return refusal.respond(&app),
+    };
+    if claims.role != Role::Auditor {
+        return refuse(
+            &app,
+            StatusCode::FORBIDDEN,
+            "only auditors read the audit log",
+        );
+    }
+    let bound = |v: &Option<String>, default: i64| match v {
+        None => Some(default),
+        Some(s) => parse_rfc3339(s),
+    };
+    let (Some(from), Some(to)) = (bound(&range.from, i64::MIN), bound(&range.to, i64::MAX)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "from and to must be RFC 3339 times\n",
+        )
+            .into_response();
+    };
+    match app.store.audit_between(from, to).await {
+        Ok(lines) => {
+            tracing::info!(user = %claims.sub, entries = lines.len(), "audit log read");
+            // Reading the log is itself audited (after the read, so it is not in this export).
+            let entry = crate::audit::Entry {
+                seq: 0,
+                ts: String::new(),
+                actor: claims.sub.clone(),
+                action: "audit_read".into(),
+                ward: None,
+                patient: None,
+                subject: None,
+                detail: Some(format!(
+                    "from {} to {}",
+                    range.from.as_deref().unwrap_or("start"),
+                    range.to.as_deref().unwrap_or("end")
+                )),
+                prev: String::new(),
+                hash: String::new(),
+            };
+            if !matches!(app.store.audit(entry).await, Ok(Ok(()))) {
+                tracing::error!("audit entry for an audit read not stored");
+            }
+            let mut body = lines.join("\n");
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit log unreadable");
+            (StatusCode::INTERNAL_SERVER_ERROR, "audit log unreadable\n").into_response()
+        }
+    }
+}
