@@ -70,6 +70,11 @@ pub struct HubSection {
     /// to come back before the edge is marked offline, so a restart does not flap.
     #[serde(default = "default_edge_offline_after_ms")]
     pub edge_offline_after_ms: u64,
+    /// Origins (e.g. `https://dash.ward.example`) whose pages may open `/ws`, besides the hub's
+    /// own. A browser's request from any other origin is refused (403); clients that send no
+    /// `Origin` (not browsers) are not affected.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 fn default_edge_offline_after_ms() -> u64 {

@@ -114,6 +114,7 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         verifier: Arc::new(verifier),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        allowed_origins: Arc::new(cfg.hub.allowed_origins.clone()),
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {

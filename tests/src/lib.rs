@@ -579,6 +579,50 @@ impl Dashboard {
         })
     }
 
+    /// Connects with a bearer token and extra request headers (e.g. `Origin`).
+    pub async fn connect_with(
+        url: &str,
+        token: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Dashboard, tungstenite::Error> {
+        let bad = || tungstenite::Error::Url(tungstenite::error::UrlError::UnsupportedUrlScheme);
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().map_err(|_| bad())?,
+        );
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .insert(*name, value.parse().map_err(|_| bad())?);
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Dashboard {
+            socket,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Sends raw WebSocket messages (text or binary) as fast as the socket takes them.
+    pub async fn send_raw(&mut self, message: Message) -> anyhow::Result<()> {
+        self.socket.send(message).await?;
+        Ok(())
+    }
+
+    /// Reads until the server closes; returns its close code (`None`: no close frame).
+    pub async fn closed_with(&mut self) -> anyhow::Result<Option<u16>> {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .context("the hub did not close the connection")?;
+            match msg {
+                Some(Ok(Message::Close(frame))) => return Ok(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Ok(None),
+            }
+        }
+    }
+
     /// Connects with `?token=` in the URL (as browsers do).
     pub async fn connect_query(url: &str) -> Result<Dashboard, tungstenite::Error> {
         let (socket, _) = tokio_tungstenite::connect_async(url).await?;

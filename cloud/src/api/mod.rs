@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<HubMetrics>,
     /// Fires when the hub stops; sessions close with 1001 (going away).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Browser origins allowed to open `/ws` besides the hub's own.
+    pub allowed_origins: Arc<Vec<String>>,
 }
 
 /// The routes.

@@ -13,7 +13,7 @@ use axum::extract::ws::{
     CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
 };
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, StreamExt};
@@ -37,6 +37,62 @@ const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: the server met an unexpected condition.
 const CLOSE_INTERNAL: u16 = 1011;
+/// Client messages a session may send per second, on average (acks and silences are rare).
+const MESSAGES_PER_S: f64 = 10.0;
+/// ... and in a burst.
+const MESSAGE_BURST: f64 = 30.0;
+/// The hub pings an idle client this often...
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// ... and closes a session from which nothing (not even a pong) came for this long.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// A token bucket for a session's client messages.
+struct Bucket {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Self {
+            tokens: MESSAGE_BURST,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token; false when the client is over its rate.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * MESSAGES_PER_S;
+        self.tokens = (self.tokens + refill).min(MESSAGE_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Whether a browser page from `origin` may open a session: the hub's own origin (same host
+/// as the request) or one the configuration allows. No `Origin` header: not a browser.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -58,6 +114,13 @@ pub(super) async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if !origin_allowed(&headers, &app.allowed_origins) {
+        return refuse(
+            &app,
+            StatusCode::FORBIDDEN,
+            "pages from this origin may not open a session",
+        );
+    }
     let claims = match authenticate(&app, &headers, query.get("token").map(String::as_str)) {
         Ok(c) => c,
         Err(refusal) => return refusal.respond(&app),
@@ -127,6 +190,10 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
     let expiry = tokio::time::sleep(until_expiry(scope.claims.exp));
     tokio::pin!(expiry);
     let mut ok = since.is_none() || catch_up(&app, &scope, &mut sink, &mut last).await;
+    let mut bucket = Bucket::new();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let idle = tokio::time::sleep(IDLE_LIMIT);
+    tokio::pin!(idle);
     while ok {
         tokio::select! {
             r = live.recv() => match r {
@@ -144,7 +211,16 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
                 }
                 Err(RecvError::Closed) => ok = false,
             },
-            m = stream.next() => match m {
+            m = stream.next() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + IDLE_LIMIT);
+                let counted = matches!(m, Some(Ok(Message::Text(_) | Message::Binary(_))));
+                if counted && !bucket.take() {
+                    app.metrics.ws_client_errors.with("rate_limit").inc();
+                    tracing::warn!(user = %scope.claims.sub, "dashboard over its message rate; closed");
+                    close(&mut sink, CLOSE_POLICY, "message rate limit").await;
+                    break;
+                }
+                match m {
                 Some(Ok(Message::Text(text))) => {
                     if let Some(reply) = client_message(&app, &scope, text.as_str()).await {
                         ok = send(&app, &mut sink, reply).await;
@@ -154,9 +230,23 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
                     app.metrics.ws_client_errors.with("binary").inc();
                     ok = send(&app, &mut sink, error_json("binary", "messages are JSON text")).await;
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => ok = false,
+                Some(Ok(Message::Close(_))) | None => ok = false,
+                Some(Err(e)) => {
+                    // An oversized or malformed frame: the connection is done.
+                    tracing::info!(user = %scope.claims.sub, error = %e, "dashboard connection failed");
+                    ok = false;
+                }
                 Some(Ok(_)) => {}
+                }
             },
+            _ = ping.tick() => {
+                ok = sink.send(Message::Ping(Default::default())).await.is_ok();
+            }
+            () = &mut idle => {
+                app.metrics.ws_client_errors.with("idle").inc();
+                close(&mut sink, CLOSE_POLICY, "idle: no pong").await;
+                ok = false;
+            }
             () = app.shutdown.cancelled() => {
                 let _ = sink
                     .send(Message::Close(Some(CloseFrame {
@@ -180,6 +270,16 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
     app.metrics.ws_sessions.add(-1);
     audit_session(&app, &scope, "ws_close").await;
     tracing::info!(user = %scope.claims.sub, "dashboard session ended");
+}
+
+/// Sends a close frame (the peer may already be gone).
+async fn close(sink: &mut Sink, code: u16, reason: &str) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.to_owned().into(),
+        })))
+        .await;
 }
 
 /// Records a session's start or end in the audit log; false if it could not be stored.
