@@ -117,6 +117,26 @@ pub struct AuthSection {
     /// `aud` of every token.
     #[serde(default = "default_audience")]
     pub audience: String,
+    /// `kid` of tokens signed with `jwt_private_key`.
+    #[serde(default = "default_key_id")]
+    pub key_id: String,
+    /// Earlier public keys still accepted during a key rollover, each with its `kid`.
+    #[serde(default)]
+    pub previous_keys: Vec<PreviousKey>,
+}
+
+/// `[[auth.previous_keys]]`: a retired signing key whose tokens are still accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKey {
+    /// Its `kid`.
+    pub id: String,
+    /// Its Ed25519 public key (PEM).
+    pub public_key: PathBuf,
+}
+
+fn default_key_id() -> String {
+    "k1".into()
 }
 
 fn default_issuer() -> String {
@@ -156,6 +176,13 @@ impl CloudConfig {
                 &mut cfg.audit.hmac_key,
             ],
         );
+        let mut previous: Vec<&mut PathBuf> = cfg
+            .auth
+            .previous_keys
+            .iter_mut()
+            .map(|k| &mut k.public_key)
+            .collect();
+        config::resolve_relative(path, &mut previous);
         cfg.apply_env(env)?;
         if cfg.hub.edge_offline_after_ms < 100 {
             return Err(ConfigError {

@@ -73,12 +73,8 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         Arc::new(pseudonyms),
     )
     .with_context(|| format!("opening store {}", cfg.store_path().display()))?;
-    let verifier = TokenVerifier::load(
-        &cfg.auth.jwt_public_key,
-        &cfg.auth.issuer,
-        &cfg.auth.audience,
-    )
-    .context("loading the token verification key")?;
+    let verifier =
+        TokenVerifier::for_hub(&cfg.auth).context("loading the token verification keys")?;
 
     let quic = ingress::server_config(
         &cfg.tls.ca_cert,
@@ -93,6 +89,10 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     let (revoked, revocation_watch) = revocation::watch(revocation::path(&cfg), shutdown.clone())
         .context("loading the edge revocation list")?;
     tracker.spawn(revocation_watch);
+    let (revoked_tokens, token_watch) =
+        revocation::watch(revocation::tokens_path(&cfg), shutdown.clone())
+            .context("loading the token revocation list")?;
+    tracker.spawn(token_watch);
     tracker.spawn(ingress::run(
         endpoint,
         store.clone(),
@@ -115,6 +115,7 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         allowed_origins: Arc::new(cfg.hub.allowed_origins.clone()),
+        revoked_tokens,
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {

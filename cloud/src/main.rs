@@ -1,5 +1,5 @@
-//! The `wardlink-cloud` command: `init`, `enroll`, `revoke`, `audit verify`, `token`, `serve`,
-//! `watch`.
+//! The `wardlink-cloud` command: `init`, `enroll`, `revoke`, `revoke-token`, `audit verify`,
+//! `token`, `serve`, `watch`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,6 +73,15 @@ enum Command {
         /// Lift the revocation instead.
         #[arg(long)]
         restore: bool,
+    },
+    /// Revoke a dashboard token: a running hub closes its sessions and refuses it from then
+    /// on (within a second, without a restart).
+    RevokeToken {
+        /// The hub directory made by `init`.
+        dir: PathBuf,
+        /// The token (as `token` printed it).
+        #[arg(long)]
+        token: String,
     },
     /// Audit log tools.
     Audit {
@@ -187,6 +196,27 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::RevokeToken { dir, token } => {
+            let cfg = match load(&dir.join("cloud.toml")) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let Some((jti, exp)) = wardlink_cloud::token::peek(&token) else {
+                return usage("--token is not a token this hub issued (no token id)");
+            };
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            wardlink_cloud::revocation::revoke_token(&cfg, &jti, exp, now)
+                .map(|added| {
+                    if added {
+                        eprintln!("token {jti} revoked");
+                    } else {
+                        eprintln!("token {jti} was already revoked");
+                    }
+                })
+                .map_err(anyhow::Error::from)
+        }
         Command::Revoke { dir, edge, restore } => {
             let cfg = match load(&dir.join("cloud.toml")) {
                 Ok(c) => c,
@@ -218,14 +248,10 @@ fn main() -> ExitCode {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            TokenIssuer::load(
-                &cfg.auth.jwt_private_key,
-                &cfg.auth.issuer,
-                &cfg.auth.audience,
-            )
-            .and_then(|issuer| issuer.issue(&user, role, wards, now, ttl))
-            .map(|token| println!("{token}"))
-            .map_err(anyhow::Error::from)
+            TokenIssuer::for_hub(&cfg.auth)
+                .and_then(|issuer| issuer.issue(&user, role, wards, now, ttl))
+                .map(|token| println!("{token}"))
+                .map_err(anyhow::Error::from)
         }
         Command::Serve { config } => {
             let cfg = match load(&config) {

@@ -10,6 +10,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use wardlink_shared::WardId;
 
+use crate::config::AuthSection;
+
 /// Clock skew tolerated between the token issuer and the hub.
 const LEEWAY_S: u64 = 30;
 
@@ -59,6 +61,9 @@ pub struct Claims {
     pub nbf: u64,
     /// Expires at.
     pub exp: u64,
+    /// Token id, for revocation.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jti: String,
 }
 
 impl Claims {
@@ -74,6 +79,10 @@ pub enum TokenError {
     /// Signature, expiry, issuer, audience or shape is wrong.
     #[error("invalid token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    /// The token names no key id, or one this hub does not know (RFC 8725 §3.10: keys are
+    /// chosen by the verifier, never by the token).
+    #[error("invalid token: unknown or missing key id")]
+    UnknownKey,
     /// A key file could not be read.
     #[error("{path}: {reason}")]
     Key {
@@ -94,13 +103,29 @@ fn read_key(path: &Path) -> Result<Vec<u8>, TokenError> {
 /// Signs tokens (used by `wardlink-cloud token`).
 pub struct TokenIssuer {
     key: EncodingKey,
+    key_id: String,
     issuer: String,
     audience: String,
 }
 
 impl TokenIssuer {
-    /// Loads the Ed25519 private key.
-    pub fn load(path: &Path, issuer: &str, audience: &str) -> Result<Self, TokenError> {
+    /// The issuer of the hub configured by `auth`: its current key and key id.
+    pub fn for_hub(auth: &AuthSection) -> Result<Self, TokenError> {
+        Self::load(
+            &auth.jwt_private_key,
+            &auth.key_id,
+            &auth.issuer,
+            &auth.audience,
+        )
+    }
+
+    /// Loads the Ed25519 private key; tokens name it as `key_id`.
+    pub fn load(
+        path: &Path,
+        key_id: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, TokenError> {
         let pem = read_key(path)?;
         let key = EncodingKey::from_ed_pem(&pem).map_err(|e| TokenError::Key {
             path: path.display().to_string(),
@@ -108,6 +133,7 @@ impl TokenIssuer {
         })?;
         Ok(Self {
             key,
+            key_id: key_id.into(),
             issuer: issuer.into(),
             audience: audience.into(),
         })
@@ -131,41 +157,82 @@ impl TokenIssuer {
             iat: now,
             nbf: now,
             exp: now.saturating_add(ttl.as_secs()),
+            jti: new_jti(),
         };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::EdDSA),
-            &claims,
-            &self.key,
-        )?)
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.key_id.clone());
+        Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
     }
+}
+
+/// A random token id.
+fn new_jti() -> String {
+    let bytes: [u8; 12] = rand::RngExt::random(&mut rand::rng());
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `jti` and `exp` a token claims, read without verifying it (to revoke a token one
+/// holds).
+pub fn peek(token: &str) -> Option<(String, u64)> {
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
+        .ok()?
+        .claims;
+    (!claims.jti.is_empty()).then_some((claims.jti, claims.exp))
 }
 
 /// Verifies tokens (used by the hub).
 pub struct TokenVerifier {
-    key: DecodingKey,
+    /// (key id, key): the current key and those still valid during a rollover.
+    keys: Vec<(String, DecodingKey)>,
     validation: Validation,
 }
 
 impl TokenVerifier {
-    /// Loads the Ed25519 public key.
-    pub fn load(path: &Path, issuer: &str, audience: &str) -> Result<Self, TokenError> {
-        let pem = read_key(path)?;
-        let key = DecodingKey::from_ed_pem(&pem).map_err(|e| TokenError::Key {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+    /// The verifier of the hub configured by `auth`: its current key and the previous ones.
+    pub fn for_hub(auth: &AuthSection) -> Result<Self, TokenError> {
+        let mut keys = vec![(auth.key_id.as_str(), auth.jwt_public_key.as_path())];
+        keys.extend(
+            auth.previous_keys
+                .iter()
+                .map(|k| (k.id.as_str(), k.public_key.as_path())),
+        );
+        Self::load(&keys, &auth.issuer, &auth.audience)
+    }
+
+    /// Loads Ed25519 public keys by key id.
+    pub fn load(keys: &[(&str, &Path)], issuer: &str, audience: &str) -> Result<Self, TokenError> {
+        let mut loaded = Vec::with_capacity(keys.len());
+        for (id, path) in keys {
+            let pem = read_key(path)?;
+            let key = DecodingKey::from_ed_pem(&pem).map_err(|e| TokenError::Key {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            loaded.push(((*id).to_owned(), key));
+        }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_S;
-        Ok(Self { key, validation })
+        Ok(Self {
+            keys: loaded,
+            validation,
+        })
     }
 
-    /// Checks a token and returns its claims.
+    /// Checks a token and returns its claims. The key is the one the token's `kid` names among
+    /// this hub's; the algorithm is pinned to EdDSA whatever the header says.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        Ok(jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims)
+        let header = jsonwebtoken::decode_header(token)?;
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let (_, key) = self
+            .keys
+            .iter()
+            .find(|(id, _)| *id == kid)
+            .ok_or(TokenError::UnknownKey)?;
+        Ok(jsonwebtoken::decode::<Claims>(token, key, &self.validation)?.claims)
     }
 }
 
@@ -189,12 +256,14 @@ mod tests {
         pki::init(other.path(), &pki::InitOptions::default()).unwrap();
         let issuer = TokenIssuer::load(
             &dir.path().join("jwt.key"),
+            "k1",
             "wardlink-hub",
             "wardlink-dashboard",
         )
         .unwrap();
+        let pub_key = dir.path().join("jwt.pub");
         let verifier = TokenVerifier::load(
-            &dir.path().join("jwt.pub"),
+            &[("k1", pub_key.as_path())],
             "wardlink-hub",
             "wardlink-dashboard",
         )
@@ -227,6 +296,7 @@ mod tests {
 
         let foreign = TokenIssuer::load(
             &other.path().join("jwt.key"),
+            "k1",
             "wardlink-hub",
             "wardlink-dashboard",
         )
@@ -235,10 +305,15 @@ mod tests {
         .unwrap();
         assert!(verifier.verify(&foreign).is_err());
 
-        let wrong_aud = TokenIssuer::load(&dir.path().join("jwt.key"), "wardlink-hub", "elsewhere")
-            .unwrap()
-            .issue("ann", Role::Admin, vec![], now(), Duration::from_secs(60))
-            .unwrap();
+        let wrong_aud = TokenIssuer::load(
+            &dir.path().join("jwt.key"),
+            "k1",
+            "wardlink-hub",
+            "elsewhere",
+        )
+        .unwrap()
+        .issue("ann", Role::Admin, vec![], now(), Duration::from_secs(60))
+        .unwrap();
         assert!(verifier.verify(&wrong_aud).is_err());
 
         // alg=none with the same claims.
@@ -246,6 +321,86 @@ mod tests {
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{body}.");
         assert!(verifier.verify(&none).is_err());
         assert!(verifier.verify("garbage").is_err());
+
+        // The public key used as an HMAC secret (algorithm confusion).
+        let claims = verifier.verify(&t).unwrap();
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.kid = Some("k1".into());
+        let pem = std::fs::read(&pub_key).unwrap();
+        let confused = jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(&pem)).unwrap();
+        assert!(verifier.verify(&confused).is_err());
+
+        // No kid, or one the hub does not know.
+        let key =
+            EncodingKey::from_ed_pem(&std::fs::read(dir.path().join("jwt.key")).unwrap()).unwrap();
+        let no_kid = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).unwrap();
+        assert!(matches!(
+            verifier.verify(&no_kid),
+            Err(TokenError::UnknownKey)
+        ));
+        let mut other_kid = Header::new(Algorithm::EdDSA);
+        other_kid.kid = Some("k9".into());
+        let unknown = jsonwebtoken::encode(&other_kid, &claims, &key).unwrap();
+        assert!(matches!(
+            verifier.verify(&unknown),
+            Err(TokenError::UnknownKey)
+        ));
+
+        // exp as a string is not a time.
+        let text = serde_json::json!({
+            "sub": "ann", "role": "nurse", "wards": ["icu"], "iss": "wardlink-hub",
+            "aud": "wardlink-dashboard", "iat": now(), "nbf": now(), "exp": (now() + 60).to_string(),
+        });
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("k1".into());
+        let stringly = jsonwebtoken::encode(&h, &text, &key).unwrap();
+        assert!(verifier.verify(&stringly).is_err());
+
+        // Every token has its own id, which `peek` reads without the key.
+        let (jti, exp) = peek(&t).unwrap();
+        assert_eq!(jti, claims.jti);
+        assert_eq!(exp, claims.exp);
+        assert_ne!(peek(&t), peek(&wrong_aud));
+    }
+
+    #[test]
+    fn two_keys_are_valid_during_a_rollover() {
+        let old = tempfile::tempdir().unwrap();
+        pki::init(old.path(), &pki::InitOptions::default()).unwrap();
+        let new = tempfile::tempdir().unwrap();
+        pki::init(new.path(), &pki::InitOptions::default()).unwrap();
+        let issue = |dir: &tempfile::TempDir, kid: &str| {
+            TokenIssuer::load(
+                &dir.path().join("jwt.key"),
+                kid,
+                "wardlink-hub",
+                "wardlink-dashboard",
+            )
+            .unwrap()
+            .issue("ann", Role::Admin, vec![], now(), Duration::from_secs(60))
+            .unwrap()
+        };
+        let (old_pub, new_pub) = (old.path().join("jwt.pub"), new.path().join("jwt.pub"));
+        let both = TokenVerifier::load(
+            &[("k2", new_pub.as_path()), ("k1", old_pub.as_path())],
+            "wardlink-hub",
+            "wardlink-dashboard",
+        )
+        .unwrap();
+        assert!(both.verify(&issue(&old, "k1")).is_ok());
+        assert!(both.verify(&issue(&new, "k2")).is_ok());
+        // A token signed with the new key but naming the old kid does not verify.
+        assert!(both.verify(&issue(&new, "k1")).is_err());
+        let after = TokenVerifier::load(
+            &[("k2", new_pub.as_path())],
+            "wardlink-hub",
+            "wardlink-dashboard",
+        )
+        .unwrap();
+        assert!(matches!(
+            after.verify(&issue(&old, "k1")),
+            Err(TokenError::UnknownKey)
+        ));
     }
 
     #[test]
@@ -259,6 +414,7 @@ mod tests {
             iat: 0,
             nbf: 0,
             exp: 0,
+            jti: String::new(),
         };
         assert!(!c.may_see(&WardId::new("icu").unwrap()));
         let admin = Claims {

@@ -53,12 +53,7 @@ fn init_enroll_token() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
     let cfg = CloudConfig::load_with_env(&hub.join("cloud.toml"), &Default::default()).unwrap();
-    let verifier = TokenVerifier::load(
-        &cfg.auth.jwt_public_key,
-        &cfg.auth.issuer,
-        &cfg.auth.audience,
-    )
-    .unwrap();
+    let verifier = TokenVerifier::for_hub(&cfg.auth).unwrap();
     let claims = verifier.verify(stdout.trim()).unwrap();
     assert_eq!(claims.sub, "ann");
     assert_eq!(claims.role, Role::Nurse);

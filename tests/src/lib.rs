@@ -228,12 +228,7 @@ pub fn sign_token(
     iat: u64,
     ttl: Duration,
 ) -> String {
-    let issuer = TokenIssuer::load(
-        &config.auth.jwt_private_key,
-        &config.auth.issuer,
-        &config.auth.audience,
-    )
-    .expect("hub signing key");
+    let issuer = TokenIssuer::for_hub(&config.auth).expect("hub signing key");
     let wards = wards
         .iter()
         .map(|w| WardId::new(*w).expect("ward id"))

@@ -37,6 +37,8 @@ pub(super) enum Unauthenticated {
     Missing,
     /// A token that does not verify.
     Invalid,
+    /// A token that was revoked.
+    Revoked,
 }
 
 impl Unauthenticated {
@@ -45,6 +47,7 @@ impl Unauthenticated {
         let message = match self {
             Unauthenticated::Missing => "missing token",
             Unauthenticated::Invalid => "invalid token",
+            Unauthenticated::Revoked => "revoked token",
         };
         refuse(app, StatusCode::UNAUTHORIZED, message)
     }
@@ -59,8 +62,13 @@ pub(super) fn authenticate(
     let token = bearer(headers)
         .or(query_token)
         .ok_or(Unauthenticated::Missing)?;
-    app.verifier.verify(token).map_err(|e| {
+    let claims = app.verifier.verify(token).map_err(|e| {
         tracing::debug!(error = %e, "dashboard token refused");
         Unauthenticated::Invalid
-    })
+    })?;
+    if app.revoked_tokens.borrow().contains_key(&claims.jti) {
+        tracing::info!(user = %claims.sub, "revoked dashboard token refused");
+        return Err(Unauthenticated::Revoked);
+    }
+    Ok(claims)
 }

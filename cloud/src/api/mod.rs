@@ -35,6 +35,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Browser origins allowed to open `/ws` besides the hub's own.
     pub allowed_origins: Arc<Vec<String>>,
+    /// Revoked token ids (kept current by `revocation::watch`).
+    pub revoked_tokens: tokio::sync::watch::Receiver<crate::revocation::RevokedTokens>,
 }
 
 /// The routes.

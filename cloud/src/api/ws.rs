@@ -194,8 +194,21 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let idle = tokio::time::sleep(IDLE_LIMIT);
     tokio::pin!(idle);
+    let mut revoked = app.revoked_tokens.clone();
+    let jti = scope.claims.jti.clone();
+    let mut watching = true;
     while ok {
         tokio::select! {
+            is_revoked = async { revoked.wait_for(|r| r.contains_key(&jti)).await.is_ok() }, if watching => {
+                if is_revoked {
+                    tracing::info!(user = %scope.claims.sub, "token revoked; session closed");
+                    close(&mut sink, CLOSE_POLICY, "token revoked").await;
+                    ok = false;
+                } else {
+                    // The hub is stopping; shutdown closes the session.
+                    watching = false;
+                }
+            }
             r = live.recv() => match r {
                 Ok(event) => {
                     if event.seq > last {
