@@ -43,15 +43,27 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(name: &'static str, cmd: &mut Command) -> anyhow::Result<Process> {
+    /// Starts `cmd`. With `log`, its stderr is appended to `log/<name>.log` under the program's
+    /// own default log filter (as deployed); otherwise it goes to the test's stderr, errors only.
+    fn spawn(name: &'static str, cmd: &mut Command, log: Option<&Path>) -> anyhow::Result<Process> {
+        match log {
+            Some(dir) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(format!("{name}.log")))?;
+                cmd.stderr(file).env_remove("RUST_LOG");
+            }
+            None => {
+                cmd.stderr(Stdio::inherit()).env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "error,rumqttd=off".into()),
+                );
+            }
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "error,rumqttd=off".into()),
-            )
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         Ok(Process { child, name })
@@ -122,6 +134,15 @@ impl EdgeProcess {
     /// Starts the edge of `config` (an enrolled `edge.toml`) against `hub` and waits until it
     /// is healthy.
     pub async fn start(config: &Path, hub: &str) -> anyhow::Result<EdgeProcess> {
+        Self::start_logged(config, hub, None).await
+    }
+
+    /// As [`EdgeProcess::start`], logging to `log/wardlink-edge.log` (see `Process::spawn`).
+    pub async fn start_logged(
+        config: &Path,
+        hub: &str,
+        log: Option<&Path>,
+    ) -> anyhow::Result<EdgeProcess> {
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut process = Process::spawn(
@@ -133,6 +154,7 @@ impl EdgeProcess {
                 .env("WARDLINK_MQTT_LISTEN", mqtt.to_string())
                 .env("WARDLINK_ADMIN_LISTEN", admin.to_string())
                 .env("WARDLINK_HUB_ADDR", hub),
+            log,
         )?;
         process.wait_healthy(admin).await?;
         Ok(EdgeProcess {
@@ -158,21 +180,28 @@ pub struct HubProcess {
     /// Its QUIC listener.
     pub quic: SocketAddr,
     config: PathBuf,
+    log: Option<PathBuf>,
 }
 
 impl HubProcess {
     /// Starts the hub of `config` (a `cloud.toml`) on new ports.
     pub async fn start(config: &Path) -> anyhow::Result<HubProcess> {
+        Self::start_logged(config, None).await
+    }
+
+    /// As [`HubProcess::start`], logging to `log/wardlink-cloud.log` (see `Process::spawn`).
+    pub async fn start_logged(config: &Path, log: Option<&Path>) -> anyhow::Result<HubProcess> {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let quic = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-        Self::start_on(config, http, quic).await
+        Self::start_on(config, http, quic, log).await
     }
 
     /// Starts the hub of `config` on the given ports.
-    pub async fn start_on(
+    async fn start_on(
         config: &Path,
         http: SocketAddr,
         quic: SocketAddr,
+        log: Option<&Path>,
     ) -> anyhow::Result<HubProcess> {
         let mut process = Process::spawn(
             "wardlink-cloud",
@@ -182,6 +211,7 @@ impl HubProcess {
                 .arg(config)
                 .env("WARDLINK_HTTP_LISTEN", http.to_string())
                 .env("WARDLINK_QUIC_LISTEN", quic.to_string()),
+            log,
         )?;
         process.wait_healthy(http).await?;
         Ok(HubProcess {
@@ -189,13 +219,14 @@ impl HubProcess {
             http,
             quic,
             config: config.to_owned(),
+            log: log.map(Path::to_owned),
         })
     }
 
     /// Kills the hub with SIGKILL and starts it again on the same ports and data.
     pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
         self.process.kill()?;
-        let again = Self::start_on(&self.config, self.http, self.quic).await?;
+        let again = Self::start_on(&self.config, self.http, self.quic, self.log.as_deref()).await?;
         *self = again;
         Ok(())
     }
