@@ -57,6 +57,41 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Initialises a hub directory (CA, keys, `cloud.toml` with ephemeral loopback ports) in a new
+/// temporary directory, without starting the hub; returns it and the `cloud.toml` path.
+pub fn init_hub_dir() -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf)> {
+    init();
+    let dir = tempfile::tempdir()?;
+    let opts = InitOptions {
+        http_listen: "127.0.0.1:0".into(),
+        quic_listen: "127.0.0.1:0".into(),
+        extra_names: vec![],
+    };
+    let path = pki::init(dir.path(), &opts)?;
+    Ok((dir, path))
+}
+
+/// `PUT /api/patients/{patient}/settings` with `token`; returns the status and body.
+pub async fn put_settings(
+    addr: SocketAddr,
+    token: &str,
+    patient: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let auth = format!("Bearer {token}");
+    http_send(
+        addr,
+        "PUT",
+        &format!("/api/patients/{patient}/settings"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+}
+
 /// A hub running in this process.
 pub struct Hub {
     /// The directory `init` created (CA, keys, cloud.toml, data).
@@ -70,14 +105,7 @@ pub struct Hub {
 impl Hub {
     /// Initialises a hub in a new temporary directory and starts it on ephemeral ports.
     pub async fn start() -> anyhow::Result<Hub> {
-        init();
-        let dir = tempfile::tempdir()?;
-        let opts = InitOptions {
-            http_listen: "127.0.0.1:0".into(),
-            quic_listen: "127.0.0.1:0".into(),
-            extra_names: vec![],
-        };
-        let path = pki::init(dir.path(), &opts)?;
+        let (dir, path) = init_hub_dir()?;
         let config = CloudConfig::load_with_env(&path, &HashMap::new())?;
         let running = wardlink_cloud::start(config.clone()).await?;
         Ok(Hub {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wardlink_cloud::token::Role;
 use wardlink_tests::process::binary;
-use wardlink_tests::{Dashboard, Hub, http_request, http_send};
+use wardlink_tests::{Dashboard, Hub, http_request, put_settings};
 
 /// A patient id that must never appear in the audit log.
 const CANARY: &str = "canary-7731";
@@ -76,14 +76,10 @@ async fn actions_are_audited_pseudonymised_and_tamper_evident() -> anyhow::Resul
         &["ward-a"],
         Duration::from_secs(600),
     );
-    let (status, _) = http_send(
+    let (status, _) = put_settings(
         hub.running.http_addr,
-        "PUT",
-        &format!("/api/patients/{CANARY}/settings"),
-        &[
-            ("authorization", &format!("Bearer {doctor}")),
-            ("content-type", "application/json"),
-        ],
+        &doctor,
+        CANARY,
         r#"{"spo2_scale":2}"#,
     )
     .await?;

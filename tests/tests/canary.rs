@@ -6,25 +6,20 @@
 use std::time::Duration;
 
 use wardlink_cloud::config::CloudConfig;
-use wardlink_cloud::pki::{self, InitOptions};
+use wardlink_cloud::pki;
 use wardlink_cloud::token::Role;
 use wardlink_shared::{DeviceId, EdgeId, PatientId, WardId};
 use wardlink_tests::process::{EdgeProcess, HubProcess};
-use wardlink_tests::{Dashboard, Device, http_request, http_send, init, sign_token, unix_now};
+use wardlink_tests::{
+    Dashboard, Device, http_request, init_hub_dir, put_settings, sign_token, unix_now,
+};
 
 const CANARY: &str = "zz-canary-4711";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_raw_patient_id_in_logs_or_audit() -> anyhow::Result<()> {
-    init();
     let logs = tempfile::tempdir()?;
-    let hub_dir = tempfile::tempdir()?;
-    let opts = InitOptions {
-        http_listen: "127.0.0.1:0".into(),
-        quic_listen: "127.0.0.1:0".into(),
-        extra_names: vec![],
-    };
-    let hub_toml = pki::init(hub_dir.path(), &opts)?;
+    let (_hub_dir, hub_toml) = init_hub_dir()?;
     let hub_config = CloudConfig::load_with_env(&hub_toml, &Default::default())?;
     let mut hub = HubProcess::start_logged(&hub_toml, Some(logs.path())).await?;
 
@@ -83,17 +78,7 @@ async fn no_raw_patient_id_in_logs_or_audit() -> anyhow::Result<()> {
     .await?;
     dash.until(|v| v["type"] == "silence").await?;
     let doctor = token("dr-k", Role::Doctor);
-    let (status, _) = http_send(
-        hub.http,
-        "PUT",
-        &format!("/api/patients/{CANARY}/settings"),
-        &[
-            ("authorization", &format!("Bearer {doctor}")),
-            ("content-type", "application/json"),
-        ],
-        r#"{"spo2_scale":2}"#,
-    )
-    .await?;
+    let (status, _) = put_settings(hub.http, &doctor, CANARY, r#"{"spo2_scale":2}"#).await?;
     assert_eq!(status, 202);
     // A bad payload, logged as a refusal.
     device.publish(r#"{"hr":"fast"}"#).await?;

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wardlink_cloud::config::CloudConfig;
-use wardlink_cloud::pki::{self, InitOptions};
+use wardlink_cloud::pki;
 use wardlink_cloud::token::Role;
 use wardlink_shared::{EdgeId, WardId};
 use wardlink_tests::process::HubProcess;
 use wardlink_tests::relay::{Mode, Relay};
 use wardlink_tests::{
-    Dashboard, Device, Edge, free_port, init, metric, sign_token, stamped, stored_readings,
+    Dashboard, Device, Edge, free_port, init_hub_dir, metric, sign_token, stamped, stored_readings,
     unix_now, wait_for_metric_eq,
 };
 
@@ -24,14 +24,7 @@ fn edge_event(v: &Value, state: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lossy_links_partitions_and_a_killed_hub_lose_and_duplicate_nothing() -> anyhow::Result<()>
 {
-    init();
-    let hub_dir = tempfile::tempdir()?;
-    let opts = InitOptions {
-        http_listen: "127.0.0.1:0".into(),
-        quic_listen: "127.0.0.1:0".into(),
-        extra_names: vec![],
-    };
-    let hub_toml = pki::init(hub_dir.path(), &opts)?;
+    let (_hub_dir, hub_toml) = init_hub_dir()?;
     // A short offline time so the partition is noticed within the test.
     let text = std::fs::read_to_string(&hub_toml)?;
     std::fs::write(

@@ -4,23 +4,12 @@
 use std::time::Duration;
 
 use wardlink_cloud::token::Role;
-use wardlink_tests::{Dashboard, Edge, Hub, free_port, http_send, is};
+use wardlink_tests::{Dashboard, Edge, Hub, free_port, is, put_settings};
 
 const STRICT_HR: &str = r#"{"limits":{"hr":{"low":45,"high":100,"low_extreme":30,"high_extreme":180,"delay_s":0,"hysteresis":5,"priority":"medium"}},"spo2_scale":2}"#;
 
 async fn put(hub: &Hub, token: &str, patient: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let auth = format!("Bearer {token}");
-    http_send(
-        hub.running.http_addr,
-        "PUT",
-        &format!("/api/patients/{patient}/settings"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        body,
-    )
-    .await
+    put_settings(hub.running.http_addr, token, patient, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
