@@ -230,9 +230,15 @@ impl Session {
         self.metrics.edges_connected.add(1);
         tracing::info!(edge = %self.edge, ward = %self.ward, "edge connected");
         let mut revoked = self.revoked.clone();
+        // Completes only on a revocation (a closed list means the hub is stopping).
+        let revocation = async {
+            if revoked.wait_for(|r| r.contains(&self.edge)).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         let result = tokio::select! {
             r = self.serve(stream, control) => r,
-            _ = revoked.wait_for(|r| r.contains(&self.edge)) => {
+            () = revocation => {
                 self.metrics.edges_refused.with("revoked").inc();
                 tracing::warn!(edge = %self.edge, "edge revoked; connection closed");
                 self.conn.close(REVOKED.into(), b"edge certificate revoked");
