@@ -374,6 +374,19 @@ pub async fn stored_readings(
     }
 }
 
+/// Fails unless every timestamp of `sent` is in `stored` (from [`stored_readings`]) exactly
+/// once.
+pub fn exactly_once(
+    stored: &std::collections::BTreeMap<i64, usize>,
+    sent: impl Iterator<Item = i64>,
+) -> anyhow::Result<()> {
+    let missing: Vec<i64> = sent.filter(|ts| !stored.contains_key(ts)).collect();
+    anyhow::ensure!(missing.is_empty(), "never reached the hub: {missing:?}");
+    let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
+    anyhow::ensure!(twice.is_empty(), "stored more than once: {twice:?}");
+    Ok(())
+}
+
 /// Polls a metrics endpoint until `name` reaches at least `at_least`.
 pub async fn wait_for_metric<F, Fut>(fetch: F, name: &str, at_least: i64) -> anyhow::Result<()>
 where

@@ -11,7 +11,8 @@ use std::process::Command;
 
 use wardlink_tests::relay::Mode;
 use wardlink_tests::{
-    Dashboard, Hub, http_get, metric, stamped, stored_readings, wait_for_metric, wait_for_metric_eq,
+    Dashboard, Hub, exactly_once, http_get, metric, stamped, stored_readings, wait_for_metric,
+    wait_for_metric_eq,
 };
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -152,13 +153,7 @@ async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
     let last = metric(&hub.metrics().await?, "wardlink_hub_last_event_seq").unwrap_or(0);
     let at_hub =
         stored_readings(&hub.ws_url("since=0"), &hub.nurse("ward-f"), "bed-01", last).await?;
-    let missing: Vec<i64> = (0..sent)
-        .map(|i| base + i)
-        .filter(|ts| !at_hub.contains_key(ts))
-        .collect();
-    assert!(missing.is_empty(), "never reached the hub: {missing:?}");
-    let twice: Vec<_> = at_hub.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    exactly_once(&at_hub, (0..sent).map(|i| base + i))?;
     let text = edge.metrics().await?;
     assert!(metric(&text, "wardlink_edge_outbox_errors_total").unwrap_or(0) > 0);
     assert_eq!(

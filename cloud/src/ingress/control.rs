@@ -28,12 +28,17 @@ pub(super) async fn run(
     let mut dec = FrameDecoder::new();
     let deadline = tokio::time::sleep(silence);
     tokio::pin!(deadline);
+    // The store is read at the start and whenever a command was queued, not at every heartbeat.
+    let mut check = true;
     loop {
-        for (seq, command) in store.pending_commands(edge.clone()).await? {
-            if seq > sent {
-                write_frame(&mut send, &Frame::Command { seq, command }).await?;
-                sent = seq;
+        if check {
+            for (seq, command) in store.pending_commands(edge.clone()).await? {
+                if seq > sent {
+                    write_frame(&mut send, &Frame::Command { seq, command }).await?;
+                    sent = seq;
+                }
             }
+            check = false;
         }
         tokio::select! {
             () = &mut deadline => return Err(IngressError::Silent),
@@ -41,6 +46,7 @@ pub(super) async fn run(
                 if changed.is_err() {
                     return Ok(());
                 }
+                check = true;
             }
             frame = read_frame(&mut recv, &mut dec) => {
                 let frame = frame?;
