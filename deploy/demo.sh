@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 HTTP_PORT=${DEMO_HTTP_PORT:-8080}
 QUIC_PORT=${DEMO_QUIC_PORT:-4433}
 MQTT_PORT=${DEMO_MQTT_PORT:-1883}
+MQTT_TLS_PORT=${DEMO_MQTT_TLS_PORT:-8883}
 ADMIN_PORT=${DEMO_ADMIN_PORT:-9180}
 PATIENTS=${DEMO_PATIENTS:-24}
 DETERIORATE=${DEMO_DETERIORATE:-3}
@@ -82,11 +83,12 @@ PIDS+=($!)
 wait_healthy hub "$HTTP_PORT" "$!"
 say "hub ready on http://127.0.0.1:$HTTP_PORT (QUIC udp/$QUIC_PORT)"
 
-WARDLINK_MQTT_LISTEN="127.0.0.1:$MQTT_PORT" WARDLINK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
+WARDLINK_MQTT_LISTEN="127.0.0.1:$MQTT_PORT" WARDLINK_MQTT_TLS_LISTEN="127.0.0.1:$MQTT_TLS_PORT" \
+    WARDLINK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
     "$BIN/wardlink-edge" run --config "$WORK/edge/edge.toml" >"$WORK/edge.log" 2>&1 &
 PIDS+=($!)
 wait_healthy edge "$ADMIN_PORT" "$!"
-say "edge ready: MQTT 127.0.0.1:$MQTT_PORT, metrics http://127.0.0.1:$ADMIN_PORT/metrics"
+say "edge ready: MQTT 127.0.0.1:$MQTT_PORT, MQTT over TLS 127.0.0.1:$MQTT_TLS_PORT (CA: $WORK/edge/ca.pem), metrics http://127.0.0.1:$ADMIN_PORT/metrics"
 
 WARDLINK_MQTT_LISTEN="127.0.0.1:$MQTT_PORT" \
     "$BIN/wardlink-edge" simulate --config "$WORK/edge/edge.toml" \

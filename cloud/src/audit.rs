@@ -142,6 +142,79 @@ pub enum Broken {
         /// The seq of the entry before it in the file.
         after: u64,
     },
+    /// An anchored entry is not in the export: the log was cut short, or the export does not
+    /// cover the anchor's time.
+    #[error("anchored entry {seq} is missing (the export ends at {last:?}): entries were cut off")]
+    AnchorMissing {
+        /// The anchor's seq.
+        seq: u64,
+        /// The export's last seq.
+        last: Option<u64>,
+    },
+    /// An anchored entry has another hash: the log was rewritten from there on.
+    #[error("entry {seq} does not match its anchor: the log was rewritten")]
+    AnchorMismatch {
+        /// The anchor's seq.
+        seq: u64,
+    },
+}
+
+/// A chain head recorded outside the hub (from the hub's log or `GET /api/audit/head`): the
+/// entry `seq` had hash `hash`. An export checked against it must reach that entry and agree
+/// on its hash, so entries cut off the end of the log since the anchor are detected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// The entry's seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    /// `SEQ:HASH`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (seq, hash) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: an anchor is SEQ:HASH"))?;
+        let seq = seq
+            .parse()
+            .map_err(|_| format!("{seq:?}: the anchor's seq must be a number"))?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{hash:?}: the anchor's hash must be 64 hex digits"));
+        }
+        Ok(Anchor {
+            seq,
+            hash: hash.to_ascii_lowercase(),
+        })
+    }
+}
+
+/// [`verify`], and each anchor's entry is in the export with the anchored hash.
+pub fn verify_anchored(text: &str, anchors: &[Anchor]) -> Result<usize, Broken> {
+    let n = verify(text)?;
+    for anchor in anchors {
+        let found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+            .find(|e| e.seq == anchor.seq);
+        match found {
+            Some(e) if e.hash == anchor.hash => {}
+            Some(_) => return Err(Broken::AnchorMismatch { seq: anchor.seq }),
+            None => {
+                return Err(Broken::AnchorMissing {
+                    seq: anchor.seq,
+                    last: text
+                        .lines()
+                        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+                        .map(|e| e.seq)
+                        .next_back(),
+                });
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// Checks an NDJSON export: every entry's hash, and that each follows the one before. An export

@@ -22,6 +22,7 @@ pub mod watch;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -126,6 +127,8 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         }
     });
 
+    tracker.spawn(log_audit_head(store.clone(), shutdown.clone()));
+
     metrics.ready.store(true, Ordering::Release);
     tracing::info!(http = %http_addr, quic = %quic_addr, "hub ready");
 
@@ -146,4 +149,33 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         shutdown,
         done,
     })
+}
+
+/// How often the audit chain's head is written to the hub's log.
+const AUDIT_ANCHOR_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Writes the audit chain's head to the hub's log (at start, then every minute when it moved,
+/// and at shutdown). Logs shipped off the box (journald, syslog) so hold anchors that
+/// `audit verify --anchor SEQ:HASH` checks an export against: entries cut off the end of the
+/// log after an anchor was written are then detected.
+async fn log_audit_head(store: Store, shutdown: CancellationToken) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(AUDIT_ANCHOR_INTERVAL);
+    loop {
+        let stopping = tokio::select! {
+            () = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        match store.audit_head().await {
+            Ok(Some((seq, hash))) if last != Some(seq) => {
+                tracing::info!(anchor = %format!("{seq}:{hash}"), "audit chain head");
+                last = Some(seq);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit chain head unreadable"),
+        }
+        if stopping {
+            return;
+        }
+    }
 }

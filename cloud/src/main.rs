@@ -29,6 +29,11 @@ enum AuditCommand {
     Verify {
         /// The export.
         file: PathBuf,
+        /// A chain head recorded earlier, `SEQ:HASH` (from the hub's log line "audit chain
+        /// head" or `GET /api/audit/head`); the export must contain that entry unchanged
+        /// (repeatable).
+        #[arg(long = "anchor")]
+        anchors: Vec<wardlink_cloud::audit::Anchor>,
     },
 }
 
@@ -61,6 +66,10 @@ enum Command {
         /// Where to write the edge's files.
         #[arg(long)]
         out: PathBuf,
+        /// A host name or IP address devices use to reach the edge (repeatable); written
+        /// into the MQTT listener's certificate.
+        #[arg(long = "mqtt-name")]
+        mqtt_names: Vec<String>,
     },
     /// Revoke an edge: a running hub closes its connection and refuses it from then on
     /// (within a second, without a restart).
@@ -169,25 +178,30 @@ fn main() -> ExitCode {
             edge,
             ward,
             out,
+            mqtt_names,
         } => {
             let cfg = match load(&dir.join("cloud.toml")) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            pki::enroll(&cfg, &edge, &ward, &out)
+            pki::enroll_with_names(&cfg, &edge, &ward, &out, &mqtt_names)
                 .map(|path| eprintln!("edge {edge} enrolled for ward {ward}: {}", path.display()))
                 .map_err(anyhow::Error::from)
         }
         Command::Audit {
-            command: AuditCommand::Verify { file },
+            command: AuditCommand::Verify { file, anchors },
         } => {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => return usage(format!("{}: {e}", file.display())),
             };
-            return match wardlink_cloud::audit::verify(&text) {
+            return match wardlink_cloud::audit::verify_anchored(&text, &anchors) {
                 Ok(n) => {
-                    println!("{}: {n} entries, chain intact", file.display());
+                    let anchored = match anchors.len() {
+                        0 => String::new(),
+                        k => format!(", {k} anchor(s) found"),
+                    };
+                    println!("{}: {n} entries, chain intact{anchored}", file.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

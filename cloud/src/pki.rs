@@ -1,5 +1,6 @@
 //! The hub's keys and certificates: `init` creates a CA, the hub's certificate and the token
-//! signing key; `enroll` issues an edge's client certificate and writes its `edge.toml`.
+//! signing key; `enroll` issues an edge's client certificate, the server certificate of its
+//! MQTT-over-TLS listener, and writes its `edge.toml`.
 //!
 //! An edge certificate's subject carries the edge id as CN and the ward as OU, signed by the
 //! CA; the hub takes both from the verified certificate, never from what the edge says.
@@ -29,6 +30,9 @@ pub enum PkiError {
     /// Certificate generation failed.
     #[error("certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// A name that belongs to the hub was asked for another certificate.
+    #[error("{0:?} is the hub's name; an edge certificate may not carry it")]
+    ReservedName(String),
     /// `init` would overwrite an existing hub.
     #[error("{0} already exists; refusing to overwrite an existing CA")]
     Exists(PathBuf),
@@ -173,6 +177,23 @@ pub fn enroll(
     ward: &WardId,
     out: &Path,
 ) -> Result<PathBuf, PkiError> {
+    enroll_with_names(cfg, edge, ward, out, &[])
+}
+
+/// `enroll` with `--mqtt-name` values: further host names or IP addresses devices use to
+/// reach the edge, written into the MQTT listener's certificate beside `localhost`,
+/// `127.0.0.1`, `::1` and the edge id.
+pub fn enroll_with_names(
+    cfg: &CloudConfig,
+    edge: &EdgeId,
+    ward: &WardId,
+    out: &Path,
+    mqtt_names: &[String],
+) -> Result<PathBuf, PkiError> {
+    // The MQTT certificate must never be able to pass for the hub's.
+    if let Some(name) = mqtt_names.iter().find(|n| **n == cfg.hub.name) {
+        return Err(PkiError::ReservedName(name.clone()));
+    }
     let ca_key = KeyPair::from_pem(&read(&cfg.tls.ca_key)?)?;
     let ca_pem = read(&cfg.tls.ca_cert)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)?;
@@ -190,9 +211,31 @@ pub fn enroll(
     validity(&mut params, 825);
     let cert = params.signed_by(&key, &issuer)?;
 
+    // The server certificate of the edge's MQTT-over-TLS listener: server use only, so it
+    // cannot serve as an edge's client certificate at the hub, and never named like the hub.
+    let mqtt_key = KeyPair::generate()?;
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        edge.as_str().into(),
+    ];
+    names.extend(mqtt_names.iter().cloned());
+    let mut mqtt = CertificateParams::new(names)?;
+    mqtt.distinguished_name = DistinguishedName::new();
+    mqtt.distinguished_name
+        .push(DnType::CommonName, format!("{edge} mqtt"));
+    mqtt.distinguished_name
+        .push(DnType::OrganizationalUnitName, ward.as_str());
+    mqtt.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut mqtt, 825);
+    let mqtt_cert = mqtt.signed_by(&mqtt_key, &issuer)?;
+
     write(&out.join("ca.pem"), &ca_pem, false)?;
     write(&out.join("edge.pem"), &cert.pem(), false)?;
     write(&out.join("edge.key"), &key.serialize_pem(), true)?;
+    write(&out.join("mqtt.pem"), &mqtt_cert.pem(), false)?;
+    write(&out.join("mqtt.key"), &mqtt_key.serialize_pem(), true)?;
     let config_path = out.join("edge.toml");
     let config = format!(
         r#"# Wardlink edge configuration (written by `wardlink-cloud enroll`).
@@ -204,6 +247,9 @@ data_dir = "data"
 
 [mqtt]
 listen = "0.0.0.0:1883"
+listen_tls = "0.0.0.0:8883"
+tls_cert = "mqtt.pem"
+tls_key = "mqtt.key"
 
 [admin]
 listen = "127.0.0.1:9180"

@@ -70,10 +70,18 @@ pub struct EdgeSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
-    /// Plain MQTT 3.1.1 listener.
+    /// Plain MQTT listener (3.1.1 and 5).
     pub listen: SocketAddr,
-    /// Plain MQTT 5 listener (rumqttd serves each protocol version on its own port).
+    /// A second plain listener (3.1.1 and 5), kept for configurations written when rumqttd
+    /// served MQTT 5 on a port of its own.
     pub listen_v5: Option<SocketAddr>,
+    /// MQTT over TLS (3.1.1 and 5), usually port 8883; needs `tls_cert` and `tls_key`.
+    pub listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain the TLS listener presents (`wardlink-cloud enroll` writes one
+    /// issued by the hub's CA).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Most devices that may be connected at once. Connections are only accepted from
     /// registered devices using their own id, so this also bounds the broker's table.
     pub max_devices: usize,
@@ -88,6 +96,9 @@ impl Default for MqttSection {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             listen_v5: None,
+            listen_tls: None,
+            tls_cert: None,
+            tls_key: None,
             max_devices: 2000,
             max_payload_bytes: 16 * 1024,
             connect_timeout_ms: 5000,
@@ -184,8 +195,9 @@ impl OutboxSection {
 }
 
 /// The environment variables that override the file.
-pub const ENV_KEYS: [&str; 4] = [
+pub const ENV_KEYS: [&str; 5] = [
     "WARDLINK_MQTT_LISTEN",
+    "WARDLINK_MQTT_TLS_LISTEN",
     "WARDLINK_ADMIN_LISTEN",
     "WARDLINK_HUB_ADDR",
     "WARDLINK_DATA_DIR",
@@ -209,6 +221,11 @@ impl EdgeConfig {
                 &mut cfg.hub.key,
             ],
         );
+        let mut optional: Vec<&mut PathBuf> = [&mut cfg.mqtt.tls_cert, &mut cfg.mqtt.tls_key]
+            .into_iter()
+            .flatten()
+            .collect();
+        config::resolve_relative(path, &mut optional);
         cfg.apply_env(env)?;
         cfg.validate(&path.display().to_string())?;
         Ok(cfg)
@@ -218,6 +235,9 @@ impl EdgeConfig {
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
         if let Some(v) = env.get("WARDLINK_MQTT_LISTEN") {
             self.mqtt.listen = config::parse_override("WARDLINK_MQTT_LISTEN", v)?;
+        }
+        if let Some(v) = env.get("WARDLINK_MQTT_TLS_LISTEN") {
+            self.mqtt.listen_tls = Some(config::parse_override("WARDLINK_MQTT_TLS_LISTEN", v)?);
         }
         if let Some(v) = env.get("WARDLINK_ADMIN_LISTEN") {
             self.admin.listen = config::parse_override("WARDLINK_ADMIN_LISTEN", v)?;
@@ -239,6 +259,14 @@ impl EdgeConfig {
         };
         if self.hub.addr.rsplit_once(':').is_none() {
             return Err(bad("hub.addr", "must be host:port"));
+        }
+        if self.mqtt.listen_tls.is_some() {
+            if self.mqtt.tls_cert.is_none() {
+                return Err(bad("mqtt.tls_cert", "required when mqtt.listen_tls is set"));
+            }
+            if self.mqtt.tls_key.is_none() {
+                return Err(bad("mqtt.tls_key", "required when mqtt.listen_tls is set"));
+            }
         }
         if self.mqtt.max_devices == 0 {
             return Err(bad("mqtt.max_devices", "must be at least 1"));

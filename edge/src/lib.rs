@@ -43,15 +43,17 @@ const READINGS_QUEUE: usize = 8192;
 /// Commands from the hub waiting for the rules task. When full, the uplink's control stream
 /// waits (the hub re-sends what is not confirmed, so nothing is lost).
 const COMMANDS_QUEUE: usize = 256;
-/// How long the broker gets to start listening.
-const BROKER_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running edge.
 pub struct RunningEdge {
     /// Where `/healthz` and `/metrics` are served.
     pub admin_addr: SocketAddr,
-    /// The MQTT 3.1.1 listener.
+    /// The plain MQTT listener (3.1.1 and 5), as bound.
     pub mqtt_addr: SocketAddr,
+    /// The second plain listener (`mqtt.listen_v5`), as bound.
+    pub mqtt_v5_addr: Option<SocketAddr>,
+    /// The MQTT-over-TLS listener, as bound.
+    pub mqtt_tls_addr: Option<SocketAddr>,
     /// Live metrics.
     pub metrics: Arc<EdgeMetrics>,
     shutdown: CancellationToken,
@@ -86,8 +88,16 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     ));
     let client = uplink::client_config(&cfg.hub).context("loading the edge's TLS credentials")?;
 
-    let broker =
-        broker::start(&cfg.mqtt, registry, metrics.clone()).context("starting MQTT broker")?;
+    let tls = match (&cfg.mqtt.listen_tls, &cfg.mqtt.tls_cert, &cfg.mqtt.tls_key) {
+        (Some(_), Some(cert), Some(key)) => {
+            Some((cert.as_path(), key.as_path(), cfg.hub.ca_cert.as_path()))
+        }
+        _ => None,
+    };
+    let broker = broker::start(&cfg.mqtt, tls, registry, metrics.clone(), shutdown.clone())
+        .await
+        .context("starting MQTT broker")?;
+    let listening = broker.listening;
     let (readings_tx, readings_rx) = mpsc::channel(READINGS_QUEUE);
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_QUEUE);
     let (active_tx, active_rx) = tokio::sync::watch::channel(Vec::new());
@@ -142,17 +152,12 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         }
     });
 
-    for addr in std::iter::once(cfg.mqtt.listen).chain(cfg.mqtt.listen_v5) {
-        if !broker::wait_listening(addr, BROKER_START_TIMEOUT).await {
-            shutdown.cancel();
-            anyhow::bail!("MQTT broker is not listening on {addr}");
-        }
-    }
     metrics.ready.store(true, Ordering::Release);
     tracing::info!(
         edge = %cfg.edge.id,
         ward = %cfg.edge.ward,
-        mqtt = %cfg.mqtt.listen,
+        mqtt = %listening.plain,
+        mqtt_tls = ?listening.tls,
         admin = %admin_addr,
         hub = %cfg.hub.addr,
         "edge ready"
@@ -183,7 +188,9 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     });
     Ok(RunningEdge {
         admin_addr,
-        mqtt_addr: cfg.mqtt.listen,
+        mqtt_addr: listening.plain,
+        mqtt_v5_addr: listening.v5,
+        mqtt_tls_addr: listening.tls,
         metrics,
         shutdown,
         done,

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use wardlink_shared::metrics::{Counter, Gauge, Histogram, LabeledCounter, LabeledGauge, Registry};
 use wardlink_shared::payload::RejectReason;
 
-use crate::broker::AuthRefusal;
+use crate::broker::{AuthRefusal, DENIED_LABELS, GateRefusal};
 
 const LANES: [&str; 2] = ["alarms", "telemetry"];
 
@@ -27,6 +27,12 @@ pub struct EdgeMetrics {
     pub alarm_events: Arc<Counter>,
     /// MQTT connections refused by authentication, by reason.
     pub auth_refused: LabeledCounter,
+    /// MQTT connections refused or ended by the gate before or outside authentication.
+    pub mqtt_refused: LabeledCounter,
+    /// Device actions refused by topic isolation (`publish`, `subscribe`).
+    pub mqtt_denied: LabeledCounter,
+    /// Device sessions open through the gate.
+    pub mqtt_sessions: Arc<Gauge>,
     /// Records durably committed to the outbox, by lane.
     pub outbox_committed: LabeledCounter,
     /// Records in the outbox not yet acknowledged by the hub, by lane.
@@ -88,6 +94,22 @@ impl EdgeMetrics {
                 "MQTT connections refused, by reason.",
                 "reason",
                 &AuthRefusal::LABELS,
+            ),
+            mqtt_refused: r.labeled_counter(
+                "wardlink_edge_mqtt_connections_refused_total",
+                "MQTT connections refused or closed by the gate (busy, TLS, malformed, ...).",
+                "reason",
+                &GateRefusal::LABELS,
+            ),
+            mqtt_denied: r.labeled_counter(
+                "wardlink_edge_mqtt_denied_total",
+                "Publishes and subscriptions refused because they reach beyond the device's patient.",
+                "action",
+                &DENIED_LABELS,
+            ),
+            mqtt_sessions: r.gauge(
+                "wardlink_edge_mqtt_sessions",
+                "Device connections open through the gate.",
             ),
             outbox_committed: r.labeled_counter(
                 "wardlink_edge_outbox_committed_total",

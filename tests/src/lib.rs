@@ -42,7 +42,7 @@ pub fn init() {
         .try_init();
 }
 
-/// A free TCP port on loopback (for rumqttd, which cannot report a port-0 binding).
+/// A free TCP port on loopback, for a process that must be told its port before it starts.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -197,7 +197,8 @@ impl Hub {
             dir.path(),
         )?;
         let env: HashMap<String, String> = [
-            ("WARDLINK_MQTT_LISTEN", format!("127.0.0.1:{}", free_port())),
+            ("WARDLINK_MQTT_LISTEN", "127.0.0.1:0".to_owned()),
+            ("WARDLINK_MQTT_TLS_LISTEN", "127.0.0.1:0".into()),
             ("WARDLINK_ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("WARDLINK_HUB_ADDR", self.running.quic_addr.to_string()),
         ]

@@ -152,6 +152,7 @@ impl EdgeProcess {
                 .arg("--config")
                 .arg(config)
                 .env("WARDLINK_MQTT_LISTEN", mqtt.to_string())
+                .env("WARDLINK_MQTT_TLS_LISTEN", "127.0.0.1:0")
                 .env("WARDLINK_ADMIN_LISTEN", admin.to_string())
                 .env("WARDLINK_HUB_ADDR", hub),
             log,

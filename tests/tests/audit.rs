@@ -30,12 +30,17 @@ fn entries(body: &str) -> Vec<Value> {
 }
 
 fn verify(text: &str) -> anyhow::Result<(bool, String)> {
+    verify_anchored(text, &[])
+}
+
+fn verify_anchored(text: &str, anchors: &[&str]) -> anyhow::Result<(bool, String)> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("audit.ndjson");
     std::fs::write(&file, text)?;
     let out = std::process::Command::new(binary("wardlink-cloud")?)
         .args(["audit", "verify"])
         .arg(&file)
+        .args(anchors.iter().flat_map(|a| ["--anchor", a]))
         .output()?;
     Ok((
         out.status.success(),
@@ -164,5 +169,30 @@ async fn actions_are_audited_pseudonymised_and_tamper_evident() -> anyhow::Resul
         assert!(!ok, "a {what} export verified: {out}");
         assert!(out.contains("entry"), "{what}: {out}");
     }
+
+    // Cutting entries off the end leaves a chain that verifies on its own; an anchor taken
+    // from the hub beforehand finds the cut.
+    let (status, head) = export(&hub, &auditor, "/head").await?;
+    assert_eq!(status, 200, "{head}");
+    let head: Value = serde_json::from_str(&head)?;
+    let anchor = format!(
+        "{}:{}",
+        head["seq"].as_u64().unwrap_or_default(),
+        head["hash"].as_str().unwrap_or_default()
+    );
+    let (status, full) = export(&hub, &auditor, "").await?;
+    assert_eq!(status, 200);
+    let (ok, out) = verify_anchored(&full, &[&anchor])?;
+    assert!(ok, "{anchor}: {out}");
+    let lines: Vec<&str> = full.lines().collect();
+    let cut = lines[..lines.len() - 2].join("\n");
+    let (ok, out) = verify(&cut)?;
+    assert!(ok, "a prefix of the log is a valid chain: {out}");
+    let (ok, out) = verify_anchored(&cut, &[&anchor])?;
+    assert!(!ok, "a truncated export verified against its anchor: {out}");
+    assert!(out.contains("cut off"), "{out}");
+    // A nurse may not read the head.
+    let (status, _) = export(&hub, &hub.nurse("ward-a"), "/head").await?;
+    assert_eq!(status, 403);
     Ok(())
 }

@@ -13,7 +13,7 @@ use wardlink_shared::{EdgeId, WardId};
 use wardlink_tests::process::HubProcess;
 use wardlink_tests::relay::{Mode, Relay};
 use wardlink_tests::{
-    Dashboard, Device, Edge, exactly_once, free_port, init_hub_dir, metric, sign_token, stamped,
+    Dashboard, Device, Edge, exactly_once, init_hub_dir, metric, sign_token, stamped,
     stored_readings, unix_now, wait_for_metric_eq,
 };
 
@@ -43,7 +43,8 @@ async fn lossy_links_partitions_and_a_killed_hub_lose_and_duplicate_nothing() ->
         edge_dir.path(),
     )?;
     let env = [
-        ("WARDLINK_MQTT_LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("WARDLINK_MQTT_LISTEN", "127.0.0.1:0".to_owned()),
+        ("WARDLINK_MQTT_TLS_LISTEN", "127.0.0.1:0".into()),
         ("WARDLINK_ADMIN_LISTEN", "127.0.0.1:0".into()),
         ("WARDLINK_HUB_ADDR", relay.addr.to_string()),
     ]

@@ -10,7 +10,7 @@ use wardlink_shared::time::parse_rfc3339;
 
 use super::AppState;
 use super::auth::{authenticate, refuse};
-use crate::token::Role;
+use crate::token::{Claims, Role};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct Range {
@@ -18,22 +18,48 @@ pub(super) struct Range {
     to: Option<String>,
 }
 
+/// The caller's claims if its token is valid and its role is `auditor`; otherwise the answer
+/// (401 or 403).
+fn auditor(app: &AppState, headers: &HeaderMap) -> Result<Claims, Box<Response>> {
+    let claims =
+        authenticate(app, headers, None).map_err(|refusal| Box::new(refusal.respond(app)))?;
+    if claims.role != Role::Auditor {
+        return Err(Box::new(refuse(
+            app,
+            StatusCode::FORBIDDEN,
+            "only auditors read the audit log",
+        )));
+    }
+    Ok(claims)
+}
+
+/// `GET /api/audit/head` (auditor): the chain head `{"seq":…,"hash":…}`, to be recorded outside
+/// the hub as an anchor for `audit verify --anchor SEQ:HASH`.
+pub(super) async fn head(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(response) = auditor(&app, &headers) {
+        return *response;
+    }
+    match app.store.audit_head().await {
+        Ok(head) => {
+            let (seq, hash) = head.unwrap_or((0, crate::audit::GENESIS.to_owned()));
+            axum::Json(serde_json::json!({ "seq": seq, "hash": hash })).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit log unreadable");
+            (StatusCode::INTERNAL_SERVER_ERROR, "audit log unreadable\n").into_response()
+        }
+    }
+}
+
 pub(super) async fn get(
     State(app): State<AppState>,
     Query(range): Query<Range>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match authenticate(&app, &headers, None) {
+    let claims = match auditor(&app, &headers) {
         Ok(c) => c,
-        Err(refusal) => return refusal.respond(&app),
+        Err(response) => return *response,
     };
-    if claims.role != Role::Auditor {
-        return refuse(
-            &app,
-            StatusCode::FORBIDDEN,
-            "only auditors read the audit log",
-        );
-    }
     let bound = |v: &Option<String>, default: i64| match v {
         None => Some(default),
         Some(s) => parse_rfc3339(s),

@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/api/patients/{patient}/settings", put(settings::put))
         .route("/api/audit", get(audit::get))
+        .route("/api/audit/head", get(audit::head))
         .with_state(state)
 }
 

@@ -316,6 +316,12 @@ impl Store {
         self.request(|reply| Write::Audit { entry, reply }).await
     }
 
+    /// The last audit entry's seq and hash, if any.
+    pub async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || tables::audit_head(&db)).await
+    }
+
     /// The audit entries (JSON lines) whose time lies in `[from, to]` (ms since the epoch).
     pub async fn audit_between(&self, from: i64, to: i64) -> Result<Vec<String>, StoreError> {
         let db = self.db.clone();

@@ -1,4 +1,7 @@
-//! The embedded MQTT broker (rumqttd 0.20) that bedside devices connect to.
+//! The embedded MQTT broker (rumqttd 0.20) that bedside devices connect to, behind the gate.
+//!
+//! Devices connect to the [`gate`], which authenticates them, confines each to its patient's
+//! topics, terminates TLS and relays to rumqttd on loopback. rumqttd admits only the gate.
 //!
 //! rumqttd's hazards (see DESIGN.md) are handled here: every [`rumqttd::RouterConfig`] field is
 //! set (its `Default` panics); the in-process link is drained by [`crate::ingest`] straight
@@ -8,23 +11,31 @@
 //! router (an illegal client id, or the connection table full) leaves a dangling entry in the
 //! server's will-handler map; when that client reconnects with the same id, the server thread
 //! panics holding the map's lock, and from then on every new connection panics: the broker is
-//! deaf. So no authenticated connection may ever be turned away by the router. Our
-//! authentication handler admits only registered devices whose client id is their device id
+//! deaf. So no authenticated connection may ever be turned away by the router. The gate
+//! admits only registered devices whose client id is their device id
 //! (`[A-Za-z0-9_-]`, never `/ + # $`), and the registry holds at most `mqtt.max_devices`
 //! devices, which is exactly the router's table size beside the ingest link. A device that
 //! reconnects takes over its own slot (MQTT session takeover), so the table cannot overflow.
 
 mod devices;
+mod gate;
+mod packet;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use devices::{AuthRefusal, DeviceEntry, DeviceRegistry, RegistryError, add_device};
+pub use gate::{DENIED_LABELS, GateRefusal, own_filter, own_topic};
+use rand::RngExt as _;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use wardlink_shared::DeviceId;
 
 use crate::config::MqttSection;
 use crate::metrics::EdgeMetrics;
@@ -42,9 +53,23 @@ pub enum BrokerError {
     /// The in-process link was refused by the router.
     #[error("broker link: {0}")]
     Link(Box<rumqttd::local::LinkError>),
-    /// The broker thread could not be spawned.
-    #[error("cannot spawn broker thread: {0}")]
+    /// The broker thread could not be spawned, or no loopback port was free.
+    #[error("cannot start the broker: {0}")]
     Thread(#[from] std::io::Error),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// rumqttd did not start listening on its loopback port.
+    #[error("the broker is not listening on {0}")]
+    NotListening(SocketAddr),
+    /// The TLS listener's certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] gate::GateTlsError),
 }
 
 impl From<rumqttd::local::LinkError> for BrokerError {
@@ -61,6 +86,8 @@ pub struct RunningBroker {
     pub link_rx: LinkRx,
     /// Fires when the broker's server threads have all exited (e.g. the port was taken).
     pub stopped: oneshot::Receiver<()>,
+    /// The gate's listeners.
+    pub listening: Listening,
 }
 
 /// Router settings. The commit log of the one filter we subscribe to holds at most
@@ -84,11 +111,9 @@ fn router_config(mqtt: &MqttSection) -> RouterConfig {
     }
 }
 
-fn connection_settings(
-    mqtt: &MqttSection,
-    registry: Arc<DeviceRegistry>,
-    metrics: Arc<EdgeMetrics>,
-) -> ConnectionSettings {
+/// Settings of rumqttd's own (loopback) listeners: only the gate connects, presenting
+/// `secret` as every device's password.
+fn connection_settings(mqtt: &MqttSection, secret: Arc<str>) -> ConnectionSettings {
     let mut settings = ConnectionSettings {
         connection_timeout_ms: mqtt.connect_timeout_ms,
         max_payload_size: mqtt.max_payload_bytes,
@@ -97,63 +122,102 @@ fn connection_settings(
         external_auth: None,
         dynamic_filters: true,
     };
-    settings.set_auth_handler(move |client_id: String, user: String, pass: String| {
-        let registry = registry.clone();
-        let metrics = metrics.clone();
-        async move {
-            if client_id.starts_with(RESERVED_PREFIX) {
-                metrics
-                    .auth_refused
-                    .with(AuthRefusal::BadClientId.label())
-                    .inc();
-                return false;
-            }
-            // Argon2 is deliberately slow; keep it off the broker's accept loop.
-            let verdict = tokio::task::spawn_blocking(move || {
-                registry.authenticate(&client_id, &user, &pass)
-            })
-            .await;
-            match verdict {
-                Ok(Ok(_)) => true,
-                Ok(Err(refusal)) => {
-                    metrics.auth_refused.with(refusal.label()).inc();
-                    tracing::debug!(reason = refusal.label(), "mqtt connection refused");
-                    false
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "authentication task failed");
-                    false
-                }
-            }
-        }
+    settings.set_auth_handler(move |client_id: String, _user: String, pass: String| {
+        // The gate already refused reserved and malformed ids; checked again because a
+        // refused id that reached the router would break it (see the module comment).
+        let ok = !client_id.starts_with(RESERVED_PREFIX)
+            && DeviceId::new(client_id.as_str()).is_ok()
+            && same_secret(pass.as_bytes(), secret.as_bytes());
+        async move { ok }
     });
     settings
 }
 
-/// Starts the broker on `mqtt.listen` (MQTT 3.1.1) and, if set, `mqtt.listen_v5` (MQTT 5).
-pub fn start(
+/// Compares without an early exit, so timing does not reveal a prefix of the secret.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A free loopback port for one of rumqttd's listeners (rumqttd binds by itself and cannot
+/// report a port-0 binding).
+fn loopback_port() -> Result<SocketAddr, std::io::Error> {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?.local_addr()
+}
+
+/// Where the gate listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// `mqtt.listen`, as bound.
+    pub plain: SocketAddr,
+    /// `mqtt.listen_v5`, as bound.
+    pub v5: Option<SocketAddr>,
+    /// `mqtt.listen_tls`, as bound.
+    pub tls: Option<SocketAddr>,
+}
+
+/// Starts rumqttd on loopback and the gate on the configured listeners; the gate stops at
+/// `shutdown`.
+pub async fn start(
     mqtt: &MqttSection,
+    tls: Option<(&Path, &Path, &Path)>,
     registry: Arc<DeviceRegistry>,
     metrics: Arc<EdgeMetrics>,
+    shutdown: CancellationToken,
 ) -> Result<RunningBroker, BrokerError> {
+    let acceptor = tls
+        .map(|(cert, key, ca)| gate::acceptor(cert, key, ca))
+        .transpose()?;
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| BrokerError::Bind { addr, source })
+    };
+    let plain = bind(mqtt.listen).await?;
+    let v5 = match mqtt.listen_v5 {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let secure = match (mqtt.listen_tls, acceptor) {
+        (Some(a), Some(acceptor)) => Some((bind(a).await?, acceptor)),
+        _ => None,
+    };
+    let listening = Listening {
+        plain: plain.local_addr()?,
+        v5: v5.as_ref().map(TcpListener::local_addr).transpose()?,
+        tls: secure.as_ref().map(|(l, _)| l.local_addr()).transpose()?,
+    };
+
+    let secret: Arc<str> = {
+        let bytes: [u8; 32] = rand::rng().random();
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into()
+    };
+    let inner = gate::Inner {
+        v4: loopback_port()?,
+        v5: loopback_port()?,
+        secret: secret.clone(),
+    };
     let server = |name: &str, listen: SocketAddr| ServerSettings {
         name: name.into(),
         listen,
         tls: None,
         next_connection_delay_ms: 0,
-        connections: connection_settings(mqtt, registry.clone(), metrics.clone()),
+        connections: connection_settings(mqtt, secret.clone()),
     };
-    let v5 = mqtt
-        .listen_v5
-        .map(|addr| HashMap::from([("v5".to_owned(), server("mqtt-v5", addr))]));
     let config = Config {
         id: 0,
         router: router_config(mqtt),
         v4: Some(HashMap::from([(
             "v4".to_owned(),
-            server("mqtt-v4", mqtt.listen),
+            server("mqtt-v4", inner.v4),
         )])),
-        v5,
+        v5: Some(HashMap::from([(
+            "v5".to_owned(),
+            server("mqtt-v5", inner.v5),
+        )])),
         ws: None,
         cluster: None,
         console: None,
@@ -175,12 +239,36 @@ pub fn start(
             }
             let _ = stopped_tx.send(());
         })?;
+    for addr in [inner.v4, inner.v5] {
+        if !wait_listening(addr, BROKER_START_TIMEOUT).await {
+            return Err(BrokerError::NotListening(addr));
+        }
+    }
+
+    let gate = gate::Gate::new(
+        registry,
+        metrics,
+        inner,
+        mqtt.max_payload_bytes,
+        Duration::from_millis(u64::from(mqtt.connect_timeout_ms)),
+    );
+    tokio::spawn(gate.clone().serve(plain, None, shutdown.clone()));
+    if let Some(listener) = v5 {
+        tokio::spawn(gate.clone().serve(listener, None, shutdown.clone()));
+    }
+    if let Some((listener, acceptor)) = secure {
+        tokio::spawn(gate.serve(listener, Some(acceptor), shutdown));
+    }
     Ok(RunningBroker {
         link_tx,
         link_rx,
         stopped,
+        listening,
     })
 }
+
+/// How long rumqttd may take to listen.
+const BROKER_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Waits until `addr` accepts TCP connections (the broker binds on its own thread and does not
 /// say when it is listening). Gives up after `timeout`.

@@ -1,0 +1,601 @@
+//! Just enough of the MQTT 3.1.1 and 5 wire format (OASIS standards, 2014 and 2019) for the
+//! gate: framing any packet, reading CONNECT, PUBLISH and SUBSCRIBE, rewriting a CONNECT's
+//! credentials, and writing the few answers the gate gives itself (CONNACK, SUBACK, PUBACK,
+//! DISCONNECT).
+//!
+//! Everything else passes through untouched to rumqttd, which parses it fully.
+
+/// Packet types (high nibble of the first byte).
+pub const CONNECT: u8 = 1;
+/// PUBLISH.
+pub const PUBLISH: u8 = 3;
+/// SUBSCRIBE.
+pub const SUBSCRIBE: u8 = 8;
+
+/// Protocol level of MQTT 3.1.1.
+pub const LEVEL_V4: u8 = 4;
+/// Protocol level of MQTT 5.
+pub const LEVEL_V5: u8 = 5;
+
+/// CONNACK codes, by protocol level: (3.1.1, 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refuse {
+    /// Unsupported protocol level (3.1.1: 0x01; 5: 0x84).
+    Protocol,
+    /// Client identifier not valid (0x02; 0x85).
+    ClientId,
+    /// Bad user name or password (0x04; 0x86).
+    Credentials,
+    /// Not authorised (0x05; 0x87).
+    NotAuthorized,
+    /// Server unavailable / busy (0x03; 0x89).
+    Busy,
+}
+
+impl Refuse {
+    fn code(self, level: u8) -> u8 {
+        let v5 = level == LEVEL_V5;
+        match self {
+            Refuse::Protocol => [0x01, 0x84][usize::from(v5)],
+            Refuse::ClientId => [0x02, 0x85][usize::from(v5)],
+            Refuse::Credentials => [0x04, 0x86][usize::from(v5)],
+            Refuse::NotAuthorized => [0x05, 0x87][usize::from(v5)],
+            Refuse::Busy => [0x03, 0x89][usize::from(v5)],
+        }
+    }
+}
+
+/// A packet that breaks the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// The remaining-length field runs over four bytes.
+    #[error("malformed remaining length")]
+    Length,
+    /// The packet is larger than the edge admits.
+    #[error("packet of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// A field runs past the end of the packet.
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    /// A string is not UTF-8.
+    #[error("{0} is not UTF-8")]
+    Utf8(&'static str),
+    /// Not the protocol name `MQTT`.
+    #[error("not an MQTT CONNECT")]
+    NotMqtt,
+    /// An MQTT 5 property this code does not know (so cannot skip).
+    #[error("unknown property 0x{0:02x}")]
+    Property(u8),
+}
+
+/// Where a complete packet ends in `buf`, if it is all there: `Some(total length)`.
+/// Refuses packets longer than `max` bytes before they are buffered.
+pub fn frame(buf: &[u8], max: usize) -> Result<Option<usize>, PacketError> {
+    let mut remaining = 0usize;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let total = 2 + i + remaining;
+            if total > max {
+                return Err(PacketError::TooLarge(total));
+            }
+            return Ok((buf.len() >= total).then_some(total));
+        }
+    }
+    Err(PacketError::Length)
+}
+
+/// The packet type of a framed packet.
+pub fn kind(packet: &[u8]) -> u8 {
+    packet.first().map_or(0, |b| b >> 4)
+}
+
+/// A cursor over one packet's bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Starts after the fixed header.
+    fn body(packet: &'a [u8]) -> Result<Self, PacketError> {
+        let mut pos = 1;
+        while packet.get(pos).ok_or(PacketError::Truncated("header"))? & 0x80 != 0 {
+            pos += 1;
+        }
+        Ok(Reader {
+            buf: packet,
+            pos: pos + 1,
+        })
+    }
+
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], PacketError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(PacketError::Truncated(what))?;
+        let bytes = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(PacketError::Truncated(what))?;
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, PacketError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, PacketError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn binary(&mut self, what: &'static str) -> Result<&'a [u8], PacketError> {
+        let n = self.u16(what)?;
+        self.take(usize::from(n), what)
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<&'a str, PacketError> {
+        std::str::from_utf8(self.binary(what)?).map_err(|_| PacketError::Utf8(what))
+    }
+
+    fn varint(&mut self, what: &'static str) -> Result<usize, PacketError> {
+        let mut value = 0usize;
+        for i in 0..4 {
+            let b = self.u8(what)?;
+            value |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(PacketError::Length)
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    /// Reads an MQTT 5 property block, returning the topic alias if one is set.
+    fn properties(&mut self) -> Result<Option<u16>, PacketError> {
+        let len = self.varint("properties")?;
+        let block = self.take(len, "properties")?;
+        let mut r = Reader { buf: block, pos: 0 };
+        let mut alias = None;
+        while !r.at_end() {
+            let id = r.u8("property")?;
+            match id {
+                // Byte.
+                0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2a => {
+                    r.take(1, "property")?;
+                }
+                // Two-byte integer; 0x23 is the topic alias.
+                0x13 | 0x21 | 0x22 => {
+                    r.take(2, "property")?;
+                }
+                0x23 => alias = Some(r.u16("topic alias")?),
+                // Four-byte integer.
+                0x02 | 0x11 | 0x18 | 0x27 => {
+                    r.take(4, "property")?;
+                }
+                // UTF-8 string or binary data.
+                0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1a | 0x1c | 0x1f => {
+                    r.binary("property")?;
+                }
+                // Variable byte integer.
+                0x0b => {
+                    r.varint("property")?;
+                }
+                // String pair.
+                0x26 => {
+                    r.binary("user property")?;
+                    r.binary("user property")?;
+                }
+                other => return Err(PacketError::Property(other)),
+            }
+        }
+        Ok(alias)
+    }
+}
+
+/// What the gate needs from a CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    /// 4 (3.1.1) or 5; other levels are reported too, for a clear refusal.
+    pub level: u8,
+    /// The client identifier.
+    pub client_id: String,
+    /// The will topic, if a will is set.
+    pub will_topic: Option<String>,
+    /// The user name.
+    pub username: Option<String>,
+    /// The password.
+    pub password: Option<Vec<u8>>,
+    /// Offset of the connect-flags byte in the packet.
+    flags_at: usize,
+    /// Offset where the user name (or password, or the end) begins.
+    credentials_at: usize,
+}
+
+/// Reads a CONNECT packet (as framed by [`frame`]).
+pub fn parse_connect(packet: &[u8]) -> Result<Connect, PacketError> {
+    let mut r = Reader::body(packet)?;
+    let name = r.binary("protocol name")?;
+    let level = r.u8("protocol level")?;
+    if name != b"MQTT" {
+        // MQTT 3.1 ("MQIsdp", level 3) is refused with a protocol error, which needs the level.
+        if name == b"MQIsdp" {
+            return Ok(Connect {
+                level,
+                client_id: String::new(),
+                will_topic: None,
+                username: None,
+                password: None,
+                flags_at: 0,
+                credentials_at: 0,
+            });
+        }
+        return Err(PacketError::NotMqtt);
+    }
+    let flags_at = r.pos;
+    let flags = r.u8("connect flags")?;
+    r.u16("keep alive")?;
+    let v5 = level == LEVEL_V5;
+    if v5 {
+        r.properties()?;
+    }
+    let client_id = r.string("client id")?.to_owned();
+    let mut will_topic = None;
+    if flags & 0x04 != 0 {
+        if v5 {
+            r.properties()?;
+        }
+        will_topic = Some(r.string("will topic")?.to_owned());
+        r.binary("will payload")?;
+    }
+    let credentials_at = r.pos;
+    let username = if flags & 0x80 != 0 {
+        Some(r.string("user name")?.to_owned())
+    } else {
+        None
+    };
+    let password = if flags & 0x40 != 0 {
+        Some(r.binary("password")?.to_vec())
+    } else {
+        None
+    };
+    Ok(Connect {
+        level,
+        client_id,
+        will_topic,
+        username,
+        password,
+        flags_at,
+        credentials_at,
+    })
+}
+
+/// `connect` with its user name and password replaced: what the gate forwards to rumqttd.
+pub fn rewrite_credentials(packet: &[u8], connect: &Connect, user: &str, pass: &[u8]) -> Vec<u8> {
+    let header_len = Reader::body(packet).map_or(2, |r| r.pos);
+    let kept = &packet[header_len..connect.credentials_at];
+    let mut body = Vec::with_capacity(kept.len() + 4 + user.len() + pass.len());
+    body.extend_from_slice(kept);
+    put_binary(&mut body, user.as_bytes());
+    put_binary(&mut body, pass);
+    if let Some(flags) = body.get_mut(connect.flags_at.wrapping_sub(header_len)) {
+        *flags |= 0xc0;
+    }
+    with_header(packet[0], &body)
+}
+
+/// What the gate needs from a PUBLISH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish<'a> {
+    /// Topic name (empty in MQTT 5 when a topic alias stands for it).
+    pub topic: &'a str,
+    /// 0, 1 or 2.
+    pub qos: u8,
+    /// MQTT 5 topic alias.
+    pub alias: Option<u16>,
+}
+
+/// Reads a PUBLISH packet's header.
+pub fn parse_publish(packet: &[u8], level: u8) -> Result<Publish<'_>, PacketError> {
+    let qos = packet.first().map_or(0, |b| (b >> 1) & 0x03);
+    let mut r = Reader::body(packet)?;
+    let topic = r.string("topic")?;
+    if qos > 0 {
+        r.u16("packet id")?;
+    }
+    let alias = if level == LEVEL_V5 {
+        r.properties()?
+    } else {
+        None
+    };
+    Ok(Publish { topic, qos, alias })
+}
+
+/// A SUBSCRIBE: its packet id and topic filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe<'a> {
+    /// Packet identifier.
+    pub id: u16,
+    /// Topic filters, in order.
+    pub filters: Vec<&'a str>,
+}
+
+/// Reads a SUBSCRIBE packet.
+pub fn parse_subscribe(packet: &[u8], level: u8) -> Result<Subscribe<'_>, PacketError> {
+    let mut r = Reader::body(packet)?;
+    let id = r.u16("packet id")?;
+    if level == LEVEL_V5 {
+        r.properties()?;
+    }
+    let mut filters = Vec::new();
+    while !r.at_end() {
+        filters.push(r.string("topic filter")?);
+        r.u8("subscription options")?;
+    }
+    if filters.is_empty() {
+        return Err(PacketError::Truncated("topic filter"));
+    }
+    Ok(Subscribe { id, filters })
+}
+
+/// A CONNACK refusing the connection.
+pub fn connack(level: u8, refuse: Refuse) -> Vec<u8> {
+    if level == LEVEL_V5 {
+        // Session present 0, reason, empty properties.
+        vec![0x20, 0x03, 0x00, refuse.code(level), 0x00]
+    } else {
+        vec![0x20, 0x02, 0x00, refuse.code(level)]
+    }
+}
+
+/// A SUBACK refusing every filter of a SUBSCRIBE (3.1.1: 0x80 failure; 5: 0x87 not
+/// authorised).
+pub fn suback_refused(level: u8, id: u16, filters: usize) -> Vec<u8> {
+    let mut body = id.to_be_bytes().to_vec();
+    if level == LEVEL_V5 {
+        body.push(0x00);
+    }
+    let code = if level == LEVEL_V5 { 0x87 } else { 0x80 };
+    body.extend(std::iter::repeat_n(code, filters));
+    with_header(0x90, &body)
+}
+
+/// An MQTT 5 DISCONNECT with reason 0x87 (not authorised); 3.1.1 has no server DISCONNECT.
+pub fn disconnect_not_authorized(level: u8) -> Vec<u8> {
+    if level == LEVEL_V5 {
+        vec![0xe0, 0x02, 0x87, 0x00]
+    } else {
+        Vec::new()
+    }
+}
+
+fn put_binary(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Callers pass strings that came out of a u16-length field, or the gate's own secret.
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&bytes[..usize::from(len)]);
+}
+
+fn with_header(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    out.push(first);
+    let mut n = body.len();
+    loop {
+        let mut byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CONNECT as a client library writes it.
+    fn connect(level: u8, will: Option<&str>, user: Option<&str>, pass: Option<&[u8]>) -> Vec<u8> {
+        let mut body = Vec::new();
+        put_binary(&mut body, b"MQTT");
+        body.push(level);
+        let mut flags = 0x02;
+        if will.is_some() {
+            flags |= 0x04;
+        }
+        if user.is_some() {
+            flags |= 0x80;
+        }
+        if pass.is_some() {
+            flags |= 0x40;
+        }
+        body.push(flags);
+        body.extend_from_slice(&60u16.to_be_bytes());
+        if level == LEVEL_V5 {
+            // Session expiry interval and a user property.
+            let props = [
+                &[0x11, 0, 0, 0, 10][..],
+                &[0x26, 0, 1, b'k', 0, 1, b'v'][..],
+            ]
+            .concat();
+            body.push(props.len() as u8);
+            body.extend_from_slice(&props);
+        }
+        put_binary(&mut body, b"mon-1");
+        if let Some(topic) = will {
+            if level == LEVEL_V5 {
+                body.extend_from_slice(&[0x05, 0x18, 0, 0, 0, 5]);
+            }
+            put_binary(&mut body, topic.as_bytes());
+            put_binary(&mut body, b"gone");
+        }
+        if let Some(u) = user {
+            put_binary(&mut body, u.as_bytes());
+        }
+        if let Some(p) = pass {
+            put_binary(&mut body, p);
+        }
+        with_header(0x10, &body)
+    }
+
+    #[test]
+    fn framing_waits_for_the_whole_packet_and_refuses_oversize() {
+        let p = with_header(0x30, &vec![7u8; 300]);
+        assert_eq!(frame(&p[..1], 1000), Ok(None));
+        assert_eq!(frame(&p[..2], 1000), Ok(None));
+        assert_eq!(frame(&p[..100], 1000), Ok(None));
+        assert_eq!(frame(&p, 1000), Ok(Some(303)));
+        let mut two = p.clone();
+        two.extend_from_slice(&p);
+        assert_eq!(frame(&two, 1000), Ok(Some(303)));
+        assert_eq!(frame(&p[..3], 100), Err(PacketError::TooLarge(303)));
+        assert_eq!(
+            frame(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01], 1 << 30),
+            Err(PacketError::Length)
+        );
+    }
+
+    #[test]
+    fn connect_fields_are_read_in_both_versions() {
+        for level in [LEVEL_V4, LEVEL_V5] {
+            let p = connect(
+                level,
+                Some("patients/p1/status"),
+                Some("mon-1"),
+                Some(b"secret"),
+            );
+            let c = parse_connect(&p).unwrap();
+            assert_eq!(c.level, level);
+            assert_eq!(c.client_id, "mon-1");
+            assert_eq!(c.will_topic.as_deref(), Some("patients/p1/status"));
+            assert_eq!(c.username.as_deref(), Some("mon-1"));
+            assert_eq!(c.password.as_deref(), Some(&b"secret"[..]));
+            let bare = parse_connect(&connect(level, None, None, None)).unwrap();
+            assert_eq!((bare.username, bare.password), (None, None));
+        }
+    }
+
+    #[test]
+    fn rewriting_credentials_keeps_everything_else() {
+        for level in [LEVEL_V4, LEVEL_V5] {
+            for (user, pass) in [
+                (Some("mon-1"), Some(&b"typed"[..])),
+                (None, None),
+                (Some("x"), None),
+            ] {
+                let original = connect(level, Some("patients/p1/will"), user, pass);
+                let c = parse_connect(&original).unwrap();
+                let rewritten = rewrite_credentials(&original, &c, "mon-1", b"internal");
+                assert_eq!(frame(&rewritten, 1 << 20), Ok(Some(rewritten.len())));
+                let again = parse_connect(&rewritten).unwrap();
+                assert_eq!(again.username.as_deref(), Some("mon-1"));
+                assert_eq!(again.password.as_deref(), Some(&b"internal"[..]));
+                assert_eq!(again.client_id, c.client_id);
+                assert_eq!(again.will_topic, c.will_topic);
+                assert_eq!(again.level, level);
+                // What the rewrite keeps matches what a client would have sent with these
+                // credentials.
+                assert_eq!(
+                    rewritten,
+                    connect(
+                        level,
+                        Some("patients/p1/will"),
+                        Some("mon-1"),
+                        Some(b"internal")
+                    )
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn publish_topic_qos_and_alias() {
+        let mut body = Vec::new();
+        put_binary(&mut body, b"patients/p1/vitals");
+        body.extend_from_slice(&7u16.to_be_bytes());
+        body.extend_from_slice(b"{}");
+        let p = with_header(0x32, &body);
+        let got = parse_publish(&p, LEVEL_V4).unwrap();
+        assert_eq!(
+            (got.topic, got.qos, got.alias),
+            ("patients/p1/vitals", 1, None)
+        );
+
+        let mut body = Vec::new();
+        put_binary(&mut body, b"");
+        // Properties: payload format indicator, topic alias 9; then one payload byte.
+        body.extend_from_slice(&[0x05, 0x01, 0x01, 0x23, 0x00, 0x09, 0x00]);
+        let p = with_header(0x30, &body);
+        let got = parse_publish(&p, LEVEL_V5).unwrap();
+        assert_eq!((got.topic, got.qos, got.alias), ("", 0, Some(9)));
+
+        assert!(parse_publish(&[0x32, 0x01, 0x00], LEVEL_V4).is_err());
+    }
+
+    #[test]
+    fn subscribe_filters() {
+        let mut body = 3u16.to_be_bytes().to_vec();
+        put_binary(&mut body, b"#");
+        body.push(1);
+        put_binary(&mut body, b"patients/p1/vitals");
+        body.push(0);
+        let p = with_header(0x82, &body);
+        let s = parse_subscribe(&p, LEVEL_V4).unwrap();
+        assert_eq!(s.id, 3);
+        assert_eq!(s.filters, vec!["#", "patients/p1/vitals"]);
+        assert_eq!(
+            suback_refused(LEVEL_V4, 3, 2),
+            vec![0x90, 0x04, 0x00, 0x03, 0x80, 0x80]
+        );
+        assert_eq!(
+            suback_refused(LEVEL_V5, 3, 1),
+            vec![0x90, 0x04, 0x00, 0x03, 0x00, 0x87]
+        );
+        assert!(parse_subscribe(&with_header(0x82, &[0, 1]), LEVEL_V4).is_err());
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        // Every truncation of valid packets, and some noise.
+        let valid = [
+            connect(LEVEL_V5, Some("t"), Some("u"), Some(b"p")),
+            connect(LEVEL_V4, None, Some("u"), Some(b"p")),
+        ];
+        for p in &valid {
+            for cut in 0..p.len() {
+                let _ = parse_connect(&p[..cut]);
+                let _ = parse_publish(&p[..cut.max(1)], LEVEL_V5);
+                let _ = parse_subscribe(&p[..cut.max(1)], LEVEL_V5);
+            }
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let len = (seed % 40) as usize + 1;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = frame(&bytes, 1 << 20);
+            let _ = parse_connect(&bytes);
+            let _ = parse_publish(&bytes, LEVEL_V5);
+            let _ = parse_subscribe(&bytes, LEVEL_V4);
+        }
+    }
+}
