@@ -87,8 +87,13 @@ pub struct MqttSection {
     pub max_devices: usize,
     /// Largest MQTT payload accepted by the broker.
     pub max_payload_bytes: usize,
-    /// Time a new connection has to send CONNECT.
+    /// Time a new connection has to complete TLS, send CONNECT and be authenticated.
     pub connect_timeout_ms: u16,
+    /// Publishes per second one device may sustain; faster devices are slowed down (not
+    /// refused) so that one cannot crowd out the others.
+    pub max_publish_rate: u32,
+    /// Publishes one device may send at once after a quiet spell.
+    pub max_publish_burst: u32,
 }
 
 impl Default for MqttSection {
@@ -102,6 +107,8 @@ impl Default for MqttSection {
             max_devices: 2000,
             max_payload_bytes: 16 * 1024,
             connect_timeout_ms: 5000,
+            max_publish_rate: 2000,
+            max_publish_burst: 20_000,
         }
     }
 }
@@ -267,6 +274,9 @@ impl EdgeConfig {
             if self.mqtt.tls_key.is_none() {
                 return Err(bad("mqtt.tls_key", "required when mqtt.listen_tls is set"));
             }
+        }
+        if self.mqtt.max_publish_rate == 0 {
+            return Err(bad("mqtt.max_publish_rate", "must be at least 1"));
         }
         if self.mqtt.max_devices == 0 {
             return Err(bad("mqtt.max_devices", "must be at least 1"));

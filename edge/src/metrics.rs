@@ -33,6 +33,8 @@ pub struct EdgeMetrics {
     pub mqtt_denied: LabeledCounter,
     /// Device sessions open through the gate.
     pub mqtt_sessions: Arc<Gauge>,
+    /// Times a device publishing faster than `mqtt.max_publish_rate` was slowed down.
+    pub mqtt_throttled: Arc<Counter>,
     /// Records durably committed to the outbox, by lane.
     pub outbox_committed: LabeledCounter,
     /// Records in the outbox not yet acknowledged by the hub, by lane.
@@ -110,6 +112,10 @@ impl EdgeMetrics {
             mqtt_sessions: r.gauge(
                 "wardlink_edge_mqtt_sessions",
                 "Device connections open through the gate.",
+            ),
+            mqtt_throttled: r.counter(
+                "wardlink_edge_mqtt_throttled_total",
+                "Times a device publishing faster than mqtt.max_publish_rate was slowed down.",
             ),
             outbox_committed: r.labeled_counter(
                 "wardlink_edge_outbox_committed_total",

@@ -467,3 +467,118 @@ async fn tls_listener_trusts_the_hub_ca_only() -> anyhow::Result<()> {
     drop(hub);
     Ok(())
 }
+
+/// An MQTT packet: `first` byte, remaining length, body.
+fn raw_packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut n = body.len();
+    loop {
+        let mut b = u8::try_from(n & 0x7f).unwrap_or(0);
+        n >>= 7;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+fn raw_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&u16::try_from(s.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// Reads one MQTT packet: its first byte and body.
+async fn raw_read(stream: &mut tokio::net::TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let first = stream.read_u8().await?;
+    let mut len = 0usize;
+    for i in 0..4 {
+        let b = stream.read_u8().await?;
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await?;
+    Ok((first, body))
+}
+
+/// rumqttd 0.20 miscounts the length of a SUBSCRIBE's subscription identifiers, so two of
+/// them shift where it thinks the filters start: bytes the gate read as the tail of one
+/// harmless filter became a second filter, `#`, for rumqttd (found in review). The gate now
+/// relays only a SUBSCRIBE it has re-encoded, and checks every filter it relays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_that_rumqttd_would_misread_is_refused() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let (_hub, edge, mut witness) = setup().await?;
+    let pw = edge.register("mon-a", "bed-a")?;
+    let mut connect = Vec::new();
+    raw_string(&mut connect, b"MQTT");
+    connect.extend_from_slice(&[5, 0xc2, 0, 60, 0]);
+    raw_string(&mut connect, b"mon-a");
+    raw_string(&mut connect, b"mon-a");
+    raw_string(&mut connect, pw.as_bytes());
+    let connect = raw_packet(0x10, &connect);
+    let open = || async {
+        let mut stream = tokio::net::TcpStream::connect(edge.running.mqtt_addr).await?;
+        stream.write_all(&connect).await?;
+        let (first, body) = raw_read(&mut stream).await?;
+        anyhow::ensure!(first == 0x20 && body.get(1) == Some(&0), "CONNACK {body:?}");
+        anyhow::Ok(stream)
+    };
+    let mut stream = open().await?;
+
+    for filter in [
+        // Parsed by rumqttd as a 256-byte filter, then `#`.
+        [
+            &b"patients/bed-a/"[..],
+            &[b'a'; 241],
+            &[0x00, 0x00, 0x01, b'#'],
+        ]
+        .concat(),
+        // The same with printable bytes only.
+        [&b"patients/bed-a/"[..], &[b'a'; 241], b"(  #"].concat(),
+    ] {
+        let mut sub = 1u16.to_be_bytes().to_vec();
+        sub.extend_from_slice(&[0x06, 0x0b, 0x01, 0x0b, 0x01, 0x01, 0x00]);
+        raw_string(&mut sub, &filter);
+        sub.push(0);
+        stream.write_all(&raw_packet(0x82, &sub)).await?;
+        // Refused: a SUBACK with failure codes, or the connection closed as malformed.
+        match raw_read(&mut stream).await {
+            Ok((first, body)) => {
+                assert_eq!(first, 0x90, "{body:?}");
+                assert!(body.iter().skip(3).all(|c| *c >= 0x80), "granted: {body:?}");
+            }
+            Err(_) => stream = open().await?,
+        }
+    }
+    // The witness publishes, then the attacker subscribes to and publishes on its own topic:
+    // the first PUBLISH it receives is its own.
+    witness.delivers().await?;
+    let mut sub = 2u16.to_be_bytes().to_vec();
+    sub.push(0);
+    raw_string(&mut sub, b"patients/bed-a/vitals");
+    sub.push(0);
+    stream.write_all(&raw_packet(0x82, &sub)).await?;
+    let (first, body) = raw_read(&mut stream).await?;
+    assert_eq!((first, body.last()), (0x90, Some(&0)), "{body:?}");
+    let mut publish = Vec::new();
+    raw_string(&mut publish, b"patients/bed-a/vitals");
+    publish.push(0);
+    publish.extend_from_slice(br#"{"hr":75}"#);
+    stream.write_all(&raw_packet(0x30, &publish)).await?;
+    let (first, body) = raw_read(&mut stream).await?;
+    assert_eq!(first >> 4, 3, "{body:?}");
+    assert!(
+        body.windows(21).any(|w| w == b"patients/bed-a/vitals"),
+        "the attacker received another patient's reading: {body:?}"
+    );
+    Ok(())
+}

@@ -20,9 +20,10 @@
 //! loop with a deadline, and bounds both unauthenticated connections and concurrent Argon2
 //! verifications, so a connection flood cannot starve devices that are already connected.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -44,6 +45,13 @@ use crate::metrics::EdgeMetrics;
 const MAX_PENDING: usize = 256;
 /// Argon2 verifications running at once (each takes a core for tens of milliseconds).
 const MAX_KDF: usize = 2;
+/// Distinct MQTT 5 topic aliases one connection may bind.
+const MAX_ALIASES: usize = 16;
+/// Unauthenticated connections from one address, at most.
+const MAX_PENDING_PER_PEER: usize = 64;
+/// A write to a device that does not complete in this time ends its session (a device that
+/// stops reading must not pin a task and a socket for ever).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// First read buffer of a connection.
 const BUFFER: usize = 4096;
 
@@ -147,7 +155,90 @@ pub struct Gate {
     max_packet: usize,
     connect_timeout: Duration,
     pending: Arc<Semaphore>,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
     kdf: Semaphore,
+    rate: Rate,
+}
+
+/// Publishes per second and burst allowed to one device.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    /// Sustained publishes per second.
+    pub per_s: u32,
+    /// Publishes allowed at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// A slot among the unauthenticated connections, freed when dropped.
+struct PendingSlot {
+    _permit: OwnedSemaphorePermit,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts an open session in `wardlink_edge_mqtt_sessions` for as long as it lives, however
+/// it ends (shutdown cancels sessions mid-await).
+struct SessionCount(Arc<wardlink_shared::metrics::Gauge>);
+
+impl SessionCount {
+    fn new(gauge: &Arc<wardlink_shared::metrics::Gauge>) -> Self {
+        gauge.add(1);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for SessionCount {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
+}
+
+/// A token bucket: a device over its rate is not refused but slowed down, by not reading
+/// from its socket until the bucket refills (TCP backpressure), so one device's flood cannot
+/// crowd out the others' readings.
+struct Bucket {
+    tokens: f64,
+    at: tokio::time::Instant,
+    rate: Rate,
+}
+
+impl Bucket {
+    fn new(rate: Rate) -> Self {
+        Self {
+            tokens: f64::from(rate.burst.max(1)),
+            at: tokio::time::Instant::now(),
+            rate,
+        }
+    }
+
+    fn take(&mut self, n: u32) {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * f64::from(self.rate.per_s);
+        self.tokens = (self.tokens + refill).min(f64::from(self.rate.burst.max(1)));
+        self.at = now;
+        self.tokens -= f64::from(n);
+    }
+
+    /// How long to stop reading, if the bucket is overdrawn.
+    fn wait(&self) -> Option<Duration> {
+        (self.tokens < 0.0 && self.rate.per_s > 0)
+            .then(|| Duration::from_secs_f64(-self.tokens / f64::from(self.rate.per_s)))
+    }
 }
 
 impl Gate {
@@ -159,6 +250,7 @@ impl Gate {
         inner: Inner,
         max_payload: usize,
         connect_timeout: Duration,
+        rate: Rate,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry,
@@ -167,7 +259,29 @@ impl Gate {
             max_packet: max_payload.saturating_add(1024),
             connect_timeout,
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
+            peers: Arc::new(Mutex::new(HashMap::new())),
             kdf: Semaphore::new(MAX_KDF),
+            rate,
+        })
+    }
+
+    /// A pending slot for a connection from `ip`, unless too many are pending overall or
+    /// from that address.
+    fn pending_slot(&self, ip: IpAddr) -> Option<PendingSlot> {
+        let permit = self.pending.clone().try_acquire_owned().ok()?;
+        let mut peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = peers.entry(ip).or_insert(0);
+        if *n >= MAX_PENDING_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            _permit: permit,
+            peers: self.peers.clone(),
+            ip,
         })
     }
 
@@ -192,10 +306,12 @@ impl Gate {
                     continue;
                 }
             };
-            let Ok(permit) = self.pending.clone().try_acquire_owned() else {
+            let Some(permit) = self.pending_slot(peer.ip()) else {
                 self.refused(GateRefusal::Busy);
                 continue;
             };
+            // One deadline for the TLS handshake, the CONNECT and its authentication.
+            let deadline = tokio::time::Instant::now() + self.connect_timeout;
             let _ = stream.set_nodelay(true);
             let gate = self.clone();
             let tls = tls.clone();
@@ -203,7 +319,7 @@ impl Gate {
             tokio::spawn(async move {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
-                    () = gate.connection(stream, peer, tls, permit) => {}
+                    () = gate.connection(stream, peer, tls, permit, deadline) => {}
                 }
             });
         }
@@ -218,13 +334,14 @@ impl Gate {
         stream: TcpStream,
         peer: SocketAddr,
         tls: Option<TlsAcceptor>,
-        permit: OwnedSemaphorePermit,
+        permit: PendingSlot,
+        deadline: tokio::time::Instant,
     ) {
         let Some(acceptor) = tls else {
-            return self.session(stream, peer, permit).await;
+            return self.session(stream, peer, permit, deadline).await;
         };
-        match tokio::time::timeout(self.connect_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.session(stream, peer, permit).await,
+        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => self.session(stream, peer, permit, deadline).await,
             Ok(Err(e)) => {
                 self.refused(GateRefusal::TlsHandshake);
                 tracing::debug!(%peer, error = %e, "mqtt tls handshake failed");
@@ -234,12 +351,16 @@ impl Gate {
     }
 
     /// One device connection, from CONNECT to close.
-    async fn session<S>(&self, mut client: S, peer: SocketAddr, permit: OwnedSemaphorePermit)
-    where
+    async fn session<S>(
+        &self,
+        mut client: S,
+        peer: SocketAddr,
+        permit: PendingSlot,
+        deadline: tokio::time::Instant,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut buf = BytesMut::with_capacity(BUFFER);
-        let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let first = match tokio::time::timeout_at(
             deadline,
             read_packet(&mut client, &mut buf, self.max_packet),
@@ -276,10 +397,15 @@ impl Gate {
             }
         };
         let level = connect.level;
-        let patient = match self.authenticate(&connect).await {
-            Ok(p) => p,
-            Err(why) => {
+        let patient = match tokio::time::timeout_at(deadline, self.authenticate(&connect)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(why)) => {
                 let _ = refuse(&mut client, level, why).await;
+                return;
+            }
+            Err(_) => {
+                self.refused(GateRefusal::Timeout);
+                let _ = refuse(&mut client, level, Refuse::Busy).await;
                 return;
             }
         };
@@ -306,7 +432,7 @@ impl Gate {
         drop(permit);
 
         let device = connect.client_id;
-        self.metrics.mqtt_sessions.add(1);
+        let _counted = SessionCount::new(&self.metrics.mqtt_sessions);
         let (client_rx, client_tx) = tokio::io::split(client);
         let (broker_rx, broker_tx) = broker.into_split();
         let (inject_tx, inject_rx) = mpsc::channel(4);
@@ -320,7 +446,6 @@ impl Gate {
             end = self.inbound(client_rx, broker_tx, buf, policy, inject_tx) => end,
             end = outbound(broker_rx, client_tx, inject_rx) => end,
         };
-        self.metrics.mqtt_sessions.add(-1);
         match end {
             End::Closed => {}
             End::Denied(what) => {
@@ -400,7 +525,9 @@ impl Gate {
         W: AsyncWrite + Unpin,
     {
         let mut out = BytesMut::with_capacity(BUFFER);
+        let mut bucket = Bucket::new(self.rate);
         loop {
+            let mut publishes = 0;
             loop {
                 let n = match packet::frame(&buf, self.max_packet) {
                     Ok(Some(n)) => n,
@@ -408,8 +535,12 @@ impl Gate {
                     Err(e) => return End::Malformed(e),
                 };
                 let p = buf.split_to(n);
+                if packet::kind(&p) == packet::PUBLISH {
+                    publishes += 1;
+                }
                 match policy.check(&p) {
                     Ok(Verdict::Relay) => out.extend_from_slice(&p),
+                    Ok(Verdict::RelayInstead(bytes)) => out.extend_from_slice(&bytes),
                     Ok(Verdict::RefuseSubscribe(answer)) => {
                         self.metrics.mqtt_denied.with("subscribe").inc();
                         tracing::warn!(
@@ -443,6 +574,11 @@ impl Gate {
                 }
                 out.clear();
             }
+            bucket.take(publishes);
+            if let Some(pause) = bucket.wait() {
+                self.metrics.mqtt_throttled.inc();
+                tokio::time::sleep(pause).await;
+            }
             match client.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return End::Closed,
                 Ok(_) => {}
@@ -468,6 +604,8 @@ enum Inject {
 
 enum Verdict {
     Relay,
+    /// Relay these bytes in place of the packet.
+    RelayInstead(Vec<u8>),
     RefuseSubscribe(Vec<u8>),
     RefusePublish,
 }
@@ -499,6 +637,10 @@ impl Policy {
                     && !publish.topic.is_empty()
                     && !self.aliases.contains(&alias)
                 {
+                    // A device has two topics: a few aliases are plenty.
+                    if self.aliases.len() >= MAX_ALIASES {
+                        return Err(PacketError::Unexpected("topic alias beyond the limit"));
+                    }
                     self.aliases.push(alias);
                 }
                 Ok(Verdict::Relay)
@@ -506,7 +648,9 @@ impl Policy {
             packet::SUBSCRIBE => {
                 let sub = packet::parse_subscribe(p, self.level)?;
                 if sub.filters.iter().all(|f| own_filter(f, &self.patient)) {
-                    Ok(Verdict::Relay)
+                    Ok(Verdict::RelayInstead(packet::encode_subscribe(
+                        self.level, &sub,
+                    )))
                 } else {
                     Ok(Verdict::RefuseSubscribe(packet::suback_refused(
                         self.level,
@@ -515,7 +659,8 @@ impl Policy {
                     )))
                 }
             }
-            // A second CONNECT is a protocol violation; rumqttd closes the connection.
+            // A second CONNECT is a protocol violation (rumqttd would ignore it).
+            packet::CONNECT => Err(PacketError::Unexpected("second CONNECT")),
             _ => Ok(Verdict::Relay),
         }
     }
@@ -538,11 +683,11 @@ where
                     Some(Inject::Close(b)) => (b, true),
                     None => return End::Closed,
                 };
-                if client.write_all(&bytes).await.is_err() || client.flush().await.is_err() {
+                if !send(&mut client, &bytes).await {
                     return End::Closed;
                 }
                 if close {
-                    let _ = client.shutdown().await;
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, client.shutdown()).await;
                     return End::Denied("publish");
                 }
             }
@@ -551,8 +696,8 @@ where
                     Ok(0) | Err(_) => {
                         // rumqttd closed (keep-alive expired, session taken over, protocol
                         // error): pass on what it sent last.
-                        let _ = client.write_all(&buf).await;
-                        let _ = client.shutdown().await;
+                        let _ = send(&mut client, &buf).await;
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, client.shutdown()).await;
                         return End::Closed;
                     }
                     Ok(_) => {}
@@ -563,7 +708,7 @@ where
                 }
                 if complete > 0 {
                     let chunk = buf.split_to(complete);
-                    if client.write_all(&chunk).await.is_err() || client.flush().await.is_err() {
+                    if !send(&mut client, &chunk).await {
                         return End::Closed;
                     }
                 }
@@ -589,28 +734,42 @@ async fn read_packet<S: AsyncRead + Unpin>(
     }
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(
-    client: &mut S,
-    level: u8,
-    why: Refuse,
-) -> std::io::Result<()> {
-    client.write_all(&packet::connack(level, why)).await?;
-    client.flush().await?;
-    client.shutdown().await
+/// Writes and flushes within [`WRITE_TIMEOUT`]; false if that failed.
+async fn send<W: AsyncWrite + Unpin>(client: &mut W, bytes: &[u8]) -> bool {
+    let write = async {
+        client.write_all(bytes).await?;
+        client.flush().await
+    };
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
-/// `patients/{patient}` or below it: where a device of `patient` may publish.
+async fn refuse<S: AsyncWrite + Unpin>(client: &mut S, level: u8, why: Refuse) -> bool {
+    send(client, &packet::connack(level, why)).await
+        && tokio::time::timeout(WRITE_TIMEOUT, client.shutdown())
+            .await
+            .is_ok()
+}
+
+/// The topics below `patients/{patient}/` that a device may publish on.
+pub const DEVICE_TOPICS: [&str; 2] = ["vitals", "status"];
+
+/// Where a device of `patient` may publish: `patients/{patient}/vitals` or `…/status`. An
+/// allow-list, not a prefix: every topic a device can create costs the broker memory.
 pub fn own_topic(topic: &str, patient: &PatientId) -> bool {
-    topic
-        .strip_prefix("patients/")
-        .and_then(|rest| rest.strip_prefix(patient.as_str()))
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    below_patient(topic, patient).is_some_and(|rest| DEVICE_TOPICS.contains(&rest))
 }
 
-/// A filter that can only match topics of `patient` (wildcards only below the patient
-/// level; no shared subscriptions).
+/// A filter that can only match topics of `patient`: one of its topics, `+` or `#` below it.
 pub fn own_filter(filter: &str, patient: &PatientId) -> bool {
-    own_topic(filter, patient)
+    below_patient(filter, patient)
+        .is_some_and(|rest| rest == "+" || rest == "#" || DEVICE_TOPICS.contains(&rest))
+}
+
+fn below_patient<'a>(topic: &'a str, patient: &PatientId) -> Option<&'a str> {
+    topic
+        .strip_prefix("patients/")?
+        .strip_prefix(patient.as_str())?
+        .strip_prefix('/')
 }
 
 #[cfg(test)]
@@ -620,14 +779,13 @@ mod tests {
     #[test]
     fn topics_and_filters_are_confined_to_the_patient() {
         let p = PatientId::new("p1").unwrap();
-        for ok in [
-            "patients/p1/vitals",
-            "patients/p1",
-            "patients/p1/status/battery",
-        ] {
+        for ok in ["patients/p1/vitals", "patients/p1/status"] {
             assert!(own_topic(ok, &p), "{ok}");
         }
         for bad in [
+            "patients/p1",
+            "patients/p1/status/battery",
+            "patients/p1/anything",
             "patients/p2/vitals",
             "patients/p10/vitals",
             "patients/p1x",

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use devices::{AuthRefusal, DeviceEntry, DeviceRegistry, RegistryError, add_device};
-pub use gate::{DENIED_LABELS, GateRefusal, own_filter, own_topic};
+pub use gate::{DENIED_LABELS, DEVICE_TOPICS, GateRefusal, own_filter, own_topic};
 use rand::RngExt as _;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
@@ -251,6 +251,10 @@ pub async fn start(
         inner,
         mqtt.max_payload_bytes,
         Duration::from_millis(u64::from(mqtt.connect_timeout_ms)),
+        gate::Rate {
+            per_s: mqtt.max_publish_rate,
+            burst: mqtt.max_publish_burst,
+        },
     );
     tokio::spawn(gate.clone().serve(plain, None, shutdown.clone()));
     if let Some(listener) = v5 {

@@ -12,6 +12,20 @@ pub const PUBLISH: u8 = 3;
 /// SUBSCRIBE.
 pub const SUBSCRIBE: u8 = 8;
 
+/// MQTT 5 properties a CONNECT may carry (session expiry, receive maximum, maximum packet
+/// size, topic alias maximum, request response/problem information, user property,
+/// authentication method and data).
+const CONNECT_PROPERTIES: [u8; 9] = [0x11, 0x21, 0x27, 0x22, 0x19, 0x17, 0x26, 0x15, 0x16];
+/// Properties of a will (delay, payload format, expiry, content type, response topic,
+/// correlation data, user property).
+const WILL_PROPERTIES: [u8; 7] = [0x18, 0x01, 0x02, 0x03, 0x08, 0x09, 0x26];
+/// Properties of a PUBLISH from a client. The subscription identifier (0x0b) is for the
+/// server's PUBLISH only, and rumqttd 0.20 miscounts its length.
+const PUBLISH_PROPERTIES: [u8; 7] = [0x01, 0x02, 0x23, 0x08, 0x09, 0x26, 0x03];
+/// Properties of a SUBSCRIBE (read to be skipped: the gate re-encodes a SUBSCRIBE without
+/// them, because rumqttd 0.20 miscounts the subscription identifier's length).
+const SUBSCRIBE_PROPERTIES: [u8; 2] = [0x0b, 0x26];
+
 /// Protocol level of MQTT 3.1.1.
 pub const LEVEL_V4: u8 = 4;
 /// Protocol level of MQTT 5.
@@ -63,9 +77,15 @@ pub enum PacketError {
     /// Not the protocol name `MQTT`.
     #[error("not an MQTT CONNECT")]
     NotMqtt,
-    /// An MQTT 5 property this code does not know (so cannot skip).
-    #[error("unknown property 0x{0:02x}")]
+    /// An MQTT 5 property not allowed in this packet.
+    #[error("property 0x{0:02x} not allowed here")]
     Property(u8),
+    /// A packet the gate does not relay (a second CONNECT).
+    #[error("unexpected {0}")]
+    Unexpected(&'static str),
+    /// A topic filter with a wildcard inside a level, or `#` not last.
+    #[error("malformed topic filter")]
+    Filter,
 }
 
 /// Where a complete packet ends in `buf`, if it is all there: `Some(total length)`.
@@ -159,14 +179,20 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
-    /// Reads an MQTT 5 property block, returning the topic alias if one is set.
-    fn properties(&mut self) -> Result<Option<u16>, PacketError> {
+    /// Reads an MQTT 5 property block, returning the topic alias if one is set. Properties
+    /// outside `allowed` (the ones the standard permits in this packet, and that rumqttd
+    /// reads the same way) are refused: a block that two parsers read differently would let
+    /// the gate check one thing and the broker act on another.
+    fn properties(&mut self, allowed: &[u8]) -> Result<Option<u16>, PacketError> {
         let len = self.varint("properties")?;
         let block = self.take(len, "properties")?;
         let mut r = Reader { buf: block, pos: 0 };
         let mut alias = None;
         while !r.at_end() {
             let id = r.u8("property")?;
+            if !allowed.contains(&id) {
+                return Err(PacketError::Property(id));
+            }
             match id {
                 // Byte.
                 0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2a => {
@@ -245,13 +271,13 @@ pub fn parse_connect(packet: &[u8]) -> Result<Connect, PacketError> {
     r.u16("keep alive")?;
     let v5 = level == LEVEL_V5;
     if v5 {
-        r.properties()?;
+        r.properties(&CONNECT_PROPERTIES)?;
     }
     let client_id = r.string("client id")?.to_owned();
     let mut will_topic = None;
     if flags & 0x04 != 0 {
         if v5 {
-            r.properties()?;
+            r.properties(&WILL_PROPERTIES)?;
         }
         will_topic = Some(r.string("will topic")?.to_owned());
         r.binary("will payload")?;
@@ -312,20 +338,22 @@ pub fn parse_publish(packet: &[u8], level: u8) -> Result<Publish<'_>, PacketErro
         r.u16("packet id")?;
     }
     let alias = if level == LEVEL_V5 {
-        r.properties()?
+        r.properties(&PUBLISH_PROPERTIES)?
     } else {
         None
     };
     Ok(Publish { topic, qos, alias })
 }
 
-/// A SUBSCRIBE: its packet id and topic filters.
+/// A SUBSCRIBE: its packet id and topic filters with their option bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe<'a> {
     /// Packet identifier.
     pub id: u16,
     /// Topic filters, in order.
     pub filters: Vec<&'a str>,
+    /// Each filter's subscription options byte.
+    pub options: Vec<u8>,
 }
 
 /// Reads a SUBSCRIBE packet.
@@ -333,17 +361,52 @@ pub fn parse_subscribe(packet: &[u8], level: u8) -> Result<Subscribe<'_>, Packet
     let mut r = Reader::body(packet)?;
     let id = r.u16("packet id")?;
     if level == LEVEL_V5 {
-        r.properties()?;
+        r.properties(&SUBSCRIBE_PROPERTIES)?;
     }
     let mut filters = Vec::new();
+    let mut options = Vec::new();
     while !r.at_end() {
-        filters.push(r.string("topic filter")?);
-        r.u8("subscription options")?;
+        let filter = r.string("topic filter")?;
+        if !well_formed_filter(filter) {
+            return Err(PacketError::Filter);
+        }
+        filters.push(filter);
+        options.push(r.u8("subscription options")?);
     }
     if filters.is_empty() {
         return Err(PacketError::Truncated("topic filter"));
     }
-    Ok(Subscribe { id, filters })
+    Ok(Subscribe {
+        id,
+        filters,
+        options,
+    })
+}
+
+/// `+` and `#` only as whole levels, `#` only last, no NUL (MQTT 5 §4.7.1).
+fn well_formed_filter(filter: &str) -> bool {
+    let levels: Vec<&str> = filter.split('/').collect();
+    !filter.is_empty()
+        && !filter.contains('\0')
+        && levels.iter().enumerate().all(|(i, l)| {
+            (*l == "#" && i == levels.len() - 1)
+                || *l == "+"
+                || !(l.contains('#') || l.contains('+'))
+        })
+}
+
+/// The SUBSCRIBE the gate relays: the same packet id, filters and options, without
+/// properties, so that rumqttd cannot read it differently from the gate.
+pub fn encode_subscribe(level: u8, sub: &Subscribe<'_>) -> Vec<u8> {
+    let mut body = sub.id.to_be_bytes().to_vec();
+    if level == LEVEL_V5 {
+        body.push(0x00);
+    }
+    for (filter, options) in sub.filters.iter().zip(&sub.options) {
+        put_binary(&mut body, filter.as_bytes());
+        body.push(*options);
+    }
+    with_header(0x82, &body)
 }
 
 /// A CONNACK refusing the connection.
@@ -556,6 +619,8 @@ mod tests {
         let s = parse_subscribe(&p, LEVEL_V4).unwrap();
         assert_eq!(s.id, 3);
         assert_eq!(s.filters, vec!["#", "patients/p1/vitals"]);
+        assert_eq!(s.options, vec![1, 0]);
+        assert_eq!(encode_subscribe(LEVEL_V4, &s), p);
         assert_eq!(
             suback_refused(LEVEL_V4, 3, 2),
             vec![0x90, 0x04, 0x00, 0x03, 0x80, 0x80]
@@ -565,6 +630,57 @@ mod tests {
             vec![0x90, 0x04, 0x00, 0x03, 0x00, 0x87]
         );
         assert!(parse_subscribe(&with_header(0x82, &[0, 1]), LEVEL_V4).is_err());
+        for bad in ["a/#/b", "a/b#", "a+/b", "", "a/\0"] {
+            let mut body = 3u16.to_be_bytes().to_vec();
+            put_binary(&mut body, bad.as_bytes());
+            body.push(0);
+            assert_eq!(
+                parse_subscribe(&with_header(0x82, &body), LEVEL_V4),
+                Err(PacketError::Filter),
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// rumqttd 0.20 miscounts a subscription identifier's length, so properties that follow
+    /// one are read by it as the start of the filter list. The gate relays a re-encoded
+    /// SUBSCRIBE without properties, so what it checked is what the broker reads.
+    #[test]
+    fn subscribe_properties_never_reach_the_broker() {
+        let mut body = 1u16.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0x06, 0x0b, 0x01, 0x0b, 0x01, 0x01, 0x00]);
+        put_binary(&mut body, b"patients/p1/vitals");
+        body.push(0);
+        let p = with_header(0x82, &body);
+        // (0x01 is not a SUBSCRIBE property: refused outright.)
+        assert_eq!(
+            parse_subscribe(&p, LEVEL_V5),
+            Err(PacketError::Property(0x01))
+        );
+
+        let mut body = 1u16.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0x04, 0x0b, 0x01, 0x0b, 0x02]);
+        put_binary(&mut body, b"patients/p1/vitals");
+        body.push(1);
+        let packet = with_header(0x82, &body);
+        let s = parse_subscribe(&packet, LEVEL_V5).unwrap();
+        let relayed = encode_subscribe(LEVEL_V5, &s);
+        let mut want = 1u16.to_be_bytes().to_vec();
+        want.push(0x00);
+        put_binary(&mut want, b"patients/p1/vitals");
+        want.push(1);
+        assert_eq!(relayed, with_header(0x82, &want));
+    }
+
+    #[test]
+    fn properties_outside_the_packets_list_are_refused() {
+        let mut body = Vec::new();
+        put_binary(&mut body, b"patients/p1/vitals");
+        body.extend_from_slice(&[0x02, 0x0b, 0x01]);
+        assert_eq!(
+            parse_publish(&with_header(0x30, &body), LEVEL_V5),
+            Err(PacketError::Property(0x0b))
+        );
     }
 
     #[test]
