@@ -22,6 +22,9 @@ pub struct CloudConfig {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditSection,
+    /// Notifications: routing, escalation, SMS.
+    #[serde(default)]
+    pub notify: crate::notify::plan::NotifySection,
 }
 
 /// `[audit]`.
@@ -183,7 +186,19 @@ impl CloudConfig {
             .map(|k| &mut k.public_key)
             .collect();
         config::resolve_relative(path, &mut previous);
+        if let Some(sms) = &mut cfg.notify.sms
+            && let Some(token) = &mut sms.auth_token_file
+        {
+            config::resolve_relative(path, &mut [token]);
+        }
         cfg.apply_env(env)?;
+        if let Err(e) = cfg.notify.plan() {
+            return Err(ConfigError {
+                file: path.display().to_string(),
+                key: e.key,
+                reason: e.reason,
+            });
+        }
         if cfg.hub.edge_offline_after_ms < 100 {
             return Err(ConfigError {
                 file: path.display().to_string(),

@@ -13,6 +13,7 @@ pub mod bus;
 pub mod config;
 pub mod ingress;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod revocation;
 pub mod store;
@@ -67,11 +68,24 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     let pseudonyms =
         audit::Pseudonymiser::load_or_create(&cfg.audit.hmac_key, cfg.audit.key_version)
             .with_context(|| format!("loading the audit key {}", cfg.audit.hmac_key.display()))?;
+    let pseudonyms = Arc::new(pseudonyms);
+    let plan = Arc::new(
+        cfg.notify
+            .plan()
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.reason))?,
+    );
+    let sms_provider = match &cfg.notify.sms {
+        Some(sms) if !plan.routes.is_empty() => Some(
+            notify::sms::Provider::new(sms, &cfg.hub.name)
+                .context("setting up the SMS provider")?,
+        ),
+        _ => None,
+    };
     let (store, store_thread) = Store::open(
         &cfg.store_path(),
         bus.clone(),
         metrics.clone(),
-        Arc::new(pseudonyms),
+        pseudonyms.clone(),
     )
     .with_context(|| format!("opening store {}", cfg.store_path().display()))?;
     let verifier =
@@ -105,6 +119,32 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         shutdown.clone(),
     ));
 
+    let watchers = Arc::new(notify::Watchers::default());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    tracker.spawn(
+        notify::Notifier {
+            plan: plan.clone(),
+            store: store.clone(),
+            bus: bus.clone(),
+            watchers: watchers.clone(),
+            pseudonyms: pseudonyms.clone(),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+        }
+        .run(shutdown.clone()),
+    );
+    if let Some(provider) = sms_provider {
+        tracker.spawn(
+            notify::sms::Sender {
+                provider,
+                store: store.clone(),
+                metrics: metrics.clone(),
+                wake,
+            }
+            .run(shutdown.clone()),
+        );
+    }
+
     let listener = tokio::net::TcpListener::bind(cfg.hub.http_listen)
         .await
         .with_context(|| format!("binding HTTP listener {}", cfg.hub.http_listen))?;
@@ -117,6 +157,7 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         shutdown: shutdown.clone(),
         allowed_origins: Arc::new(cfg.hub.allowed_origins.clone()),
         revoked_tokens,
+        watchers,
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {

@@ -26,6 +26,24 @@ pub struct HubMetrics {
     pub records_unreadable: Arc<Counter>,
     /// Telemetry the edges evicted for their disk budgets (reported by their gap records).
     pub records_evicted: Arc<Counter>,
+    /// SMS queued in the outbox.
+    pub sms_queued: Arc<Counter>,
+    /// SMS attempts made.
+    pub sms_attempts: Arc<Counter>,
+    /// SMS accepted by the provider.
+    pub sms_sent: Arc<Counter>,
+    /// SMS attempts that failed and will be retried.
+    pub sms_retries: Arc<Counter>,
+    /// SMS given up for good.
+    pub sms_failed: Arc<Counter>,
+    /// SMS waiting in the outbox.
+    pub sms_pending: Arc<Gauge>,
+    /// Notifications held back, by reason.
+    pub notifications_suppressed: LabeledCounter,
+    /// Notification decisions that could not be stored.
+    pub notify_errors: Arc<Counter>,
+    /// Escalation chains open (alarms raised, not yet acknowledged or resolved).
+    pub escalations_open: Arc<Gauge>,
     /// Edge sessions closed because the edge fell silent.
     pub edges_silent: Arc<Counter>,
     /// Store transactions that failed.
@@ -83,6 +101,44 @@ impl HubMetrics {
             records_evicted: r.counter(
                 "wardlink_hub_records_evicted_total",
                 "Telemetry records edges evicted under their disk budgets (lost, reported by the edge).",
+            ),
+            sms_queued: r.counter(
+                "wardlink_hub_sms_queued_total",
+                "SMS queued in the hub's outbox.",
+            ),
+            sms_attempts: r.counter(
+                "wardlink_hub_sms_attempts_total",
+                "SMS delivery attempts made to the provider.",
+            ),
+            sms_sent: r.counter(
+                "wardlink_hub_sms_sent_total",
+                "SMS accepted by the provider.",
+            ),
+            sms_retries: r.counter(
+                "wardlink_hub_sms_retries_total",
+                "SMS attempts that failed and will be retried.",
+            ),
+            sms_failed: r.counter(
+                "wardlink_hub_sms_failed_total",
+                "SMS given up for good (logged at ERROR, audited).",
+            ),
+            sms_pending: r.gauge(
+                "wardlink_hub_sms_pending",
+                "SMS waiting in the outbox for an attempt.",
+            ),
+            notifications_suppressed: r.labeled_counter(
+                "wardlink_hub_notifications_suppressed_total",
+                "Notifications held back, by reason (repeat_interval, rate_limit).",
+                "reason",
+                &["repeat_interval", "rate_limit"],
+            ),
+            escalations_open: r.gauge(
+                "wardlink_hub_escalations_open",
+                "Escalation chains open: routed alarms not yet acknowledged or resolved.",
+            ),
+            notify_errors: r.counter(
+                "wardlink_hub_notify_errors_total",
+                "Notification decisions that could not be stored (logged at ERROR).",
             ),
             edges_silent: r.counter(
                 "wardlink_hub_edges_silent_total",

@@ -26,6 +26,7 @@ use wardlink_shared::{DeviceId, EdgeId, PatientId, WardId};
 
 pub mod process;
 pub mod relay;
+pub mod sms;
 
 /// Upper bound for any wait in a scenario.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -105,8 +106,26 @@ pub struct Hub {
 impl Hub {
     /// Initialises a hub in a new temporary directory and starts it on ephemeral ports.
     pub async fn start() -> anyhow::Result<Hub> {
+        Hub::start_with("", &[]).await
+    }
+
+    /// Initialises a hub with `extra` appended to its `cloud.toml` (e.g. a `[notify]`
+    /// section) and `files` written beside it, and starts it.
+    pub async fn start_with(extra: &str, files: &[(&str, &str)]) -> anyhow::Result<Hub> {
         let (dir, path) = init_hub_dir()?;
+        let mut text = std::fs::read_to_string(&path)?;
+        text.push('\n');
+        text.push_str(extra);
+        std::fs::write(&path, text)?;
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents)?;
+        }
         let config = CloudConfig::load_with_env(&path, &HashMap::new())?;
+        Hub::restart(dir, config).await
+    }
+
+    /// Starts a hub again from what [`Hub::stop`] returned.
+    pub async fn restart(dir: tempfile::TempDir, config: CloudConfig) -> anyhow::Result<Hub> {
         let running = wardlink_cloud::start(config.clone()).await?;
         Ok(Hub {
             dir,

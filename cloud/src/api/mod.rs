@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod notifications;
 mod settings;
 mod ws;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub allowed_origins: Arc<Vec<String>>,
     /// Revoked token ids (kept current by `revocation::watch`).
     pub revoked_tokens: tokio::sync::watch::Receiver<crate::revocation::RevokedTokens>,
+    /// Which wards live dashboards are watching (for "nobody watching" escalation).
+    pub watchers: Arc<crate::notify::Watchers>,
 }
 
 /// The routes.
@@ -48,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/patients/{patient}/settings", put(settings::put))
         .route("/api/audit", get(audit::get))
         .route("/api/audit/head", get(audit::head))
+        .route("/api/notifications", get(notifications::get))
         .with_state(state)
 }
 

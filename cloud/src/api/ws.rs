@@ -185,6 +185,14 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
         return;
     }
     app.metrics.ws_sessions.add(1);
+    // Present for the notifier as long as the session lives.
+    let _watching = app
+        .watchers
+        .watch(match (&scope.ward, scope.claims.role.all_wards()) {
+            (Some(w), _) => Some(vec![w.clone()]),
+            (None, true) => None,
+            (None, false) => Some(scope.claims.wards.clone()),
+        });
     tracing::info!(user = %scope.claims.sub, role = ?scope.claims.role, "dashboard session started");
     let (mut sink, mut stream) = socket.split();
     let expiry = tokio::time::sleep(until_expiry(scope.claims.exp));

@@ -10,6 +10,7 @@
 //! Reads (replay) run on any thread in their own read transaction.
 
 mod alerts;
+mod notify;
 mod tables;
 
 use std::path::Path;
@@ -27,6 +28,7 @@ use crate::audit::Pseudonymiser;
 use crate::bus::{Bus, Event};
 use crate::metrics::HubMetrics;
 pub use alerts::{AckOutcome, AlertRow, PatientOutcome};
+pub use notify::{NotifyBatch, SmsOutcome, SmsRow, SmsState};
 pub use tables::StoreError;
 
 /// Write commands queued to the store thread. When full, ingress waits, which stops reading
@@ -93,6 +95,19 @@ enum Write {
         reason: String,
         reply: oneshot::Sender<Result<PatientOutcome, StoreError>>,
     },
+    /// A notification decision with its audit entries.
+    Notify {
+        batch: NotifyBatch,
+        audits: Vec<crate::audit::Entry>,
+        reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+    },
+    /// An SMS attempt's outcome with its audit entry.
+    SmsOutcome {
+        id: u64,
+        outcome: SmsOutcome,
+        audit: crate::audit::Entry,
+        reply: oneshot::Sender<Result<Option<SmsRow>, StoreError>>,
+    },
     /// An audit entry for something that changes no other table (a dashboard session).
     Audit {
         entry: crate::audit::Entry,
@@ -105,7 +120,7 @@ impl Write {
     fn is_urgent(&self) -> bool {
         match self {
             Write::Ingest { lane, .. } => *lane == Lane::Alarms,
-            Write::Acknowledge { .. } | Write::Silence { .. } => true,
+            Write::Acknowledge { .. } | Write::Silence { .. } | Write::Notify { .. } => true,
             _ => false,
         }
     }
@@ -130,6 +145,8 @@ impl Write {
             Write::Silence { reply, .. } => drop(reply.send(Err(failed()))),
             Write::PatientSettings { reply, .. } => drop(reply.send(Err(failed()))),
             Write::Audit { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::Notify { reply, .. } => drop(reply.send(Err(failed()))),
+            Write::SmsOutcome { reply, .. } => drop(reply.send(Err(failed()))),
         }
     }
 }
@@ -314,6 +331,65 @@ impl Store {
         entry: crate::audit::Entry,
     ) -> Result<Result<(), StoreError>, Closed> {
         self.request(|reply| Write::Audit { entry, reply }).await
+    }
+
+    /// Stores a notification decision (SMS, chain progress, `escalated` events) and its audit
+    /// entries in one transaction; returns the new SMS ids.
+    pub async fn notify(
+        &self,
+        batch: NotifyBatch,
+        audits: Vec<crate::audit::Entry>,
+    ) -> Result<Result<Vec<u64>, StoreError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.urgent
+            .send(Write::Notify {
+                batch,
+                audits,
+                reply,
+            })
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// Records an SMS attempt's outcome and its audit entry.
+    pub async fn sms_outcome(
+        &self,
+        id: u64,
+        outcome: SmsOutcome,
+        audit: crate::audit::Entry,
+    ) -> Result<Result<Option<SmsRow>, StoreError>, Closed> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Write::SmsOutcome {
+                id,
+                outcome,
+                audit,
+                reply,
+            })
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// SMS waiting for an attempt.
+    pub async fn sms_pending(&self) -> Result<Vec<(u64, SmsRow)>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || notify::pending(&db)).await
+    }
+
+    /// Every SMS in the outbox.
+    pub async fn sms_all(&self) -> Result<Vec<(u64, SmsRow)>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || notify::all(&db)).await
+    }
+
+    /// Open escalation chains with their alarms.
+    pub async fn chains(
+        &self,
+    ) -> Result<Vec<(crate::notify::engine::Progress, AlertRow)>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || notify::chains(&db)).await
     }
 
     /// The last audit entry's seq and hash, if any.
@@ -503,6 +579,15 @@ fn writer(
                         (Write::CommandsDone { reply, .. }, tables::WriteResult::CommandsDone)
                         | (Write::Audit { reply, .. }, tables::WriteResult::Audited) => {
                             let _ = reply.send(Ok(()));
+                        }
+                        (Write::Notify { reply, .. }, tables::WriteResult::Notified(ids)) => {
+                            let _ = reply.send(Ok(ids));
+                        }
+                        (
+                            Write::SmsOutcome { reply, .. },
+                            tables::WriteResult::SmsRecorded(row),
+                        ) => {
+                            let _ = reply.send(Ok(row));
                         }
                         (Write::Silence { reply, .. }, tables::WriteResult::Silenced(o)) => {
                             let _ = reply.send(Ok(o));

@@ -9,6 +9,7 @@ use wardlink_shared::wire::{Lane, RecordBody};
 use wardlink_shared::{EdgeId, PatientId, WardId};
 
 use super::alerts::{self, AckOutcome, PatientOutcome};
+use super::notify::{self, SmsRow};
 use super::{Ingested, Write};
 use crate::audit::{self, Pseudonymiser};
 use crate::bus::Event;
@@ -87,6 +88,9 @@ pub(super) fn open(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(alerts::COMMANDS)?;
     txn.open_table(alerts::COMMANDS_DONE)?;
     txn.open_table(alerts::PATIENTS)?;
+    txn.open_table(notify::SMS)?;
+    txn.open_table(notify::SMS_PENDING)?;
+    txn.open_table(notify::ESCALATIONS)?;
     txn.commit()?;
     Ok(db)
 }
@@ -234,6 +238,8 @@ pub(super) enum WriteResult {
         got: u64,
     },
     Event(u64),
+    Notified(Vec<u64>),
+    SmsRecorded(Option<SmsRow>),
 }
 
 pub(super) struct GroupOutcome {
@@ -277,6 +283,9 @@ pub(super) fn commit_group(
         let mut done = txn.open_table(alerts::COMMANDS_DONE)?;
         let mut patients = txn.open_table(alerts::PATIENTS)?;
         let mut audit_log = txn.open_table(AUDIT)?;
+        let mut sms = txn.open_table(notify::SMS)?;
+        let mut sms_pending = txn.open_table(notify::SMS_PENDING)?;
+        let mut escalations = txn.open_table(notify::ESCALATIONS)?;
         let mut push = |ward: &WardId,
                         event: ServerEvent,
                         seq: &mut u64,
@@ -446,6 +455,41 @@ pub(super) fn commit_group(
                 Write::Audit { entry, .. } => {
                     audits.push(entry.clone());
                     results.push(WriteResult::Audited);
+                }
+                Write::Notify {
+                    batch,
+                    audits: entries,
+                    ..
+                } => {
+                    let (ids, escalated) = notify::store_batch(
+                        &mut sms,
+                        &mut sms_pending,
+                        &mut escalations,
+                        &mut alert_rows,
+                        batch,
+                    )?;
+                    for (ward, event) in escalated {
+                        push(&ward, event, &mut next_seq, ("notifier", &mut audits))?;
+                    }
+                    for (id, mut entry) in ids
+                        .iter()
+                        .zip(entries.iter().filter(|e| e.action == "sms_queued").cloned())
+                    {
+                        entry.subject = Some(format!("sms-{id}"));
+                        audits.push(entry);
+                    }
+                    audits.extend(entries.iter().filter(|e| e.action != "sms_queued").cloned());
+                    results.push(WriteResult::Notified(ids));
+                }
+                Write::SmsOutcome {
+                    id,
+                    outcome,
+                    audit: entry,
+                    ..
+                } => {
+                    let row = notify::record_outcome(&mut sms, &mut sms_pending, *id, outcome)?;
+                    audits.push(entry.clone());
+                    results.push(WriteResult::SmsRecorded(row));
                 }
             }
         }

@@ -1,0 +1,272 @@
+//! The SMS sender: takes pending messages from the store's outbox, sends each through the
+//! configured provider, and records every attempt (with an audit entry).
+//!
+//! - **Twilio** (or a compatible API): `POST {url}/2010-04-01/Accounts/{sid}/Messages.json`,
+//!   form-encoded `To`, `From`, `Body`, HTTP basic auth (account SID, auth token); the answer is
+//!   JSON with the message `sid`.
+//! - **Webhook**: `POST {url}` with JSON `{"to","body","alerts","idempotency_key"}` and an
+//!   optional bearer token; any 2xx is success (an `id` or `sid` in a JSON answer is kept).
+//!
+//! Every attempt at one message carries the same `Idempotency-Key` header
+//! (`wardlink-{hub}-sms-{id}`), so a provider that honours it never sends twice when an answer
+//! was lost (a timeout after the provider accepted). 5xx, 429, timeouts and connection errors
+//! are retried with exponential backoff (1 s doubling, at most 60 s) until `give_up_after_s`
+//! after queuing; other 4xx answers fail at once. A failure for good is counted
+//! (`wardlink_hub_sms_failed_total`), logged at ERROR and audited.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::now_ms;
+use super::plan::{SmsConfig, SmsProvider};
+use crate::audit::Entry;
+use crate::metrics::HubMetrics;
+use crate::store::{SmsOutcome, SmsRow, Store};
+
+/// Most attempts in flight at once.
+const PARALLEL: usize = 4;
+/// Longest wait between attempts at one message.
+const MAX_BACKOFF_MS: i64 = 60_000;
+/// How often pending messages are looked at when nothing wakes the sender.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A provider's answer that is not a success.
+#[derive(Debug)]
+struct SendError {
+    retry: bool,
+    message: String,
+}
+
+/// The configured provider.
+#[derive(Clone)]
+pub struct Provider {
+    config: SmsConfig,
+    token: Option<String>,
+    client: reqwest::Client,
+    hub: String,
+}
+
+impl Provider {
+    /// Builds the HTTP client and reads the token file.
+    pub fn new(config: &SmsConfig, hub: &str) -> anyhow::Result<Self> {
+        let token = match &config.auth_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .build()?;
+        Ok(Self {
+            config: config.clone(),
+            token,
+            client,
+            hub: hub.to_owned(),
+        })
+    }
+
+    async fn send(&self, id: u64, row: &SmsRow) -> Result<String, SendError> {
+        let key = format!("wardlink-{}-sms-{id}", self.hub);
+        let request = match self.config.provider {
+            SmsProvider::Twilio => {
+                let sid = self.config.account_sid.clone().unwrap_or_default();
+                let url = format!(
+                    "{}/2010-04-01/Accounts/{sid}/Messages.json",
+                    self.config.url.trim_end_matches('/')
+                );
+                let from = self.config.from.clone().unwrap_or_default();
+                self.client
+                    .post(url)
+                    .basic_auth(sid, self.token.clone())
+                    .form(&[
+                        ("To", row.phone.as_str()),
+                        ("From", from.as_str()),
+                        ("Body", row.body.as_str()),
+                    ])
+            }
+            SmsProvider::Webhook => {
+                let mut r = self.client.post(&self.config.url).json(&serde_json::json!({
+                    "to": row.phone,
+                    "body": row.body,
+                    "alerts": row.alerts,
+                    "idempotency_key": key,
+                }));
+                if let Some(token) = &self.token {
+                    r = r.bearer_auth(token);
+                }
+                r
+            }
+        };
+        let answer = request
+            .header("Idempotency-Key", &key)
+            .send()
+            .await
+            .map_err(|e| SendError {
+                retry: true,
+                message: if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    format!("request failed: {e}")
+                },
+            })?;
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        if status.is_success() {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let sid = json["sid"]
+                .as_str()
+                .or_else(|| json["id"].as_str())
+                .unwrap_or("accepted")
+                .to_owned();
+            return Ok(sid);
+        }
+        let retry = status.is_server_error() || status.as_u16() == 429;
+        let detail: String = body.chars().take(200).collect();
+        Err(SendError {
+            retry,
+            message: format!("provider answered {status}: {detail}"),
+        })
+    }
+}
+
+/// The sender task's parts.
+pub struct Sender {
+    /// The provider.
+    pub provider: Provider,
+    /// The store with the outbox.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<HubMetrics>,
+    /// Woken when messages are queued.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl Sender {
+    /// Runs until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+        let mut inflight = std::collections::HashSet::new();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        loop {
+            while let Ok(id) = done_rx.try_recv() {
+                inflight.remove(&id);
+            }
+            let now = now_ms();
+            match self.store.sms_pending().await {
+                Ok(rows) => {
+                    self.metrics
+                        .sms_pending
+                        .set(i64::try_from(rows.len()).unwrap_or(i64::MAX));
+                    for (id, row) in rows {
+                        if row.next_attempt > now || inflight.contains(&id) {
+                            continue;
+                        }
+                        let Ok(permit) = gate.clone().acquire_owned().await else {
+                            return;
+                        };
+                        inflight.insert(id);
+                        let provider = self.provider.clone();
+                        let store = self.store.clone();
+                        let metrics = self.metrics.clone();
+                        let done = done_tx.clone();
+                        let give_up = i64::try_from(self.provider.config.give_up_after_s)
+                            .unwrap_or(i64::MAX / 1000)
+                            .saturating_mul(1000);
+                        tokio::spawn(async move {
+                            attempt(&provider, &store, &metrics, id, &row, give_up).await;
+                            drop(permit);
+                            let _ = done.send(id);
+                        });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "SMS outbox unreadable"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+                Some(id) = done_rx.recv() => { inflight.remove(&id); }
+            }
+        }
+    }
+}
+
+async fn attempt(
+    provider: &Provider,
+    store: &Store,
+    metrics: &HubMetrics,
+    id: u64,
+    row: &SmsRow,
+    give_up_ms: i64,
+) {
+    metrics.sms_attempts.inc();
+    let result = provider.send(id, row).await;
+    let now = now_ms();
+    let (outcome, action, detail) = match result {
+        Ok(sid) => (
+            SmsOutcome::Sent(sid.clone()),
+            "sms_sent",
+            format!(
+                "to {}, provider id {sid}, attempt {}",
+                row.person,
+                row.attempts + 1
+            ),
+        ),
+        Err(e) if e.retry && now - row.queued_at < give_up_ms => {
+            let backoff = (1000i64 << row.attempts.min(6)).min(MAX_BACKOFF_MS);
+            (
+                SmsOutcome::Retry {
+                    at: now + backoff,
+                    error: e.message.clone(),
+                },
+                "sms_attempt_failed",
+                format!(
+                    "to {}, attempt {}: {}",
+                    row.person,
+                    row.attempts + 1,
+                    e.message
+                ),
+            )
+        }
+        Err(e) => (
+            SmsOutcome::Failed(e.message.clone()),
+            "sms_failed",
+            format!(
+                "to {}, after {} attempts: {}",
+                row.person,
+                row.attempts + 1,
+                e.message
+            ),
+        ),
+    };
+    match &outcome {
+        SmsOutcome::Sent(_) => metrics.sms_sent.inc(),
+        SmsOutcome::Retry { .. } => metrics.sms_retries.inc(),
+        SmsOutcome::Failed(error) => {
+            metrics.sms_failed.inc();
+            tracing::error!(sms = id, person = %row.person, error = %error, "SMS failed for good");
+        }
+    }
+    let entry = Entry {
+        seq: 0,
+        ts: String::new(),
+        actor: "notifier".into(),
+        action: action.into(),
+        ward: None,
+        patient: None,
+        subject: Some(format!("sms-{id}")),
+        detail: Some(detail),
+        prev: String::new(),
+        hash: String::new(),
+    };
+    match store.sms_outcome(id, outcome, entry).await {
+        Ok(Ok(_)) | Err(_) => {}
+        Ok(Err(e)) => tracing::error!(sms = id, error = %e, "SMS attempt not recorded"),
+    }
+}

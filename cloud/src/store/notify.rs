@@ -1,0 +1,231 @@
+//! The SMS outbox and the escalation chains' progress.
+//!
+//! A notification decision (SMS rows, chain progress, `escalated` events, audit entries) is one
+//! transaction, so a restart neither forgets a due SMS nor queues it twice. Each SMS row keeps
+//! its attempts; its id is the idempotency key the provider sees on every attempt.
+
+use redb::{ReadableTable, Table, TableDefinition};
+use serde::{Deserialize, Serialize};
+use wardlink_shared::WardId;
+use wardlink_shared::alarm::{AlarmEvent, AlertState};
+use wardlink_shared::dashboard::ServerEvent;
+
+use super::StoreError;
+use super::alerts::{ALERTS, AlertRow};
+use crate::notify::engine::Progress;
+
+/// SMS by id (postcard [`SmsRow`]).
+pub(super) const SMS: TableDefinition<u64, &[u8]> = TableDefinition::new("sms");
+/// Ids of SMS not yet sent nor failed.
+pub(super) const SMS_PENDING: TableDefinition<u64, ()> = TableDefinition::new("sms_pending");
+/// Chain progress by alarm id (postcard [`Progress`]).
+pub(super) const ESCALATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("escalations");
+
+/// One SMS in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmsRow {
+    /// Person id.
+    pub person: String,
+    /// Phone number.
+    pub phone: String,
+    /// Text.
+    pub body: String,
+    /// Alarm ids it is about.
+    pub alerts: Vec<String>,
+    /// Why it was sent.
+    pub reason: String,
+    /// Queued at (ms).
+    pub queued_at: i64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before (ms).
+    pub next_attempt: i64,
+    /// Where it stands.
+    pub state: SmsState,
+}
+
+/// An SMS's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SmsState {
+    /// Waiting for (another) attempt.
+    Pending,
+    /// The provider accepted it.
+    Sent {
+        /// The provider's message id.
+        sid: String,
+    },
+    /// Given up.
+    Failed {
+        /// The last error.
+        error: String,
+    },
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmsOutcome {
+    /// Accepted, with the provider's id.
+    Sent(String),
+    /// Failed; try again at the given time.
+    Retry {
+        /// Not before (ms).
+        at: i64,
+        /// What went wrong.
+        error: String,
+    },
+    /// Failed for good.
+    Failed(String),
+}
+
+/// One notification decision, stored atomically.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyBatch {
+    /// New SMS.
+    pub sms: Vec<SmsRow>,
+    /// Chain progress (None: over).
+    pub progress: Vec<(String, Option<Progress>)>,
+    /// Alarms to mark `escalated`.
+    pub escalated: Vec<String>,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Dashboard events to publish, with their wards.
+pub(super) type WardEvents = Vec<(WardId, ServerEvent)>;
+
+/// Stores a batch; returns the new SMS ids and the `escalated` events to publish.
+pub(super) fn store_batch(
+    sms: &mut Table<u64, &[u8]>,
+    pending: &mut Table<u64, ()>,
+    escalations: &mut Table<&str, &[u8]>,
+    alerts: &mut Table<&str, &[u8]>,
+    batch: &NotifyBatch,
+) -> Result<(Vec<u64>, WardEvents), StoreError> {
+    let first = sms.last()?.map_or(1, |(k, _)| k.value() + 1);
+    let mut ids = Vec::with_capacity(batch.sms.len());
+    for (id, row) in (first..).zip(&batch.sms) {
+        sms.insert(id, encode(row)?.as_slice())?;
+        pending.insert(id, ())?;
+        ids.push(id);
+    }
+    for (alert, progress) in &batch.progress {
+        match progress {
+            Some(p) => {
+                escalations.insert(alert.as_str(), encode(p)?.as_slice())?;
+            }
+            None => {
+                escalations.remove(alert.as_str())?;
+            }
+        }
+    }
+    let mut events = Vec::new();
+    for alert in &batch.escalated {
+        let row: AlertRow = match alerts.get(alert.as_str())? {
+            Some(v) => decode(v.value())?,
+            None => continue,
+        };
+        // Acknowledged or resolved meanwhile: nothing to escalate.
+        if row.event.state != AlertState::Raised {
+            continue;
+        }
+        let event = AlarmEvent {
+            state: AlertState::Escalated,
+            ..row.event
+        };
+        let updated = AlertRow {
+            event: event.clone(),
+            ..row
+        };
+        alerts.insert(alert.as_str(), encode(&updated)?.as_slice())?;
+        events.push((
+            updated.ward.clone(),
+            ServerEvent::alert(&updated.ward, &event, None),
+        ));
+    }
+    Ok((ids, events))
+}
+
+/// Records an attempt's outcome; returns the row as it now is.
+pub(super) fn record_outcome(
+    sms: &mut Table<u64, &[u8]>,
+    pending: &mut Table<u64, ()>,
+    id: u64,
+    outcome: &SmsOutcome,
+) -> Result<Option<SmsRow>, StoreError> {
+    let mut row: SmsRow = match sms.get(id)? {
+        Some(v) => decode(v.value())?,
+        None => return Ok(None),
+    };
+    if row.state != SmsState::Pending {
+        return Ok(Some(row));
+    }
+    row.attempts += 1;
+    match outcome {
+        SmsOutcome::Sent(sid) => {
+            row.state = SmsState::Sent { sid: sid.clone() };
+            pending.remove(id)?;
+        }
+        SmsOutcome::Retry { at, .. } => row.next_attempt = *at,
+        SmsOutcome::Failed(error) => {
+            row.state = SmsState::Failed {
+                error: error.clone(),
+            };
+            pending.remove(id)?;
+        }
+    }
+    sms.insert(id, encode(&row)?.as_slice())?;
+    Ok(Some(row))
+}
+
+/// Pending SMS, oldest first.
+pub(super) fn pending(db: &redb::Database) -> Result<Vec<(u64, SmsRow)>, StoreError> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let ids = txn.open_table(SMS_PENDING)?;
+    let rows = txn.open_table(SMS)?;
+    let mut out = Vec::new();
+    for entry in ids.iter()? {
+        let (id, _) = entry?;
+        let id = id.value();
+        if let Some(v) = rows.get(id)? {
+            out.push((id, decode(v.value())?));
+        }
+    }
+    Ok(out)
+}
+
+/// Every SMS, by id (for operators and tests).
+pub(super) fn all(db: &redb::Database) -> Result<Vec<(u64, SmsRow)>, StoreError> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let rows = txn.open_table(SMS)?;
+    let mut out = Vec::new();
+    for entry in rows.iter()? {
+        let (id, v) = entry?;
+        out.push((id.value(), decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// Open chains with their alarm's row.
+pub(super) fn chains(db: &redb::Database) -> Result<Vec<(Progress, AlertRow)>, StoreError> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let chains = txn.open_table(ESCALATIONS)?;
+    let alerts = txn.open_table(ALERTS)?;
+    let mut out = Vec::new();
+    for entry in chains.iter()? {
+        let (id, v) = entry?;
+        let progress: Progress = decode(v.value())?;
+        if let Some(row) = alerts.get(id.value())? {
+            out.push((progress, decode(row.value())?));
+        }
+    }
+    Ok(out)
+}
