@@ -75,10 +75,11 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
             .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.reason))?,
     );
     let sms_provider = match &cfg.notify.sms {
-        Some(sms) if !plan.routes.is_empty() => Some(
-            notify::sms::Provider::new(sms, &cfg.hub.name)
-                .context("setting up the SMS provider")?,
-        ),
+        Some(sms) if !plan.routes.is_empty() => {
+            let nonce = store_nonce(&cfg.hub.data_dir.join("sms_key_nonce"))
+                .context("reading the SMS key nonce")?;
+            Some(notify::sms::Provider::new(sms, &nonce).context("setting up the SMS provider")?)
+        }
         _ => None,
     };
     let (store, store_thread) = Store::open(
@@ -218,5 +219,27 @@ async fn log_audit_head(store: Store, shutdown: CancellationToken) {
         if stopping {
             return;
         }
+    }
+}
+
+/// A random identity written once beside the store, part of every SMS idempotency key.
+fn store_nonce(path: &std::path::Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} is empty",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngExt as _;
+            let bytes: [u8; 8] = rand::rng().random();
+            let nonce: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            wardlink_io::fs::write_atomic(path, nonce.as_bytes())?;
+            Ok(nonce)
+        }
+        Err(e) => Err(e),
     }
 }

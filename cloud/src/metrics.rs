@@ -36,6 +36,8 @@ pub struct HubMetrics {
     pub sms_retries: Arc<Counter>,
     /// SMS given up for good.
     pub sms_failed: Arc<Counter>,
+    /// SMS not sent because their alarms were over first.
+    pub sms_cancelled: Arc<Counter>,
     /// SMS waiting in the outbox.
     pub sms_pending: Arc<Gauge>,
     /// Notifications held back, by reason.
@@ -122,15 +124,19 @@ impl HubMetrics {
                 "wardlink_hub_sms_failed_total",
                 "SMS given up for good (logged at ERROR, audited).",
             ),
+            sms_cancelled: r.counter(
+                "wardlink_hub_sms_cancelled_total",
+                "SMS not sent because every alarm they were about was acknowledged or resolved first.",
+            ),
             sms_pending: r.gauge(
                 "wardlink_hub_sms_pending",
                 "SMS waiting in the outbox for an attempt.",
             ),
             notifications_suppressed: r.labeled_counter(
                 "wardlink_hub_notifications_suppressed_total",
-                "Notifications held back, by reason (repeat_interval, rate_limit).",
+                "Notifications held back, by reason (repeat_interval, rate_limit, no_recipient: a step whose roster had nobody on call).",
                 "reason",
-                &["repeat_interval", "rate_limit"],
+                &["repeat_interval", "rate_limit", "no_recipient"],
             ),
             escalations_open: r.gauge(
                 "wardlink_hub_escalations_open",

@@ -119,7 +119,11 @@ async fn the_chain_escalates_in_order_and_the_ack_stops_it() -> anyhow::Result<(
         assert_eq!(r.from, "+15005550006");
         // Basic auth: base64("ACtest:secret-token").
         assert_eq!(r.authorization, "Basic QUN0ZXN0OnNlY3JldC10b2tlbg==");
-        assert!(r.key.starts_with("wardlink-wardlink-hub-sms-"), "{}", r.key);
+        assert!(
+            r.key.starts_with("wardlink-") && r.key.contains("-sms-"),
+            "{}",
+            r.key
+        );
     }
     assert_ne!(d[0].key, d[1].key);
     // Dashboards see the escalation, once.
@@ -307,5 +311,31 @@ async fn a_permanent_refusal_is_reported_not_retried() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(status, 403);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_cancels_an_sms_still_waiting_to_go_out() -> anyhow::Result<()> {
+    let sms = FakeSms::start().await?;
+    sms.set(Mode::Fail);
+    let hub = hub_with(&sms, 600, 1200).await?;
+    let edge = edge(&hub).await?;
+    let mut device = edge.device("mon-1", "bed-1").await?;
+    device.publish(r#"{"hr":150}"#).await?;
+    // Nobody watching: queued at once, and retried while the provider fails.
+    wait_for_metric(|| hub.metrics(), "wardlink_hub_sms_retries_total", 1).await?;
+    let mut dash = Dashboard::connect(&hub.ws_url("since=0"), &hub.nurse("ward-a")).await?;
+    let alert = dash
+        .until(|v| is(v, "alert", "bed-1") && v["priority"] == "high")
+        .await?;
+    let id = alert["id"].as_str().unwrap_or_default().to_owned();
+    dash.send(&format!(r#"{{"type":"ack","alert":"{id}"}}"#))
+        .await?;
+    dash.until(|v| v["id"] == id.as_str() && v["state"] == "acknowledged")
+        .await?;
+    sms.set(Mode::Accept);
+    wait_for_metric(|| hub.metrics(), "wardlink_hub_sms_cancelled_total", 1).await?;
+    assert!(sms.delivered().is_empty(), "{:?}", sms.delivered());
+    wait_for_metric_eq(|| hub.metrics(), "wardlink_hub_sms_pending", 0).await?;
     Ok(())
 }

@@ -26,17 +26,16 @@ pub(super) async fn get(State(app): State<AppState>, headers: HeaderMap) -> Resp
             "only admins read the notification outbox",
         );
     }
-    match app.store.sms_all().await {
+    match app.store.sms_recent(LIMIT).await {
         Ok(rows) => {
             let list: Vec<serde_json::Value> = rows
                 .into_iter()
-                .rev()
-                .take(LIMIT)
                 .map(|(id, row)| {
                     let (state, detail) = match &row.state {
                         SmsState::Pending => ("pending", None),
                         SmsState::Sent { sid } => ("sent", Some(sid.clone())),
                         SmsState::Failed { error } => ("failed", Some(error.clone())),
+                        SmsState::Cancelled => ("cancelled", None),
                     };
                     serde_json::json!({
                         "id": id,

@@ -25,7 +25,7 @@ use wardlink_shared::dashboard::ClientMessage;
 use super::AppState;
 use super::auth::{authenticate, refuse};
 use crate::store::{AckOutcome, PatientOutcome};
-use crate::token::Claims;
+use crate::token::{Claims, Role};
 
 /// Largest client message accepted.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -186,13 +186,13 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
     }
     app.metrics.ws_sessions.add(1);
     // Present for the notifier as long as the session lives.
-    let _watching = app
-        .watchers
-        .watch(match (&scope.ward, scope.claims.role.all_wards()) {
-            (Some(w), _) => Some(vec![w.clone()]),
-            (None, true) => None,
-            (None, false) => Some(scope.claims.wards.clone()),
-        });
+    // Only clinicians of the ward count as watching it (an admin's screen is not a ward's).
+    let _watching = matches!(scope.claims.role, Role::Nurse | Role::Doctor).then(|| {
+        app.watchers.watch(Some(match &scope.ward {
+            Some(w) => vec![w.clone()],
+            None => scope.claims.wards.clone(),
+        }))
+    });
     tracing::info!(user = %scope.claims.sub, role = ?scope.claims.role, "dashboard session started");
     let (mut sink, mut stream) = socket.split();
     let expiry = tokio::time::sleep(until_expiry(scope.claims.exp));

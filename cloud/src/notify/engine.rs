@@ -55,6 +55,9 @@ pub struct Alarm {
 pub struct Progress {
     /// The route (index into the plan's routes).
     pub route: usize,
+    /// Its name: a chain resumed under a changed configuration continues only on the same
+    /// route.
+    pub route_name: String,
     /// When the chain started (ms).
     pub raised_at: i64,
     /// Steps already done.
@@ -144,7 +147,17 @@ impl Engine {
     pub fn resume(&mut self, alarm: Alarm, progress: Progress) {
         let over = matches!(alarm.state, AlertState::Acknowledged | AlertState::Resolved)
             || alarm.silenced;
-        if over || progress.route >= self.plan.routes.len() {
+        let same_route = self
+            .plan
+            .routes
+            .iter()
+            .position(|r| r.name == progress.route_name);
+        let Some(route) = same_route.filter(|_| !over) else {
+            self.changed.push((alarm.id, None));
+            return;
+        };
+        let progress = Progress { route, ..progress };
+        if progress.next_step > self.plan.routes[route].steps.len() {
             self.changed.push((alarm.id, None));
         } else {
             self.episodes
@@ -169,6 +182,7 @@ impl Engine {
         if over {
             if self.episodes.remove(&alarm.id).is_some() {
                 self.changed.push((alarm.id, None));
+                self.forget_if_quiet(&alarm.patient);
             }
             return;
         }
@@ -191,6 +205,7 @@ impl Engine {
         }
         let progress = Progress {
             route,
+            route_name: self.plan.routes[route].name.clone(),
             raised_at: now,
             next_step: 0,
             unwatched: !watched,
@@ -201,6 +216,28 @@ impl Engine {
             .push((alarm.id.clone(), Some(progress.clone())));
         self.episodes
             .insert(alarm.id.clone(), Episode { alarm, progress });
+    }
+
+    /// Once none of a patient's alarms is open, a new alarm is news again: the repeat interval
+    /// holds back repeats about alarms people were told of, not the next episode.
+    fn forget_if_quiet(&mut self, patient: &str) {
+        if !self.episodes.values().any(|e| e.alarm.patient == patient) {
+            self.last_told.retain(|(_, p), _| p != patient);
+        }
+    }
+
+    /// A clinician silenced `patient`: their chains stop (the alarms stay on dashboards).
+    pub fn silence(&mut self, patient: &str) {
+        let ids: Vec<String> = self
+            .episodes
+            .iter()
+            .filter(|(_, e)| e.alarm.patient == patient)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.episodes.remove(&id);
+            self.changed.push((id, None));
+        }
     }
 
     /// An edge went offline (as announced to dashboards) at `now`.
@@ -285,6 +322,13 @@ impl Engine {
                 ),
             };
             let patient = ep.alarm.patient.clone();
+            if recipients.is_empty() {
+                out.suppressed.push(Suppressed {
+                    person: String::new(),
+                    alerts: vec![id.clone()],
+                    why: "no_recipient",
+                });
+            }
             for person in recipients {
                 let entry = wanted
                     .entry((person, patient.clone()))
@@ -305,6 +349,8 @@ impl Engine {
             }
             out.progress.push((id.clone(), Some(ep.progress.clone())));
         }
+        let repeat = self.plan.repeat_ms;
+        self.last_told.retain(|_, t| now - *t < repeat);
         for ((person, patient), (alerts, reason)) in wanted {
             let key = (person.clone(), patient);
             if let Some(last) = self.last_told.get(&key)
@@ -405,8 +451,8 @@ impl Engine {
     }
 }
 
-/// SMS text budget: one GSM-7 segment.
-pub const SMS_MAX: usize = 160;
+/// SMS text budget: under one GSM-7 segment (160).
+pub const SMS_MAX: usize = 159;
 
 fn priority_word(p: Priority) -> &'static str {
     match p {
@@ -663,6 +709,67 @@ mod tests {
         silenced.silenced = true;
         e.alarm(silenced, T0 + 10_000, true);
         assert!(run(&mut e, T0, T0 + 600_000).is_empty());
+    }
+
+    #[test]
+    fn a_new_alarm_after_the_last_was_acknowledged_is_news() {
+        let mut e = engine();
+        e.alarm(alarm("a1", "p1", AlertState::Raised), T1, true);
+        let mut sent = run(&mut e, T1, T1 + 40_000);
+        e.alarm(
+            alarm("a1", "p1", AlertState::Acknowledged),
+            T1 + 40_000,
+            true,
+        );
+        e.alarm(alarm("a2", "p1", AlertState::Raised), T1 + 60_000, true);
+        sent.extend(run(&mut e, T1 + 40_000, T1 + 95_000));
+        let to_cn: Vec<i64> = sent
+            .iter()
+            .filter(|(_, s)| s.person == "cn")
+            .map(|(t, _)| (t - T1) / 1000)
+            .collect();
+        assert_eq!(to_cn, vec![30, 90]);
+    }
+
+    #[test]
+    fn a_silence_stops_the_patients_running_chains() {
+        let mut e = engine();
+        e.alarm(alarm("a1", "p1", AlertState::Raised), T1, true);
+        e.alarm(alarm("b1", "p2", AlertState::Raised), T1, true);
+        let sent = run(&mut e, T1, T1 + 31_000);
+        assert_eq!(sent.len(), 2);
+        e.silence("p1");
+        let later = run(&mut e, T1 + 31_000, T1 + 600_000);
+        assert!(later.iter().all(|(_, s)| s.alerts == ["b1"]), "{later:?}");
+        assert_eq!(e.open_chains(), 1);
+    }
+
+    #[test]
+    fn a_step_whose_roster_is_empty_is_reported() {
+        let text = crate::notify::plan::tests::BASE.replace(
+            r#"days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+start = "19:00""#,
+            r#"days = ["sat"]
+start = "19:00""#,
+        );
+        #[derive(Deserialize)]
+        struct Wrap {
+            notify: NotifySection,
+        }
+        let plan = toml::from_str::<Wrap>(&text)
+            .unwrap()
+            .notify
+            .plan()
+            .unwrap();
+        let mut e = Engine::new(Arc::new(plan));
+        // Thursday 20:00: nobody on the doctors' roster.
+        let night = T0 + 13 * 3_600_000;
+        e.alarm(alarm("a1", "p1", AlertState::Raised), night, true);
+        e.due(night + 30_000);
+        let d = e.due(night + 90_000);
+        assert!(d.sms.is_empty());
+        assert_eq!(d.suppressed.len(), 1);
+        assert_eq!(d.suppressed[0].why, "no_recipient");
     }
 
     #[test]

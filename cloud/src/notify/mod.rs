@@ -134,21 +134,9 @@ impl Notifier {
         let mut rx = self.bus.subscribe();
         let mut cursor = self.bus.latest();
         let mut engine = Engine::new(self.plan.clone());
-        match self.store.chains().await {
-            Ok(chains) => {
-                for (progress, row) in chains {
-                    let alarm = self.alarm_of(&row.ward, &row.event);
-                    engine.resume(alarm, progress);
-                }
-                if engine.open_chains() > 0 {
-                    tracing::info!(chains = engine.open_chains(), "escalation chains resumed");
-                }
-                self.metrics
-                    .escalations_open
-                    .set(i64::try_from(engine.open_chains()).unwrap_or(i64::MAX));
-            }
-            Err(e) => tracing::error!(error = %e, "cannot read escalation chains"),
-        }
+        self.resume(&mut engine).await;
+        // A decision the store could not take yet, retried before any other.
+        let mut unstored: Option<(NotifyBatch, Vec<Entry>)> = None;
         loop {
             let deadline = engine.next_deadline();
             let sleep = async {
@@ -171,15 +159,30 @@ impl Notifier {
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
-                        cursor = self.catch_up(&mut engine, cursor).await;
+                        match self.catch_up(&mut engine, cursor, &shutdown).await {
+                            Some(c) => cursor = c,
+                            None => return,
+                        }
                     }
                     Err(RecvError::Closed) => return,
                 },
             }
             let now = now_ms();
+            if let Some((batch, audits)) = unstored.take() {
+                unstored = self.store_batch(batch, audits).await;
+                if unstored.is_some() {
+                    // The store is failing: wait before the next try.
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            }
             if engine.has_changes() || engine.next_deadline().is_some_and(|d| d <= now) {
                 let decisions = engine.due(now);
-                self.store_decisions(decisions, now).await;
+                let (batch, audits) = self.decisions(decisions, now);
+                unstored = self.store_batch(batch, audits).await;
             }
             self.metrics
                 .escalations_open
@@ -187,11 +190,48 @@ impl Notifier {
         }
     }
 
-    /// Reads what the bus dropped from the store.
-    async fn catch_up(&self, engine: &mut Engine, mut cursor: u64) -> u64 {
+    /// Resumes the chains stored before a restart, and starts one for every alarm still
+    /// raised that has none (raised while the notifier was not running, or whose decision
+    /// was never stored).
+    async fn resume(&self, engine: &mut Engine) {
+        let mut chained = std::collections::HashSet::new();
+        match self.store.chains().await {
+            Ok(chains) => {
+                for (progress, row) in chains {
+                    chained.insert(row.event.id.clone());
+                    let alarm = self.alarm_of(&row.ward, &row.event);
+                    engine.resume(alarm, progress);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read escalation chains"),
+        }
+        match self.store.active_alerts().await {
+            Ok(rows) => {
+                for row in rows.into_iter().filter(|r| !chained.contains(&r.event.id)) {
+                    let mut alarm = self.alarm_of(&row.ward, &row.event);
+                    alarm.state = AlertState::Raised;
+                    // Dashboards reconnect after a restart: the usual delays apply.
+                    engine.alarm(alarm, row.event.ts, true);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read active alarms"),
+        }
+        if engine.open_chains() > 0 {
+            tracing::info!(chains = engine.open_chains(), "escalation chains resumed");
+        }
+    }
+
+    /// Reads what the bus dropped from the store, retrying until it can (an event skipped
+    /// here could be the acknowledgement that stops a chain). `None` at shutdown.
+    async fn catch_up(
+        &self,
+        engine: &mut Engine,
+        mut cursor: u64,
+        shutdown: &CancellationToken,
+    ) -> Option<u64> {
         loop {
             match self.store.events_after(cursor, 1024).await {
-                Ok(events) if events.is_empty() => return cursor,
+                Ok(events) if events.is_empty() => return Some(cursor),
                 Ok(events) => {
                     for e in events {
                         cursor = e.seq;
@@ -199,8 +239,11 @@ impl Notifier {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "notifier cannot catch up from the store");
-                    return cursor;
+                    tracing::error!(error = %e, "notifier cannot catch up from the store; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
                 }
             }
         }
@@ -248,6 +291,7 @@ impl Notifier {
                 let watched = self.watchers.watched(&alarm.ward);
                 engine.alarm(alarm, now_ms(), watched);
             }
+            Some("silence") => engine.silence(&text("patient")),
             Some("edge") => match v["state"].as_str() {
                 Some("offline") => engine.edge_offline(&text("edge"), &text("ward"), now_ms()),
                 Some("online") => engine.edge_online(&text("edge")),
@@ -257,7 +301,8 @@ impl Notifier {
         }
     }
 
-    async fn store_decisions(&self, d: Decisions, now: i64) {
+    /// The batch and audit entries of a decision.
+    fn decisions(&self, d: Decisions, now: i64) -> (NotifyBatch, Vec<Entry>) {
         let mut audits = Vec::new();
         let entry = |action: &str, subject: Option<String>, detail: String| Entry {
             seq: 0,
@@ -322,8 +367,17 @@ impl Notifier {
             progress: d.progress,
             escalated: d.escalated,
         };
+        (batch, audits)
+    }
+
+    /// Stores a decision; gives it back if the store failed (to be retried).
+    async fn store_batch(
+        &self,
+        batch: NotifyBatch,
+        audits: Vec<Entry>,
+    ) -> Option<(NotifyBatch, Vec<Entry>)> {
         let queued = batch.sms.len();
-        match self.store.notify(batch, audits).await {
+        match self.store.notify(batch.clone(), audits.clone()).await {
             Ok(Ok(_)) => {
                 if queued > 0 {
                     self.metrics
@@ -331,12 +385,14 @@ impl Notifier {
                         .add(u64::try_from(queued).unwrap_or(0));
                     self.wake.notify_one();
                 }
+                None
             }
             Ok(Err(e)) => {
                 self.metrics.notify_errors.inc();
-                tracing::error!(error = %e, sms = queued, "notification decision not stored");
+                tracing::error!(error = %e, sms = queued, "notification decision not stored; retrying");
+                Some((batch, audits))
             }
-            Err(_) => {}
+            Err(_) => None,
         }
     }
 }

@@ -400,6 +400,9 @@ impl NotifySection {
                 if s.to.is_empty() && s.rosters.is_empty() {
                     return Err(err(key, "names nobody (set to or rosters)"));
                 }
+                if s.after_s > 86_400 {
+                    return Err(err(format!("{key}.after_s"), "at most 86400 (a day)"));
+                }
                 if s.after_s < last {
                     return Err(err(
                         format!("{key}.after_s"),
@@ -440,16 +443,30 @@ impl NotifySection {
                 return Err(err("notify.sms", "routes need an SMS provider"));
             };
             if sms.provider == SmsProvider::Twilio
-                && (sms.account_sid.is_none() || sms.from.is_none())
+                && (sms.account_sid.is_none()
+                    || sms.from.is_none()
+                    || sms.auth_token_file.is_none())
             {
                 return Err(err(
                     "notify.sms",
-                    "the twilio provider needs account_sid and from",
+                    "the twilio provider needs account_sid, from and auth_token_file",
+                ));
+            }
+            if !(100..=60_000).contains(&sms.timeout_ms) {
+                return Err(err(
+                    "notify.sms.timeout_ms",
+                    "must be between 100 and 60000",
                 ));
             }
             if !(sms.url.starts_with("https://") || sms.url.starts_with("http://")) {
                 return Err(err("notify.sms.url", "must be an http(s) URL"));
             }
+        }
+        if self.dashboard_url.len() > 80 {
+            return Err(err(
+                "notify.dashboard_url",
+                "at most 80 characters: it goes into every SMS",
+            ));
         }
         let names: HashSet<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
         if names.len() != self.routes.len() {

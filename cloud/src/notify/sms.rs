@@ -8,8 +8,10 @@
 //!   optional bearer token; any 2xx is success (an `id` or `sid` in a JSON answer is kept).
 //!
 //! Every attempt at one message carries the same `Idempotency-Key` header
-//! (`wardlink-{hub}-sms-{id}`), so a provider that honours it never sends twice when an answer
-//! was lost (a timeout after the provider accepted). 5xx, 429, timeouts and connection errors
+//! (`wardlink-{store nonce}-sms-{id}`), so a provider that honours it never sends twice when an
+//! answer was lost (a timeout after the provider accepted). Before each attempt the message's
+//! alarms are looked up: if every one was acknowledged or resolved meanwhile, it is cancelled,
+//! not sent. 5xx, 429, timeouts and connection errors
 //! are retried with exponential backoff (1 s doubling, at most 60 s) until `give_up_after_s`
 //! after queuing; other 4xx answers fail at once. A failure for good is counted
 //! (`wardlink_hub_sms_failed_total`), logged at ERROR and audited.
@@ -23,6 +25,8 @@ use super::now_ms;
 use super::plan::{SmsConfig, SmsProvider};
 use crate::audit::Entry;
 use crate::metrics::HubMetrics;
+use wardlink_shared::alarm::AlertState;
+
 use crate::store::{SmsOutcome, SmsRow, Store};
 
 /// Most attempts in flight at once.
@@ -45,12 +49,16 @@ pub struct Provider {
     config: SmsConfig,
     token: Option<String>,
     client: reqwest::Client,
-    hub: String,
+    /// Distinguishes this store's message ids from any other's (a store restored from a
+    /// backup or created anew reuses ids; a provider remembering keys must not take a new
+    /// message for an old one).
+    nonce: String,
 }
 
 impl Provider {
-    /// Builds the HTTP client and reads the token file.
-    pub fn new(config: &SmsConfig, hub: &str) -> anyhow::Result<Self> {
+    /// Builds the HTTP client and reads the token file. `nonce` is the store's own random
+    /// identity (see [`Provider::nonce`]).
+    pub fn new(config: &SmsConfig, nonce: &str) -> anyhow::Result<Self> {
         let token = match &config.auth_token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -67,12 +75,12 @@ impl Provider {
             config: config.clone(),
             token,
             client,
-            hub: hub.to_owned(),
+            nonce: nonce.to_owned(),
         })
     }
 
     async fn send(&self, id: u64, row: &SmsRow) -> Result<String, SendError> {
-        let key = format!("wardlink-{}-sms-{id}", self.hub);
+        let key = format!("wardlink-{}-sms-{id}", self.nonce);
         let request = match self.config.provider {
             SmsProvider::Twilio => {
                 let sid = self.config.account_sid.clone().unwrap_or_default();
@@ -197,6 +205,26 @@ impl Sender {
     }
 }
 
+/// Whether every alarm of `row` is over (acknowledged or resolved). An edge notice (no
+/// alarm) never is.
+async fn alarms_over(store: &Store, row: &SmsRow) -> bool {
+    if row.alerts.is_empty() {
+        return false;
+    }
+    for alert in &row.alerts {
+        match store.alert(alert.clone()).await {
+            Ok(Some(a))
+                if matches!(
+                    a.event.state,
+                    AlertState::Acknowledged | AlertState::Resolved
+                ) => {}
+            // Still raised, unknown, or unreadable: send.
+            _ => return false,
+        }
+    }
+    true
+}
+
 async fn attempt(
     provider: &Provider,
     store: &Store,
@@ -205,6 +233,21 @@ async fn attempt(
     row: &SmsRow,
     give_up_ms: i64,
 ) {
+    if alarms_over(store, row).await {
+        metrics.sms_cancelled.inc();
+        record(
+            store,
+            id,
+            SmsOutcome::Cancelled,
+            "sms_cancelled",
+            format!(
+                "to {}: its alarms were acknowledged or resolved first",
+                row.person
+            ),
+        )
+        .await;
+        return;
+    }
     metrics.sms_attempts.inc();
     let result = provider.send(id, row).await;
     let now = now_ms();
@@ -248,11 +291,19 @@ async fn attempt(
     match &outcome {
         SmsOutcome::Sent(_) => metrics.sms_sent.inc(),
         SmsOutcome::Retry { .. } => metrics.sms_retries.inc(),
+        SmsOutcome::Cancelled => metrics.sms_cancelled.inc(),
         SmsOutcome::Failed(error) => {
             metrics.sms_failed.inc();
             tracing::error!(sms = id, person = %row.person, error = %error, "SMS failed for good");
         }
     }
+    record(store, id, outcome, action, detail).await;
+}
+
+/// Stores an attempt's outcome. It is retried until it is stored: the message stays out of
+/// the pending scan meanwhile, so an SMS the provider accepted is never sent again because
+/// its outcome could not be written.
+async fn record(store: &Store, id: u64, outcome: SmsOutcome, action: &str, detail: String) {
     let entry = Entry {
         seq: 0,
         ts: String::new(),
@@ -265,8 +316,15 @@ async fn attempt(
         prev: String::new(),
         hash: String::new(),
     };
-    match store.sms_outcome(id, outcome, entry).await {
-        Ok(Ok(_)) | Err(_) => {}
-        Ok(Err(e)) => tracing::error!(sms = id, error = %e, "SMS attempt not recorded"),
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match store.sms_outcome(id, outcome.clone(), entry.clone()).await {
+            Ok(Ok(_)) | Err(_) => return,
+            Ok(Err(e)) => {
+                tracing::error!(sms = id, error = %e, "SMS outcome not recorded; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
     }
 }

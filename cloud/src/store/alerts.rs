@@ -57,22 +57,32 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Records an event of an episode from its edge.
+/// Records an event of an episode from its edge; true if the hub keeps it `escalated`.
 pub(super) fn upsert(
     table: &mut Table<&str, &[u8]>,
     edge: &EdgeId,
     ward: &WardId,
     event: &AlarmEvent,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let mut event = event.clone();
+    // An update from the edge (a worsening) of an escalated episode is still escalated: the
+    // chain goes on, and dashboards must not see it fall back to `raised`.
+    if event.state == AlertState::Raised
+        && let Some(v) = table.get(event.id.as_str())?
+        && decode::<AlertRow>(v.value())?.event.state == AlertState::Escalated
+    {
+        event.state = AlertState::Escalated;
+    }
+    let escalated = event.state == AlertState::Escalated;
     let row = AlertRow {
         edge: edge.clone(),
         ward: ward.clone(),
-        event: event.clone(),
+        event,
         // A new raise (a worsening) is not covered by an earlier acknowledgement.
         by: None,
     };
-    table.insert(event.id.as_str(), encode(&row)?.as_slice())?;
-    Ok(())
+    table.insert(row.event.id.as_str(), encode(&row)?.as_slice())?;
+    Ok(escalated)
 }
 
 /// Acknowledges `alert` for `by` at `ts`; returns the outcome and, when acknowledged now, the

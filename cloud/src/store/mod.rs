@@ -378,10 +378,16 @@ impl Store {
         blocking(move || notify::pending(&db)).await
     }
 
-    /// Every SMS in the outbox.
-    pub async fn sms_all(&self) -> Result<Vec<(u64, SmsRow)>, StoreError> {
+    /// The newest `limit` SMS in the outbox, newest first.
+    pub async fn sms_recent(&self, limit: usize) -> Result<Vec<(u64, SmsRow)>, StoreError> {
         let db = self.db.clone();
-        blocking(move || notify::all(&db)).await
+        blocking(move || notify::recent(&db, limit)).await
+    }
+
+    /// Alarms still raised or escalated.
+    pub async fn active_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || notify::active(&db)).await
     }
 
     /// Open escalation chains with their alarms.

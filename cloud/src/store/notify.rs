@@ -59,6 +59,8 @@ pub enum SmsState {
         /// The last error.
         error: String,
     },
+    /// Not sent: every alarm it was about was acknowledged or resolved before it went out.
+    Cancelled,
 }
 
 /// What one attempt came to.
@@ -75,6 +77,8 @@ pub enum SmsOutcome {
     },
     /// Failed for good.
     Failed(String),
+    /// Not sent: its alarms are over.
+    Cancelled,
 }
 
 /// One notification decision, stored atomically.
@@ -178,6 +182,11 @@ pub(super) fn record_outcome(
             };
             pending.remove(id)?;
         }
+        SmsOutcome::Cancelled => {
+            row.attempts -= 1;
+            row.state = SmsState::Cancelled;
+            pending.remove(id)?;
+        }
     }
     sms.insert(id, encode(&row)?.as_slice())?;
     Ok(Some(row))
@@ -200,19 +209,6 @@ pub(super) fn pending(db: &redb::Database) -> Result<Vec<(u64, SmsRow)>, StoreEr
     Ok(out)
 }
 
-/// Every SMS, by id (for operators and tests).
-pub(super) fn all(db: &redb::Database) -> Result<Vec<(u64, SmsRow)>, StoreError> {
-    use redb::ReadableDatabase;
-    let txn = db.begin_read()?;
-    let rows = txn.open_table(SMS)?;
-    let mut out = Vec::new();
-    for entry in rows.iter()? {
-        let (id, v) = entry?;
-        out.push((id.value(), decode(v.value())?));
-    }
-    Ok(out)
-}
-
 /// Open chains with their alarm's row.
 pub(super) fn chains(db: &redb::Database) -> Result<Vec<(Progress, AlertRow)>, StoreError> {
     use redb::ReadableDatabase;
@@ -226,6 +222,35 @@ pub(super) fn chains(db: &redb::Database) -> Result<Vec<(Progress, AlertRow)>, S
         if let Some(row) = alerts.get(id.value())? {
             out.push((progress, decode(row.value())?));
         }
+    }
+    Ok(out)
+}
+
+/// Alarms still raised or escalated (acknowledged and resolved ones are over).
+pub(super) fn active(db: &redb::Database) -> Result<Vec<AlertRow>, StoreError> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let alerts = txn.open_table(ALERTS)?;
+    let mut out = Vec::new();
+    for entry in alerts.iter()? {
+        let (_, v) = entry?;
+        let row: AlertRow = decode(v.value())?;
+        if matches!(row.event.state, AlertState::Raised | AlertState::Escalated) {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// The newest `limit` SMS, newest first.
+pub(super) fn recent(db: &redb::Database, limit: usize) -> Result<Vec<(u64, SmsRow)>, StoreError> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let rows = txn.open_table(SMS)?;
+    let mut out = Vec::new();
+    for entry in rows.iter()?.rev().take(limit) {
+        let (id, v) = entry?;
+        out.push((id.value(), decode(v.value())?));
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use wardlink_shared::alarm::AlertState;
 use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::wire::{Lane, RecordBody};
 use wardlink_shared::{EdgeId, PatientId, WardId};
@@ -361,8 +362,18 @@ pub(super) fn commit_group(
                     for patient in seen {
                         alerts::seen(&mut patients, patient, ward, edge)?;
                     }
+                    let mut escalated = Vec::new();
                     for alarm in new_alarms {
-                        alerts::upsert(&mut alert_rows, edge, ward, alarm)?;
+                        if alerts::upsert(&mut alert_rows, edge, ward, alarm)? {
+                            escalated.push(alarm.id.as_str());
+                        }
+                    }
+                    for event in &mut events {
+                        if let ServerEvent::Alert { id, state, .. } = event
+                            && escalated.contains(&id.as_str())
+                        {
+                            *state = AlertState::Escalated;
+                        }
                     }
                     for event in events {
                         push(
