@@ -97,6 +97,7 @@ PIDS+=($!)
 say "simulating $PATIENTS patients every $INTERVAL; $DETERIORATE of them deteriorate (first alarms after about a minute)"
 
 TOKEN=$("$BIN/wardlink-cloud" token "$WORK/hub" --user demo-nurse --role nurse --ward ward-7 --ttl 12h)
+say "web dashboard: http://127.0.0.1:$HTTP_PORT/?token=$TOKEN"
 say "dashboard feed (a nurse token for ward-7); Ctrl-C to stop"
 VITALS=(--vitals)
 [ "${DEMO_QUIET:-0}" = "1" ] && VITALS=()

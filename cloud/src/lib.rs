@@ -159,6 +159,7 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         allowed_origins: Arc::new(cfg.hub.allowed_origins.clone()),
         revoked_tokens,
         watchers,
+        pseudonyms: pseudonyms.clone(),
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {

@@ -3,8 +3,10 @@
 
 mod audit;
 mod auth;
+mod history;
 mod notifications;
 mod settings;
+mod web;
 mod ws;
 
 use std::sync::Arc;
@@ -40,11 +42,16 @@ pub struct AppState {
     pub revoked_tokens: tokio::sync::watch::Receiver<crate::revocation::RevokedTokens>,
     /// Which wards live dashboards are watching (for "nobody watching" escalation).
     pub watchers: Arc<crate::notify::Watchers>,
+    /// Patient pseudonyms for audit entries written here.
+    pub pseudonyms: Arc<crate::audit::Pseudonymiser>,
 }
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/app.css", get(web::style))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/ws", get(ws::upgrade))
@@ -52,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/audit", get(audit::get))
         .route("/api/audit/head", get(audit::head))
         .route("/api/notifications", get(notifications::get))
+        .route("/api/patients/{patient}/history", get(history::patient))
+        .route("/api/wards/{ward}/history", get(history::ward))
         .with_state(state)
 }
 

@@ -29,7 +29,7 @@ use crate::bus::{Bus, Event};
 use crate::metrics::HubMetrics;
 pub use alerts::{AckOutcome, AlertRow, PatientOutcome};
 pub use notify::{NotifyBatch, SmsOutcome, SmsRow, SmsState};
-pub use tables::StoreError;
+pub use tables::{History, StoreError};
 
 /// Write commands queued to the store thread. When full, ingress waits, which stops reading
 /// the edge's stream: QUIC flow control then slows the edge. Nothing is dropped.
@@ -444,6 +444,33 @@ impl Store {
     /// Changes whenever a command is queued for any edge.
     pub fn commands_changed(&self) -> watch::Receiver<u64> {
         self.commands.clone()
+    }
+
+    /// A patient's reading and alarm events in `[from, to]` (ms), at most `limit`, newest kept.
+    /// Only events of wards `visible` accepts are returned (a patient may have moved).
+    pub async fn patient_history(
+        &self,
+        patient: &PatientId,
+        range: (i64, i64),
+        limit: usize,
+        visible: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    ) -> Result<History, StoreError> {
+        let db = self.db.clone();
+        let key = format!("p:{patient}");
+        blocking(move || tables::history(&db, &key, range, limit, visible.as_ref())).await
+    }
+
+    /// A ward's reading and alarm events in `[from, to]` (ms), at most `limit`, newest kept,
+    /// after its edges' presence and its open alarm episodes.
+    pub async fn ward_history(
+        &self,
+        ward: &WardId,
+        range: (i64, i64),
+        limit: usize,
+    ) -> Result<History, StoreError> {
+        let db = self.db.clone();
+        let key = format!("w:{ward}");
+        blocking(move || tables::history(&db, &key, range, limit, &|_| true)).await
     }
 
     /// Up to `limit` events with seq > `after`, in order.

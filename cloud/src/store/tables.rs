@@ -20,6 +20,10 @@ use crate::bus::Event;
 const WATERMARKS: TableDefinition<(&str, u64, u8), u64> = TableDefinition::new("watermarks");
 /// Events by hub seq: (ward, JSON text).
 const EVENTS: TableDefinition<u64, (&str, &str)> = TableDefinition::new("events");
+/// History index: (key, event time, seq) for every reading and alarm event, where key is
+/// `p:{patient}` or `w:{ward}`: a patient's or a ward's events in a time range, in one range
+/// scan.
+const HISTORY: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("history");
 /// The audit log by audit seq: one sealed entry's JSON (see `crate::audit`).
 const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 
@@ -85,6 +89,7 @@ pub(super) fn open(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(WATERMARKS)?;
     txn.open_table(EVENTS)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(HISTORY)?;
     txn.open_table(alerts::ALERTS)?;
     txn.open_table(alerts::COMMANDS)?;
     txn.open_table(alerts::COMMANDS_DONE)?;
@@ -226,6 +231,97 @@ pub(super) fn events_after(
     Ok(out)
 }
 
+/// What [`history`] found.
+pub struct History {
+    /// The events (JSON text, `seq` included), in time order.
+    pub events: Vec<Arc<str>>,
+    /// The last event seq of the store when it was read: a session replaying after it misses
+    /// nothing that came later.
+    pub seq: u64,
+    /// More than the limit matched; the newest were kept.
+    pub truncated: bool,
+}
+
+/// The reading and alarm events of `key` (`p:{patient}` or `w:{ward}`) whose time lies in
+/// `[from, to]`, at most `limit` (the newest), of wards `visible` accepts, applied in seq order.
+/// A ward's answer also starts with its edges' latest presence and every alarm episode still
+/// open in it (whatever its age): a dashboard painted from it shows every active alarm.
+pub(super) fn history(
+    db: &Database,
+    key: &str,
+    (from, to): (i64, i64),
+    limit: usize,
+    visible: &(dyn Fn(&str) -> bool + Send + Sync),
+) -> Result<History, StoreError> {
+    let txn = db.begin_read()?;
+    let index = txn.open_table(HISTORY)?;
+    let log = txn.open_table(EVENTS)?;
+    let seq = log.last()?.map_or(0, |(k, _)| k.value());
+    let mut seqs = Vec::new();
+    let mut truncated = false;
+    for entry in index.range((key, from, 0)..=(key, to, u64::MAX))?.rev() {
+        let (k, _) = entry?;
+        if seqs.len() == limit {
+            truncated = true;
+            break;
+        }
+        seqs.push(k.value().2);
+    }
+    // Times come from two clocks (edge and hub): they select, the seq orders.
+    seqs.sort_unstable();
+    let mut events = Vec::new();
+    if let Some(ward) = key.strip_prefix("w:") {
+        // The latest presence of each of the ward's edges (the newest few rows suffice).
+        let edges_key = format!("e:{ward}");
+        let mut seen = std::collections::HashSet::new();
+        let mut presence = Vec::new();
+        for entry in index
+            .range((edges_key.as_str(), 0, 0)..=(edges_key.as_str(), 0, u64::MAX))?
+            .rev()
+            .take(64)
+        {
+            let s = entry?.0.value().2;
+            if let Some(v) = log.get(s)? {
+                let edge = serde_json::from_str::<serde_json::Value>(v.value().1)
+                    .ok()
+                    .and_then(|e| e["edge"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                if seen.insert(edge) {
+                    presence.push(Arc::from(v.value().1));
+                }
+            }
+        }
+        presence.reverse();
+        events.extend(presence);
+    }
+    for s in seqs {
+        if let Some(v) = log.get(s)?
+            && visible(v.value().0)
+        {
+            events.push(Arc::from(v.value().1));
+        }
+    }
+    if let Some(ward) = key.strip_prefix("w:") {
+        // Every episode still open in the ward, as its latest state (last, so that it wins
+        // over older events of the same episode).
+        let alerts = txn.open_table(alerts::ALERTS)?;
+        for entry in alerts.iter()? {
+            let (_, v) = entry?;
+            let row: alerts::AlertRow =
+                postcard::from_bytes(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if row.ward.as_str() == ward && row.event.state != AlertState::Resolved {
+                let event = ServerEvent::alert(&row.ward, &row.event, row.by.clone());
+                events.push(Arc::from(event.to_json(0)));
+            }
+        }
+    }
+    Ok(History {
+        events,
+        seq,
+        truncated,
+    })
+}
+
 pub(super) enum WriteResult {
     Ingested(Ingested),
     Acknowledged(AckOutcome),
@@ -287,6 +383,7 @@ pub(super) fn commit_group(
         let mut sms = txn.open_table(notify::SMS)?;
         let mut sms_pending = txn.open_table(notify::SMS_PENDING)?;
         let mut escalations = txn.open_table(notify::ESCALATIONS)?;
+        let mut history = txn.open_table(HISTORY)?;
         let mut push = |ward: &WardId,
                         event: ServerEvent,
                         seq: &mut u64,
@@ -296,6 +393,19 @@ pub(super) fn commit_group(
             let s = *seq;
             let json = event.to_json(s);
             log.insert(s, (ward.as_str(), json.as_str()))?;
+            match &event {
+                ServerEvent::Vitals { patient, ts, .. }
+                | ServerEvent::Alert { patient, ts, .. } => {
+                    let at = wardlink_shared::time::parse_rfc3339(ts).unwrap_or_default();
+                    history.insert((format!("p:{patient}").as_str(), at, s), ())?;
+                    history.insert((format!("w:{ward}").as_str(), at, s), ())?;
+                }
+                // The latest presence of a ward's edges, for a dashboard's first paint.
+                ServerEvent::Edge { .. } => {
+                    history.insert((format!("e:{ward}").as_str(), 0, s), ())?;
+                }
+                ServerEvent::Silence { .. } => {}
+            }
             events.push(Event {
                 seq: s,
                 ward: ward.clone(),
