@@ -21,6 +21,16 @@ async fn edge(hub: &Hub, id: &str, ward: &str) -> anyhow::Result<Edge> {
     .await
 }
 
+/// A ward-A nurse's token for an hour.
+fn nurse_ann(hub: &Hub) -> String {
+    hub.token(
+        "nurse-ann",
+        Role::Nurse,
+        &["ward-a"],
+        Duration::from_secs(3600),
+    )
+}
+
 fn page_url(hub: &Hub, token: &str) -> String {
     format!("http://{}/?token={token}", hub.running.http_addr)
 }
@@ -51,13 +61,7 @@ async fn a_nurse_sees_the_alarm_and_acknowledges_it_for_everyone() -> anyhow::Re
         .until(|v| wardlink_tests::is(v, "vitals", "bed-01"))
         .await?;
     let browser = Browser::launch().await?;
-    let token = hub.token(
-        "nurse-ann",
-        Role::Nurse,
-        &["ward-a"],
-        Duration::from_secs(3600),
-    );
-    let mut page = browser.page(&page_url(&hub, &token)).await?;
+    let mut page = browser.page(&page_url(&hub, &nurse_ann(&hub))).await?;
     page.viewport(1280, 900).await?;
     // First paint from history, then live.
     page.wait_for(r#"document.querySelector('[data-patient="bed-02"] [data-vital="hr"]')?.textContent === "72""#)
@@ -155,13 +159,7 @@ async fn one_wards_token_never_renders_another_and_expiry_returns_to_sign_in() -
     let mut other = b.device("mon-b", "bed-b1").await?;
     other.publish(r#"{"hr":140}"#).await?;
     let browser = Browser::launch().await?;
-    let token = hub.token(
-        "nurse-ann",
-        Role::Nurse,
-        &["ward-a"],
-        Duration::from_secs(3600),
-    );
-    let mut page = browser.page(&page_url(&hub, &token)).await?;
+    let mut page = browser.page(&page_url(&hub, &nurse_ann(&hub))).await?;
     page.wait_for(r#"document.getElementById("link").textContent === "Live""#)
         .await?;
     // Ward B publishes again; an admin sees its seq; once the page has passed that seq (with
@@ -319,13 +317,7 @@ async fn forty_patients_render_and_update_in_place() -> anyhow::Result<()> {
     let hub = Hub::start().await?;
     let edge = edge(&hub, "edge-a", "ward-a").await?;
     let browser = Browser::launch().await?;
-    let token = hub.token(
-        "nurse-ann",
-        Role::Nurse,
-        &["ward-a"],
-        Duration::from_secs(3600),
-    );
-    let mut page = browser.page(&page_url(&hub, &token)).await?;
+    let mut page = browser.page(&page_url(&hub, &nurse_ann(&hub))).await?;
     page.viewport(1920, 1080).await?;
     page.wait_for(r#"document.getElementById("link").textContent === "Live""#)
         .await?;

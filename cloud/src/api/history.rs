@@ -87,6 +87,17 @@ fn answer(history: &History, (from, to): (i64, i64)) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The caller's claims and the range, or the refusal.
+fn request(
+    app: &AppState,
+    headers: &HeaderMap,
+    q: &Range,
+) -> Result<(Claims, (i64, i64)), Box<Response>> {
+    let claims = viewer(app, headers)?;
+    let range = range(q).map_err(|why| Box::new(error(StatusCode::BAD_REQUEST, why)))?;
+    Ok((claims, range))
+}
+
 async fn audited(app: &AppState, claims: &Claims, entry: Entry) -> bool {
     let ok = matches!(app.store.audit(entry).await, Ok(Ok(())));
     if !ok {
@@ -120,13 +131,9 @@ pub(super) async fn patient(
     Query(q): Query<Range>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match viewer(&app, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    let range = match range(&q) {
+    let (claims, range) = match request(&app, &headers, &q) {
         Ok(r) => r,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+        Err(r) => return *r,
     };
     let not_found = || error(StatusCode::NOT_FOUND, "no such patient");
     let Ok(patient) = PatientId::new(patient) else {
@@ -170,13 +177,9 @@ pub(super) async fn ward(
     Query(q): Query<Range>,
     headers: HeaderMap,
 ) -> Response {
-    let claims = match viewer(&app, &headers) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    let range = match range(&q) {
+    let (claims, range) = match request(&app, &headers, &q) {
         Ok(r) => r,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+        Err(r) => return *r,
     };
     let Ok(ward) = WardId::new(ward) else {
         return error(StatusCode::BAD_REQUEST, "ward is not a valid id");
