@@ -242,6 +242,14 @@ impl EdgeConfig {
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
         if let Some(v) = env.get("WARDLINK_MQTT_LISTEN") {
             self.mqtt.listen = config::parse_override("WARDLINK_MQTT_LISTEN", v)?;
+            // Whoever moves the plain listener (several edges on one host, a test) moves the
+            // TLS one too, unless told where: to the same address on a free port (logged at
+            // start), so that two edges never contend for the configured TLS port.
+            if let Some(tls) = &mut self.mqtt.listen_tls
+                && !env.contains_key("WARDLINK_MQTT_TLS_LISTEN")
+            {
+                *tls = SocketAddr::new(self.mqtt.listen.ip(), 0);
+            }
         }
         if let Some(v) = env.get("WARDLINK_MQTT_TLS_LISTEN") {
             self.mqtt.listen_tls = Some(config::parse_override("WARDLINK_MQTT_TLS_LISTEN", v)?);
@@ -378,6 +386,19 @@ key = "edge.key"
         .collect();
         let cfg = EdgeConfig::load_with_env(&path, &env).unwrap();
         assert_eq!(cfg.mqtt.listen.port(), 1999);
+        // A TLS listener moves with the plain one unless told where.
+        let (_dir2, tls_path) = write(&format!(
+            "{GOOD}\n[mqtt]\nlisten_tls = \"0.0.0.0:8883\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n"
+        ));
+        let moved = EdgeConfig::load_with_env(&tls_path, &env).unwrap();
+        assert_eq!(moved.mqtt.listen_tls, Some("127.0.0.1:0".parse().unwrap()));
+        let mut told = env.clone();
+        told.insert("WARDLINK_MQTT_TLS_LISTEN".into(), "127.0.0.1:8884".into());
+        let kept = EdgeConfig::load_with_env(&tls_path, &told).unwrap();
+        assert_eq!(
+            kept.mqtt.listen_tls,
+            Some("127.0.0.1:8884".parse().unwrap())
+        );
         assert_eq!(cfg.admin.listen.port(), 0);
         assert_eq!(cfg.hub.addr, "hub.example:5000");
         assert_eq!(cfg.edge.data_dir, PathBuf::from("/var/lib/x"));
