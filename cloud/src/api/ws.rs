@@ -188,10 +188,10 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
     // Present for the notifier as long as the session lives.
     // Only clinicians of the ward count as watching it (an admin's screen is not a ward's).
     let _watching = matches!(scope.claims.role, Role::Nurse | Role::Doctor).then(|| {
-        app.watchers.watch(Some(match &scope.ward {
+        app.watchers.watch(match &scope.ward {
             Some(w) => vec![w.clone()],
             None => scope.claims.wards.clone(),
-        }))
+        })
     });
     tracing::info!(user = %scope.claims.sub, role = ?scope.claims.role, "dashboard session started");
     let (mut sink, mut stream) = socket.split();

@@ -14,7 +14,6 @@ pub mod plan;
 pub mod sms;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -30,33 +29,26 @@ use crate::store::{NotifyBatch, Store};
 use engine::{Alarm, Decisions, Engine};
 use plan::Plan;
 
-/// Who is watching which ward: live dashboard sessions that may see live data.
+/// Who is watching which ward: live nurse and doctor dashboard sessions, by ward.
 #[derive(Debug, Default)]
 pub struct Watchers {
     wards: Mutex<HashMap<WardId, usize>>,
-    everywhere: AtomicUsize,
 }
 
 /// A session's presence; it leaves when dropped.
 pub struct Watching {
     watchers: Arc<Watchers>,
-    wards: Option<Vec<WardId>>,
+    wards: Vec<WardId>,
 }
 
 impl Watchers {
-    /// Registers a session that sees `wards` (`None`: every ward).
-    pub fn watch(self: &Arc<Self>, wards: Option<Vec<WardId>>) -> Watching {
-        match &wards {
-            None => {
-                self.everywhere.fetch_add(1, Ordering::AcqRel);
-            }
-            Some(list) => {
-                let mut map = self.lock();
-                for w in list {
-                    *map.entry(w.clone()).or_default() += 1;
-                }
-            }
+    /// Registers a session that sees `wards`.
+    pub fn watch(self: &Arc<Self>, wards: Vec<WardId>) -> Watching {
+        let mut map = self.lock();
+        for w in &wards {
+            *map.entry(w.clone()).or_default() += 1;
         }
+        drop(map);
         Watching {
             watchers: self.clone(),
             wards,
@@ -65,11 +57,9 @@ impl Watchers {
 
     /// Whether a live session can see `ward`.
     pub fn watched(&self, ward: &str) -> bool {
-        self.everywhere.load(Ordering::Acquire) > 0
-            || self
-                .lock()
-                .iter()
-                .any(|(w, n)| w.as_str() == ward && *n > 0)
+        self.lock()
+            .iter()
+            .any(|(w, n)| w.as_str() == ward && *n > 0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WardId, usize>> {
@@ -81,19 +71,12 @@ impl Watchers {
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        match &self.wards {
-            None => {
-                self.watchers.everywhere.fetch_sub(1, Ordering::AcqRel);
-            }
-            Some(list) => {
-                let mut map = self.watchers.lock();
-                for w in list {
-                    if let Some(n) = map.get_mut(w) {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            map.remove(w);
-                        }
-                    }
+        let mut map = self.watchers.lock();
+        for w in &self.wards {
+            if let Some(n) = map.get_mut(w) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(w);
                 }
             }
         }
