@@ -582,3 +582,32 @@ async fn a_subscribe_that_rumqttd_would_misread_is_refused() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// A device publishing faster than `mqtt.max_publish_rate` is slowed down by backpressure,
+/// not refused: every reading it sent arrives, and the throttling is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_device_is_slowed_not_dropped() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let edge = hub
+        .edge("edge-i", "ward-i", |c| {
+            c.mqtt.max_publish_rate = 100;
+            c.mqtt.max_publish_burst = 10;
+        })
+        .await?;
+    let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-i")).await?;
+    let mut device = edge.device("mon-f", "bed-f").await?;
+    let start = i64::try_from(unix_now())? * 1000;
+    for i in 0..100 {
+        device.publish_nowait(&stamped(70, start + i)).await?;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 100 {
+        let v = dash.until(|v| is(v, "vitals", "bed-f")).await?;
+        if let Some(ts) = v["ts"].as_str() {
+            seen.insert(ts.to_owned());
+        }
+    }
+    wardlink_tests::wait_for_metric(|| edge.metrics(), "wardlink_edge_mqtt_throttled_total", 1)
+        .await?;
+    Ok(())
+}

@@ -777,6 +777,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bucket_allows_a_burst_then_paces_to_the_rate() {
+        let mut b = Bucket::new(Rate {
+            per_s: 10,
+            burst: 5,
+        });
+        b.take(5);
+        assert_eq!(b.wait(), None, "the burst is free");
+        b.take(5);
+        let pause = b.wait().unwrap_or_default();
+        // Five over the budget at 10/s: about half a second (less the instant that passed).
+        assert!(
+            pause > Duration::from_millis(450) && pause <= Duration::from_millis(500),
+            "{pause:?}"
+        );
+    }
+
+    #[test]
     fn topics_and_filters_are_confined_to_the_patient() {
         let p = PatientId::new("p1").unwrap();
         for ok in ["patients/p1/vitals", "patients/p1/status"] {
