@@ -46,6 +46,23 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An unsealed entry by the notifier (no ward or patient: those are in the alarm's own
+    /// entries), to be sealed by the store.
+    pub fn notifier(action: &str, subject: Option<String>, detail: String) -> Entry {
+        Entry {
+            seq: 0,
+            ts: String::new(),
+            actor: "notifier".into(),
+            action: action.into(),
+            ward: None,
+            patient: None,
+            subject,
+            detail: Some(detail),
+            prev: String::new(),
+            hash: String::new(),
+        }
+    }
+
     /// The hash this entry must carry.
     pub fn digest(&self) -> String {
         let mut unsealed = self.clone();

@@ -287,18 +287,7 @@ impl Notifier {
     /// The batch and audit entries of a decision.
     fn decisions(&self, d: Decisions, now: i64) -> (NotifyBatch, Vec<Entry>) {
         let mut audits = Vec::new();
-        let entry = |action: &str, subject: Option<String>, detail: String| Entry {
-            seq: 0,
-            ts: String::new(),
-            actor: "notifier".into(),
-            action: action.into(),
-            ward: None,
-            patient: None,
-            subject,
-            detail: Some(detail),
-            prev: String::new(),
-            hash: String::new(),
-        };
+        let entry = Entry::notifier;
         let role = |person: &str| {
             self.plan
                 .person(person)

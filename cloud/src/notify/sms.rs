@@ -304,18 +304,7 @@ async fn attempt(
 /// the pending scan meanwhile, so an SMS the provider accepted is never sent again because
 /// its outcome could not be written.
 async fn record(store: &Store, id: u64, outcome: SmsOutcome, action: &str, detail: String) {
-    let entry = Entry {
-        seq: 0,
-        ts: String::new(),
-        actor: "notifier".into(),
-        action: action.into(),
-        ward: None,
-        patient: None,
-        subject: Some(format!("sms-{id}")),
-        detail: Some(detail),
-        prev: String::new(),
-        hash: String::new(),
-    };
+    let entry = Entry::notifier(action, Some(format!("sms-{id}")), detail);
     let mut wait = Duration::from_millis(100);
     loop {
         match store.sms_outcome(id, outcome.clone(), entry.clone()).await {
