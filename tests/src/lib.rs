@@ -24,6 +24,7 @@ use wardlink_cloud::token::{Role, TokenIssuer};
 use wardlink_edge::config::EdgeConfig;
 use wardlink_shared::{DeviceId, EdgeId, PatientId, WardId};
 
+pub mod bench;
 pub mod browser;
 pub mod process;
 pub mod relay;

@@ -9,23 +9,26 @@ use anyhow::{Context as _, bail};
 
 use crate::{PATIENCE, free_port, http_get};
 
-/// A workspace binary built beside the running test executable (`target/<profile>/`).
+/// A workspace binary built beside the running executable: `target/<profile>/` for a test
+/// (`target/<profile>/deps/<test>-<hash>`) or for a binary such as `wardlink-bench`.
 /// `cargo test --workspace` builds every binary before it runs any test.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test>-<hash>
-    let dir = exe
+    let here = exe
         .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target directory")?;
-    let path = dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} is missing: build the binaries first (cargo build --workspace --bins)",
-            path.display()
-        );
+        .context("the running executable has no directory")?;
+    let candidates = [Some(here), here.parent()];
+    for dir in candidates.into_iter().flatten() {
+        let path = dir.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
     }
-    Ok(path)
+    bail!(
+        "{name} is missing beside {}: build the binaries first (cargo build --workspace --bins, \
+         with --release for the benchmark)",
+        here.display()
+    )
 }
 
 /// A free UDP port on loopback.
@@ -45,7 +48,11 @@ pub struct Process {
 impl Process {
     /// Starts `cmd`. With `log`, its stderr is appended to `log/<name>.log` under the program's
     /// own default log filter (as deployed); otherwise it goes to the test's stderr, errors only.
-    fn spawn(name: &'static str, cmd: &mut Command, log: Option<&Path>) -> anyhow::Result<Process> {
+    pub fn spawn(
+        name: &'static str,
+        cmd: &mut Command,
+        log: Option<&Path>,
+    ) -> anyhow::Result<Process> {
         match log {
             Some(dir) => {
                 let file = std::fs::OpenOptions::new()
@@ -67,6 +74,19 @@ impl Process {
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         Ok(Process { child, name })
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails if the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited: {status}", self.name);
+        }
+        Ok(())
     }
 
     /// Kills the process with SIGKILL (no chance to flush anything) and reaps it.
@@ -143,11 +163,22 @@ impl EdgeProcess {
         hub: &str,
         log: Option<&Path>,
     ) -> anyhow::Result<EdgeProcess> {
+        Self::start_program(Command::new(binary("wardlink-edge")?), config, hub, log).await
+    }
+
+    /// As [`EdgeProcess::start_logged`] with another way of starting the edge: `program` is
+    /// the command before `run --config …` (e.g. `qemu-aarch64-static -L … wardlink-edge`).
+    pub async fn start_program(
+        mut program: Command,
+        config: &Path,
+        hub: &str,
+        log: Option<&Path>,
+    ) -> anyhow::Result<EdgeProcess> {
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut process = Process::spawn(
             "wardlink-edge",
-            Command::new(binary("wardlink-edge")?)
+            program
                 .arg("run")
                 .arg("--config")
                 .arg(config)

@@ -27,7 +27,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use devices::{AuthRefusal, DeviceEntry, DeviceRegistry, RegistryError, add_device};
+pub use devices::{
+    AuthRefusal, DeviceEntry, DeviceRegistry, RegistryError, add_device, add_devices,
+};
 pub use gate::{DENIED_LABELS, DEVICE_TOPICS, GateRefusal, own_filter, own_topic};
 use rand::RngExt as _;
 use rumqttd::local::{LinkRx, LinkTx};

@@ -1,61 +1,538 @@
-//! `wardlink-bench`: measures device publish → dashboard receive latency through the whole
-//! path (MQTT → edge → redb outbox → QUIC → hub store → WebSocket), in one process on loopback.
-//!
-//! Closed loop: one device publishes a reading, the dashboard waits for it, repeat; so each
-//! sample is one reading's latency with nothing queued ahead of it. Prints p50/p99/p99.9/max.
-//!
-//! `backlog` mode: an edge cut off from its hub queues an hour of telemetry for 100 patients;
-//! when the link returns, patients deteriorate one after another while the backlog drains, and
-//! each alarm's publish → dashboard `alert` latency is measured.
+//! `wardlink-bench`: the load generator. It starts the systems under test as real processes on
+//! loopback (Wardlink's release binaries; Debian's Mosquitto; Node-RED from npm), drives
+//! simulated monitors over MQTT and dashboards over WebSocket, and reports device publish →
+//! dashboard receive latency (HDR histogram), sustained readings/s, lost and duplicated
+//! deliveries, and each process's peak RSS and CPU. Each run prints a table and writes
+//! `report.json` and `latency.svg` under `target/bench/`.
 //!
 //! ```sh
-//! cargo run --release -p wardlink-tests --bin wardlink-bench -- 2000
-//! cargo run --release -p wardlink-tests --bin wardlink-bench -- backlog 200 4   # alarms, hours
+//! deploy/bench-peers.sh                    # once: Mosquitto (Debian) and Node-RED (npm)
+//! cargo build --release --workspace --bins
+//! target/release/wardlink-bench steady     # 1,000 patients × 1 Hz, 1 and 100 dashboards, peers
+//! target/release/wardlink-bench ceiling    # raise the rate until loss or p99 > 50 ms
+//! target/release/wardlink-bench fanout     # 10,000 dashboards
+//! target/release/wardlink-bench backlog    # an hour of queued telemetry draining, new alarms
+//! target/release/wardlink-bench footprint  # edge RSS with 1,000 devices
+//! target/release/wardlink-bench closed     # one reading at a time, nothing queued ahead
 //! ```
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand};
+use wardlink_tests::bench::report::{Latency, Phase, Report, machine};
+use wardlink_tests::bench::run::{Load, Receivers, WsFormat, connect_devices, phase};
+use wardlink_tests::bench::stats::Watched;
+use wardlink_tests::bench::systems::{Mosquitto, NodeRed, Wardlink};
+use wardlink_tests::bench::track::histogram;
 use wardlink_tests::relay::Mode;
 use wardlink_tests::{Dashboard, Hub, is, queue_backlog, wait_for_metric};
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+#[derive(Parser)]
+#[command(about = "Wardlink load generator and benchmark")]
+struct Cli {
+    /// Where report.json and latency.svg go (default target/bench/<scenario>-<time>).
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
 }
 
-fn report(what: &str, samples: &mut [Duration]) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("{what}");
-    println!(
-        "p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
-        ms(percentile(samples, 50.0)),
-        ms(percentile(samples, 99.0)),
-        ms(percentile(samples, 99.9)),
-        ms(samples.last().copied().unwrap_or_default())
-    );
+#[derive(Subcommand)]
+enum Scenario {
+    /// Steady ward load through Wardlink, then the same load through Mosquitto + Node-RED, and
+    /// the MQTT hop alone on the edge's broker and on Mosquitto.
+    Steady {
+        /// Patients (one monitor each).
+        #[arg(long, default_value_t = 1000)]
+        patients: usize,
+        /// Readings per second per patient.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Dashboard counts, one phase each.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 100])]
+        dashboards: Vec<usize>,
+        /// Seconds per phase (the first 2 s are warm-up).
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Wardlink only: no Mosquitto or Node-RED phases.
+        #[arg(long)]
+        no_peers: bool,
+    },
+    /// Raises the offered rate step by step until readings are lost or p99 exceeds 50 ms.
+    Ceiling {
+        /// Patients (one monitor each).
+        #[arg(long, default_value_t = 100)]
+        patients: usize,
+        /// Offered readings per second, all patients together, one step each.
+        #[arg(long, value_delimiter = ',',
+              default_values_t = [5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000])]
+        rates: Vec<u32>,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Also find Mosquitto's (MQTT hop) and Mosquitto + Node-RED's ceilings.
+        #[arg(long)]
+        peers: bool,
+    },
+    /// Many dashboards on one hub.
+    Fanout {
+        /// Dashboards.
+        #[arg(long, default_value_t = 10_000)]
+        dashboards: usize,
+        /// Patients (one monitor each).
+        #[arg(long, default_value_t = 10)]
+        patients: usize,
+        /// Readings per second per patient.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+    },
+    /// An edge cut off from its hub queues `hours` of telemetry for 100 patients; when the
+    /// link returns, `alarms` patients deteriorate one after another while the backlog drains.
+    Backlog {
+        /// Alarms raised while the backlog drains.
+        #[arg(long, default_value_t = 200)]
+        alarms: usize,
+        /// Hours of telemetry queued (100 patients, one reading each per 10 s).
+        #[arg(long, default_value_t = 1)]
+        hours: i64,
+    },
+    /// The edge's memory with 1,000 monitors connected and publishing.
+    Footprint {
+        /// Patients (one monitor each).
+        #[arg(long, default_value_t = 1000)]
+        patients: usize,
+        /// Seconds of publishing at 1 Hz.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+    },
+    /// One reading at a time through the whole path (in one process), nothing queued ahead.
+    Closed {
+        /// Readings measured (plus 10 % warm-up).
+        #[arg(long, default_value_t = 2000)]
+        readings: usize,
+    },
 }
+
+const WARMUP: Duration = Duration::from_secs(2);
+const P99_LIMIT_MS: f64 = 50.0;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let first = args.next();
-    if first.as_deref() == Some("backlog") {
-        let alarms: usize = args.next().map_or(Ok(200), |s| s.parse())?;
-        let hours: i64 = args.next().map_or(Ok(1), |s| s.parse())?;
-        return backlog(alarms, hours).await;
+    wardlink_tests::init();
+    let cli = Cli::parse();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let (name, phases, ratios, notes) = match cli.scenario {
+        Scenario::Steady {
+            patients,
+            rate,
+            dashboards,
+            duration,
+            no_peers,
+        } => steady(patients, rate, &dashboards, duration, !no_peers).await?,
+        Scenario::Ceiling {
+            patients,
+            rates,
+            duration,
+            peers,
+        } => ceiling(patients, &rates, duration, peers).await?,
+        Scenario::Fanout {
+            dashboards,
+            patients,
+            rate,
+            duration,
+        } => fanout(dashboards, patients, rate, duration).await?,
+        Scenario::Backlog { alarms, hours } => backlog(alarms, hours).await?,
+        Scenario::Footprint { patients, duration } => footprint(patients, duration).await?,
+        Scenario::Closed { readings } => closed(readings).await?,
+    };
+    let now = jiff_like_now();
+    let report = Report {
+        scenario: name.to_owned(),
+        command,
+        date: now.clone(),
+        machine: machine(),
+        phases,
+        ratios,
+        notes,
+    };
+    report.print();
+    let out = cli.out.unwrap_or_else(|| {
+        PathBuf::from("target/bench").join(format!("{name}-{}", now.replace([':', '-'], "")))
+    });
+    report.write(&out)?;
+    Ok(())
+}
+
+type Outcome = (&'static str, Vec<Phase>, Vec<String>, Vec<String>);
+
+/// UTC now as `YYYY-MM-DDTHH:MM:SSZ`.
+fn jiff_like_now() -> String {
+    let ms = i64::try_from(wardlink_tests::unix_now()).unwrap_or(0) * 1000;
+    let s = wardlink_shared::time::format_rfc3339(ms);
+    format!("{}Z", s.get(..19).unwrap_or(&s))
+}
+
+fn load(rate_hz: f64, seconds: u64) -> Load {
+    Load {
+        rate_hz,
+        duration: Duration::from_secs(seconds),
+        warmup: WARMUP.min(Duration::from_secs(seconds) / 4),
     }
-    let readings: usize = first.map_or(Ok(2000), |s| s.parse())?;
+}
+
+fn ratio(what: &str, ours: &Phase, theirs: &Phase) -> String {
+    let r = |a: f64, b: f64| if a > 0.0 { b / a } else { f64::NAN };
+    format!(
+        "{what}: {} / wardlink — p50 {:.2}x, p99 {:.2}x, p99.9 {:.2}x ({} p50 {:.3} / {:.3} ms, p99 {:.3} / {:.3} ms)",
+        theirs.system,
+        r(ours.latency.p50_ms, theirs.latency.p50_ms),
+        r(ours.latency.p99_ms, theirs.latency.p99_ms),
+        r(ours.latency.p999_ms, theirs.latency.p999_ms),
+        theirs.system,
+        theirs.latency.p50_ms,
+        ours.latency.p50_ms,
+        theirs.latency.p99_ms,
+        ours.latency.p99_ms,
+    )
+}
+
+fn verdict(what: &str, value: f64, target: f64) -> String {
+    let mark = if value <= target { "met" } else { "MISSED" };
+    format!("target {what} <= {target} ms: {value:.3} ms ({mark})")
+}
+
+async fn steady(
+    patients: usize,
+    rate: f64,
+    dashboards: &[usize],
+    seconds: u64,
+    peers: bool,
+) -> anyhow::Result<Outcome> {
+    let mut phases = Vec::new();
+    let mut notes = Vec::new();
+    let wardlink = Wardlink::start(patients, peers, "").await?;
+    let mut devices = connect_devices(wardlink.edge.mqtt, &wardlink.devices).await?;
+    let token = wardlink.token();
+    let mut ours = Vec::new();
+    for &count in dashboards {
+        let receivers = Receivers::Ws {
+            url: wardlink.ws_url(),
+            token: Some(token.clone()),
+            count,
+            format: WsFormat::Wardlink,
+        };
+        let (p, back) = phase(
+            "wardlink",
+            "publish -> dashboard",
+            devices,
+            &receivers,
+            load(rate, seconds),
+            &wardlink.watched(),
+        )
+        .await?;
+        devices = back;
+        let target = if count == 1 { 0.5 } else { 1.5 };
+        notes.push(verdict(
+            &format!("p99 with {count} dashboards"),
+            p.latency.p99_ms,
+            target,
+        ));
+        if count == 1 {
+            notes.push(verdict("p50 with 1 dashboard", p.latency.p50_ms, 0.25));
+        }
+        notes.push(format!(
+            "wardlink, {count} dashboards: {} lost, {} duplicated (target 0, 0)",
+            p.lost, p.duplicated
+        ));
+        ours.push(p.clone());
+        phases.push(p);
+    }
+    if !peers {
+        return Ok(("steady", phases, Vec::new(), notes));
+    }
+    let receivers = Receivers::Mqtt {
+        addr: wardlink.edge.mqtt,
+        logins: wardlink.watchers.clone(),
+    };
+    let (edge_hop, _) = phase(
+        "wardlink-edge broker",
+        "publish -> MQTT subscriber",
+        devices,
+        &receivers,
+        load(rate, seconds),
+        &wardlink.watched()[..1],
+    )
+    .await?;
+    phases.push(edge_hop.clone());
+    drop(wardlink);
+
+    let mosquitto = Mosquitto::start().await?;
+    let logins = Mosquitto::logins("mon", patients);
+    let mut devices = connect_devices(mosquitto.addr, &logins).await?;
+    let receivers = Receivers::Mqtt {
+        addr: mosquitto.addr,
+        logins: Mosquitto::logins("watch", patients),
+    };
+    let watched = vec![("mosquitto".to_owned(), mosquitto.process.id())];
+    let (mosquitto_hop, back) = phase(
+        "mosquitto",
+        "publish -> MQTT subscriber",
+        devices,
+        &receivers,
+        load(rate, seconds),
+        &watched,
+    )
+    .await?;
+    devices = back;
+    phases.push(mosquitto_hop.clone());
+    let mut ratios = vec![ratio("MQTT hop", &edge_hop, &mosquitto_hop)];
+
+    let node_red = NodeRed::start(mosquitto.addr).await?;
+    let watched = vec![
+        ("mosquitto".to_owned(), mosquitto.process.id()),
+        ("node-red".to_owned(), node_red.process.id()),
+    ];
+    for (&count, ours) in dashboards.iter().zip(&ours) {
+        let receivers = Receivers::Ws {
+            url: node_red.ws_url(),
+            token: None,
+            count,
+            format: WsFormat::NodeRed,
+        };
+        let (p, back) = phase(
+            "mosquitto+node-red",
+            "publish -> dashboard",
+            devices,
+            &receivers,
+            load(rate, seconds),
+            &watched,
+        )
+        .await?;
+        devices = back;
+        ratios.push(ratio(&format!("{count} dashboards"), ours, &p));
+        phases.push(p);
+    }
+    Ok(("steady", phases, ratios, notes))
+}
+
+async fn ceiling(
+    patients: usize,
+    rates: &[u32],
+    seconds: u64,
+    peers: bool,
+) -> anyhow::Result<Outcome> {
+    let mut phases = Vec::new();
+    let mut notes = Vec::new();
+    // The per-device rate limit must not be what is measured.
+    let top = rates.iter().copied().max().unwrap_or(1) as usize;
+    let per_device = (top / patients.max(1) + 1) * 2;
+    let wardlink = Wardlink::start(
+        patients,
+        false,
+        &format!("max_publish_rate = {per_device}\nmax_publish_burst = {per_device}"),
+    )
+    .await?;
+    let devices = connect_devices(wardlink.edge.mqtt, &wardlink.devices).await?;
+    let receivers = Receivers::Ws {
+        url: wardlink.ws_url(),
+        token: Some(wardlink.token()),
+        count: 1,
+        format: WsFormat::Wardlink,
+    };
+    let (held, devices) = climb(
+        "wardlink",
+        "publish -> dashboard",
+        devices,
+        &receivers,
+        rates,
+        patients,
+        seconds,
+        &wardlink.watched(),
+        &mut phases,
+    )
+    .await?;
+    notes.push(format!(
+        "wardlink held {held} readings/s with 0 lost and p99 <= {P99_LIMIT_MS} ms (target >= 50000)"
+    ));
+    drop(devices);
+    drop(wardlink);
+    if peers {
+        let mosquitto = Mosquitto::start().await?;
+        let devices = connect_devices(mosquitto.addr, &Mosquitto::logins("mon", patients)).await?;
+        let node_red = NodeRed::start(mosquitto.addr).await?;
+        let receivers = Receivers::Ws {
+            url: node_red.ws_url(),
+            token: None,
+            count: 1,
+            format: WsFormat::NodeRed,
+        };
+        let watched = vec![
+            ("mosquitto".to_owned(), mosquitto.process.id()),
+            ("node-red".to_owned(), node_red.process.id()),
+        ];
+        let (peer, _) = climb(
+            "mosquitto+node-red",
+            "publish -> dashboard",
+            devices,
+            &receivers,
+            rates,
+            patients,
+            seconds,
+            &watched,
+            &mut phases,
+        )
+        .await?;
+        notes.push(format!(
+            "mosquitto+node-red held {peer} readings/s; wardlink / node-red = {:.2}x",
+            held as f64 / peer.max(1) as f64
+        ));
+    }
+    Ok(("ceiling", phases, Vec::new(), notes))
+}
+
+/// Runs the rate steps until one loses a reading or exceeds the p99 limit; returns the
+/// highest rate held.
+#[allow(clippy::too_many_arguments)]
+async fn climb(
+    system: &str,
+    path: &str,
+    mut devices: Vec<wardlink_tests::bench::mqtt::Publisher>,
+    receivers: &Receivers,
+    rates: &[u32],
+    patients: usize,
+    seconds: u64,
+    watched: &[(String, u32)],
+    phases: &mut Vec<Phase>,
+) -> anyhow::Result<(u32, Vec<wardlink_tests::bench::mqtt::Publisher>)> {
+    let mut held = 0;
+    for &total in rates {
+        let per_patient = f64::from(total) / patients as f64;
+        let (p, back) = phase(
+            system,
+            path,
+            devices,
+            receivers,
+            load(per_patient, seconds),
+            watched,
+        )
+        .await?;
+        devices = back;
+        let ok = p.lost == 0 && p.duplicated == 0 && p.latency.p99_ms <= P99_LIMIT_MS;
+        phases.push(p);
+        if !ok {
+            break;
+        }
+        held = total;
+    }
+    Ok((held, devices))
+}
+
+async fn fanout(
+    dashboards: usize,
+    patients: usize,
+    rate: f64,
+    seconds: u64,
+) -> anyhow::Result<Outcome> {
+    let wardlink = Wardlink::start(patients, false, "").await?;
+    let devices = connect_devices(wardlink.edge.mqtt, &wardlink.devices).await?;
+    eprintln!("connecting {dashboards} dashboards…");
+    let receivers = Receivers::Ws {
+        url: wardlink.ws_url(),
+        token: Some(wardlink.token()),
+        count: dashboards,
+        format: WsFormat::Wardlink,
+    };
+    let (p, _) = phase(
+        "wardlink",
+        "publish -> dashboard",
+        devices,
+        &receivers,
+        load(rate, seconds),
+        &wardlink.watched(),
+    )
+    .await?;
+    let notes = vec![
+        verdict(
+            &format!("p99 with {dashboards} dashboards"),
+            p.latency.p99_ms,
+            20.0,
+        ),
+        format!("{} lost, {} duplicated", p.lost, p.duplicated),
+    ];
+    Ok(("fanout", vec![p], Vec::new(), notes))
+}
+
+async fn footprint(patients: usize, seconds: u64) -> anyhow::Result<Outcome> {
+    let wardlink = Wardlink::start(patients, false, "").await?;
+    let idle = wardlink_tests::bench::stats::rss(wardlink.edge.process.id())
+        .map_or(0.0, |(now, _)| now as f64 / 1048576.0);
+    let devices = connect_devices(wardlink.edge.mqtt, &wardlink.devices).await?;
+    let mut connected = Watched::start("wardlink-edge", wardlink.edge.process.id());
+    let connected = connected.finish(0.0).rss_mib;
+    let receivers = Receivers::Ws {
+        url: wardlink.ws_url(),
+        token: Some(wardlink.token()),
+        count: 1,
+        format: WsFormat::Wardlink,
+    };
+    let (p, _) = phase(
+        "wardlink",
+        "publish -> dashboard",
+        devices,
+        &receivers,
+        load(1.0, seconds),
+        &wardlink.watched(),
+    )
+    .await?;
+    let peak = p.processes.first().map_or(0.0, |u| u.peak_rss_mib);
+    let notes = vec![
+        format!("edge RSS: {idle:.1} MiB started with no device connected"),
+        format!("edge RSS: {connected:.1} MiB with {patients} devices connected, idle"),
+        format!(
+            "edge RSS: peak {peak:.1} MiB with {patients} devices publishing at 1 Hz for {seconds} s \
+             (target <= 48 MiB: {})",
+            if peak <= 48.0 { "met" } else { "MISSED" }
+        ),
+    ];
+    Ok(("footprint", vec![p], Vec::new(), notes))
+}
+
+fn phase_of(system: &str, path: &str, samples: &[Duration], sent: u64) -> Phase {
+    let mut h = histogram();
+    for s in samples {
+        h.saturating_record(u64::try_from(s.as_nanos()).unwrap_or(u64::MAX).max(1));
+    }
+    Phase {
+        system: system.into(),
+        path: path.into(),
+        patients: 1,
+        offered_per_s: 0.0,
+        receivers: 1,
+        duration_s: 0.0,
+        sent,
+        expected: sent,
+        delivered: samples.len() as u64,
+        lost: sent.saturating_sub(samples.len() as u64),
+        duplicated: 0,
+        sustained_per_s: 0.0,
+        latency: Latency::of(&h),
+        processes: Vec::new(),
+    }
+}
+
+/// Closed loop, in one process: one device publishes a reading, the dashboard waits for it,
+/// repeat; each sample is one reading's latency with nothing queued ahead of it.
+async fn closed(readings: usize) -> anyhow::Result<Outcome> {
     let warmup = readings / 10;
     let hub = Hub::start().await?;
     let edge = hub.edge("edge-bench", "ward-b", |_| {}).await?;
     edge.wait_online().await?;
     let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-b")).await?;
     let mut device = edge.device("mon-bench", "bed-01").await?;
-
     let mut samples = Vec::with_capacity(readings);
     for i in 0..readings + warmup {
         let hr = 60 + (i % 50);
@@ -70,13 +547,15 @@ async fn main() -> anyhow::Result<()> {
         }
         dash.seen.clear();
     }
-    report(
-        &format!("device publish -> dashboard receive, {readings} readings, closed loop, loopback"),
-        &mut samples,
-    );
     hub.running.shutdown();
     edge.running.shutdown();
-    Ok(())
+    let p = phase_of(
+        "wardlink (in-process)",
+        "publish -> dashboard, closed loop",
+        &samples,
+        readings as u64,
+    );
+    Ok(("closed", vec![p], Vec::new(), Vec::new()))
 }
 
 const BACKLOG_PATIENTS: usize = 100;
@@ -84,7 +563,7 @@ const BACKLOG_PATIENTS: usize = 100;
 const BACKLOG_READINGS_PER_HOUR: i64 = 360;
 const TELEMETRY: &str = "wardlink_hub_records_stored_total{lane=\"telemetry\"}";
 
-async fn backlog(alarms: usize, hours: i64) -> anyhow::Result<()> {
+async fn backlog(alarms: usize, hours: i64) -> anyhow::Result<Outcome> {
     let each = BACKLOG_READINGS_PER_HOUR * hours;
     let hub = Hub::start().await?;
     let (relay, edge) = hub
@@ -97,6 +576,10 @@ async fn backlog(alarms: usize, hours: i64) -> anyhow::Result<()> {
                 .await?,
         );
     }
+    eprintln!(
+        "queueing {} readings behind a cut uplink…",
+        BACKLOG_PATIENTS as i64 * each
+    );
     let total = queue_backlog(&mut devices, each).await?;
     wait_for_metric(
         || edge.metrics(),
@@ -129,7 +612,11 @@ async fn backlog(alarms: usize, hours: i64) -> anyhow::Result<()> {
         alerts.push((alert["seq"].as_u64().unwrap_or(u64::MAX), start.elapsed()));
         backlog_seen += dash.seen.iter().filter(|v| v["type"] == "vitals").count() as i64;
         dash.seen.clear();
+        if a % 20 == 0 {
+            eprint!("\ralarms {a}/{alarms}, backlog readings seen {backlog_seen}/{total}");
+        }
     }
+    eprintln!();
     // The rest of the backlog; the seq of its last reading tells which alarms overtook it.
     let mut last_backlog_seq = 0;
     while backlog_seen < total {
@@ -141,25 +628,32 @@ async fn backlog(alarms: usize, hours: i64) -> anyhow::Result<()> {
     }
     wait_for_metric(|| hub.metrics(), TELEMETRY, total).await?;
     let drained = started.elapsed();
-    let mut samples: Vec<Duration> = alerts
+    let samples: Vec<Duration> = alerts
         .iter()
         .filter(|(seq, _)| *seq < last_backlog_seq)
         .map(|(_, d)| *d)
         .collect();
     let during = samples.len();
-    report(
-        &format!(
-            "alarm publish -> dashboard alert while a backlog of {total} readings drains \
-             ({during} of {alarms} alarms raised before it had drained)"
+    let mut p = phase_of(
+        "wardlink (in-process)",
+        "alarm -> dashboard alert",
+        &samples,
+        during as u64,
+    );
+    p.patients = BACKLOG_PATIENTS + alarms;
+    let notes = vec![
+        format!(
+            "{during} of {alarms} alarms were raised and shown while the backlog of {total} readings \
+             was still draining; only those are in the histogram"
         ),
-        &mut samples,
-    );
-    println!(
-        "backlog drained in {:.2} s ({:.0} readings/s)",
-        drained.as_secs_f64(),
-        total as f64 / drained.as_secs_f64()
-    );
+        format!(
+            "backlog drained in {:.2} s ({:.0} readings/s)",
+            drained.as_secs_f64(),
+            total as f64 / drained.as_secs_f64()
+        ),
+        verdict("alarm p99 while draining", p.latency.p99_ms, 50.0),
+    ];
     hub.running.shutdown();
     edge.running.shutdown();
-    Ok(())
+    Ok(("backlog", vec![p], Vec::new(), notes))
 }
