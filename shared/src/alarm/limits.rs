@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Evaluation, Priority};
+use super::{Evaluation, Priority, Text};
 use crate::vitals::VitalSign;
 
 /// Limits for one vital sign. `None` disables that side.
@@ -175,12 +175,8 @@ impl AlarmLimits {
             Side::High => value > threshold,
         };
         let is_extreme = extreme.is_some_and(beyond);
-        let (word, cmp) = match side {
-            Side::Low => ("low", "<"),
-            Side::High => ("high", ">"),
-        };
         Some(Evaluation {
-            kind: format!("{}_{word}", sign.name()),
+            kind: limit_kind(sign, side),
             violating: beyond(limit),
             extreme: is_extreme,
             bypass_delay: is_extreme && through_band,
@@ -198,32 +194,44 @@ impl AlarmLimits {
             } else {
                 l.delay_s
             }) * 1000,
-            raise_message: format!(
-                "{} {word}: {} {} {cmp} {}",
-                sign.label(),
-                fmt_value(value),
-                sign.unit(),
-                fmt_value(limit)
-            ),
-            clear_message: format!(
-                "{} {} {} back within limits",
-                sign.label(),
-                fmt_value(value),
-                sign.unit()
-            ),
+            raise_message: Text::Limit {
+                sign,
+                side,
+                value,
+                limit,
+            },
+            clear_message: Text::LimitClear { sign, value },
         })
+    }
+}
+
+/// The alarm kind of one side of one vital's limits, e.g. `hr_high`.
+fn limit_kind(sign: VitalSign, side: Side) -> &'static str {
+    match (sign, side) {
+        (VitalSign::Hr, Side::Low) => "hr_low",
+        (VitalSign::Hr, Side::High) => "hr_high",
+        (VitalSign::Spo2, Side::Low) => "spo2_low",
+        (VitalSign::Spo2, Side::High) => "spo2_high",
+        (VitalSign::Rr, Side::Low) => "rr_low",
+        (VitalSign::Rr, Side::High) => "rr_high",
+        (VitalSign::Temp, Side::Low) => "temp_low",
+        (VitalSign::Temp, Side::High) => "temp_high",
+        (VitalSign::Sbp, Side::Low) => "sbp_low",
+        (VitalSign::Sbp, Side::High) => "sbp_high",
+        (VitalSign::Dbp, Side::Low) => "dbp_low",
+        (VitalSign::Dbp, Side::High) => "dbp_high",
     }
 }
 
 /// Which side of a limit a condition watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) enum Side {
+pub(crate) enum Side {
     Low,
     High,
 }
 
 /// A value as people read it: whole numbers without decimals.
-pub(super) fn fmt_value(v: f32) -> String {
+pub(crate) fn fmt_value(v: f32) -> String {
     if v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
@@ -262,7 +270,7 @@ mod tests {
                 .is_none()
         );
         let e = l.evaluate(VitalSign::Spo2, Side::Low, 79.0, true).unwrap();
-        assert_eq!((e.kind.as_str(), e.priority), ("spo2_low", Priority::High));
+        assert_eq!((e.kind, e.priority), ("spo2_low", Priority::High));
         assert!(e.bypass_delay);
         // Straight from normal to extreme: confirmed first, for the shorter of the two delays.
         let e = l.evaluate(VitalSign::Spo2, Side::Low, 75.0, false).unwrap();

@@ -228,7 +228,7 @@ impl RuleSettings {
 /// What one condition looks like at one instant; produced by the rule, applied by the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Evaluation {
-    kind: String,
+    kind: &'static str,
     violating: bool,
     /// Beyond an extreme threshold.
     extreme: bool,
@@ -236,8 +236,96 @@ pub(crate) struct Evaluation {
     cleared: bool,
     priority: Priority,
     delay_ms: Millis,
-    raise_message: String,
-    clear_message: String,
+    raise_message: Text,
+    clear_message: Text,
+}
+
+/// An alarm message, formatted only when an event carries it: most evaluations of a reading
+/// emit nothing, and formatting a dozen messages per reading was most of the engine's time.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Text {
+    /// A fixed text.
+    Fixed(&'static str),
+    /// Already formatted.
+    Owned(String),
+    /// `HR high: 150 /min > 130`.
+    Limit {
+        sign: VitalSign,
+        side: limits::Side,
+        value: f32,
+        limit: f32,
+    },
+    /// `HR 120 /min back within limits`.
+    LimitClear { sign: VitalSign, value: f32 },
+    /// `RR rising: +8 /min over 30 min`.
+    Trend {
+        sign: VitalSign,
+        rising: bool,
+        change: f64,
+        minutes: u32,
+    },
+    /// `RR steady again`.
+    TrendClear(VitalSign),
+    /// `NEWS2 7` (with why, when a single parameter scores 3).
+    News2 { total: u8, single: bool },
+    /// `NEWS2 2: low risk again`.
+    News2Clear(u8),
+}
+
+impl Text {
+    /// The text people read.
+    pub(crate) fn render(&self) -> String {
+        match self {
+            Text::Fixed(t) => (*t).to_owned(),
+            Text::Owned(t) => t.clone(),
+            Text::Limit {
+                sign,
+                side,
+                value,
+                limit,
+            } => {
+                let (word, cmp) = match side {
+                    limits::Side::Low => ("low", "<"),
+                    limits::Side::High => ("high", ">"),
+                };
+                format!(
+                    "{} {word}: {} {} {cmp} {}",
+                    sign.label(),
+                    limits::fmt_value(*value),
+                    sign.unit(),
+                    limits::fmt_value(*limit)
+                )
+            }
+            Text::LimitClear { sign, value } => format!(
+                "{} {} {} back within limits",
+                sign.label(),
+                limits::fmt_value(*value),
+                sign.unit()
+            ),
+            Text::Trend {
+                sign,
+                rising,
+                change,
+                minutes,
+            } => format!(
+                "{} {}: {:+.0} {} over {minutes} min",
+                sign.label(),
+                if *rising { "rising" } else { "falling" },
+                change,
+                sign.unit()
+            ),
+            Text::TrendClear(sign) => format!("{} steady again", sign.label()),
+            Text::News2 { total, single } => {
+                let why = if *single {
+                    " (a single parameter scores 3)"
+                } else {
+                    ""
+                };
+                format!("NEWS2 {total}{why}")
+            }
+            Text::News2Clear(total) => format!("NEWS2 {total}: low risk again"),
+        }
+    }
 }
 
 /// The conditions one patient can be in.
@@ -668,7 +756,7 @@ impl AlarmEngine {
         let event = |id: String, priority, state, message: String| AlarmEvent {
             id,
             patient: patient.clone(),
-            kind: eval.kind.clone(),
+            kind: eval.kind.to_owned(),
             priority,
             state,
             message,
@@ -684,7 +772,7 @@ impl AlarmEngine {
                     id: id.clone(),
                     priority: eval.priority,
                     acknowledged: None,
-                    kind: eval.kind.clone(),
+                    kind: eval.kind.to_owned(),
                     silenced: quiet(eval.priority),
                 },
             );
@@ -692,7 +780,7 @@ impl AlarmEngine {
                 id,
                 eval.priority,
                 AlertState::Raised,
-                eval.raise_message.clone(),
+                eval.raise_message.render(),
             )
         };
         match current {
@@ -728,7 +816,7 @@ impl AlarmEngine {
                         id,
                         priority,
                         AlertState::Resolved,
-                        eval.clear_message.clone(),
+                        eval.clear_message.render(),
                     ))
                 } else if eval.violating && eval.priority > priority {
                     // Worsening: the same episode at a higher priority, notified again; an
@@ -791,20 +879,19 @@ fn news2_evaluation(score: &News2, settings: &News2Settings) -> Evaluation {
     } else {
         Priority::Medium
     };
-    let why = match risk {
-        Risk::LowMedium => " (a single parameter scores 3)",
-        _ => "",
-    };
     Evaluation {
-        kind: "news2".into(),
+        kind: "news2",
         violating: risk >= Risk::LowMedium,
         extreme: false,
         bypass_delay: false,
         cleared: risk == Risk::Low,
         priority,
         delay_ms: Millis::from(settings.delay_s) * 1000,
-        raise_message: format!("NEWS2 {}{why}", score.total),
-        clear_message: format!("NEWS2 {}: low risk again", score.total),
+        raise_message: Text::News2 {
+            total: score.total,
+            single: risk == Risk::LowMedium,
+        },
+        clear_message: Text::News2Clear(score.total),
     }
 }
 
@@ -820,30 +907,30 @@ fn lost_after(settings: &SignalSettings, interval_ms: Option<f64>) -> Millis {
 
 fn signal_lost(settings: &SignalSettings, silent_ms: Millis) -> Evaluation {
     Evaluation {
-        kind: "signal_lost".into(),
+        kind: "signal_lost",
         violating: true,
         extreme: false,
         bypass_delay: true,
         cleared: false,
         priority: settings.priority,
         delay_ms: 0,
-        raise_message: format!("No data for {} s", silent_ms / 1000),
-        clear_message: String::new(),
+        raise_message: Text::Owned(format!("No data for {} s", silent_ms / 1000)),
+        clear_message: Text::Fixed(""),
     }
 }
 
 /// A reading arrived: a lost signal is back.
 fn signal_back() -> Evaluation {
     Evaluation {
-        kind: "signal_lost".into(),
+        kind: "signal_lost",
         violating: false,
         extreme: false,
         bypass_delay: false,
         cleared: true,
         priority: Priority::Low,
         delay_ms: 0,
-        raise_message: String::new(),
-        clear_message: "Data received again".into(),
+        raise_message: Text::Fixed(""),
+        clear_message: Text::Fixed("Data received again"),
     }
 }
 

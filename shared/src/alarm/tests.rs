@@ -468,3 +468,65 @@ fn a_silenced_alarm_is_announced_again_when_the_silence_no_longer_covers_it() {
         announced[0].ts
     );
 }
+
+#[test]
+fn messages_read_as_before_they_became_lazy() {
+    use super::Text;
+    use super::limits::Side;
+    let cases = [
+        (
+            Text::Limit {
+                sign: VitalSign::Hr,
+                side: Side::High,
+                value: 150.0,
+                limit: 130.0,
+            },
+            "HR high: 150 /min > 130",
+        ),
+        (
+            Text::Limit {
+                sign: VitalSign::Temp,
+                side: Side::Low,
+                value: 34.5,
+                limit: 35.0,
+            },
+            "Temp low: 34.5 °C < 35",
+        ),
+        (
+            Text::LimitClear {
+                sign: VitalSign::Spo2,
+                value: 95.0,
+            },
+            "SpO2 95 % back within limits",
+        ),
+        (
+            Text::Trend {
+                sign: VitalSign::Rr,
+                rising: true,
+                change: 8.2,
+                minutes: 30,
+            },
+            "RR rising: +8 /min over 30 min",
+        ),
+        (Text::TrendClear(VitalSign::Rr), "RR steady again"),
+        (
+            Text::News2 {
+                total: 5,
+                single: true,
+            },
+            "NEWS2 5 (a single parameter scores 3)",
+        ),
+        (
+            Text::News2 {
+                total: 7,
+                single: false,
+            },
+            "NEWS2 7",
+        ),
+        (Text::News2Clear(2), "NEWS2 2: low risk again"),
+        (Text::Fixed("Data received again"), "Data received again"),
+    ];
+    for (text, want) in cases {
+        assert_eq!(text.render(), want);
+    }
+}

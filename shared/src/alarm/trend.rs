@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Evaluation, Priority};
+use super::{Evaluation, Priority, Text};
 use crate::time::Millis;
 use crate::vitals::VitalSign;
 
@@ -151,28 +151,41 @@ pub(super) fn evaluate(sign: VitalSign, rule: &TrendRule, series: &Series) -> Op
     let trigger = f64::from(rule.change);
     // Same direction as the rule, as a fraction of it.
     let ratio = change / trigger;
-    let direction = if rule.change > 0.0 {
-        "rising"
-    } else {
-        "falling"
-    };
-    let minutes = rule.window_s / 60;
+    let rising = rule.change > 0.0;
     Some(Evaluation {
-        kind: format!("trend_{}_{direction}", sign.name()),
+        kind: trend_kind(sign, rising),
         violating: ratio >= 1.0,
         extreme: false,
         bypass_delay: true,
         cleared: ratio < 0.5,
         priority: Priority::Low,
         delay_ms: 0,
-        raise_message: format!(
-            "{} {direction}: {:+.0} {} over {minutes} min",
-            sign.label(),
+        raise_message: Text::Trend {
+            sign,
+            rising,
             change,
-            sign.unit()
-        ),
-        clear_message: format!("{} steady again", sign.label()),
+            minutes: rule.window_s / 60,
+        },
+        clear_message: Text::TrendClear(sign),
     })
+}
+
+/// The pre-alert kind of a trend rule, e.g. `trend_rr_rising`.
+fn trend_kind(sign: VitalSign, rising: bool) -> &'static str {
+    match (sign, rising) {
+        (VitalSign::Hr, true) => "trend_hr_rising",
+        (VitalSign::Hr, false) => "trend_hr_falling",
+        (VitalSign::Spo2, true) => "trend_spo2_rising",
+        (VitalSign::Spo2, false) => "trend_spo2_falling",
+        (VitalSign::Rr, true) => "trend_rr_rising",
+        (VitalSign::Rr, false) => "trend_rr_falling",
+        (VitalSign::Temp, true) => "trend_temp_rising",
+        (VitalSign::Temp, false) => "trend_temp_falling",
+        (VitalSign::Sbp, true) => "trend_sbp_rising",
+        (VitalSign::Sbp, false) => "trend_sbp_falling",
+        (VitalSign::Dbp, true) => "trend_dbp_rising",
+        (VitalSign::Dbp, false) => "trend_dbp_falling",
+    }
 }
 
 #[cfg(test)]
