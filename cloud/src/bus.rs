@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 use wardlink_shared::WardId;
 
@@ -21,8 +22,9 @@ pub struct Event {
     pub seq: u64,
     /// The ward it belongs to (for access control).
     pub ward: WardId,
-    /// The JSON text, `seq` included.
-    pub json: Arc<str>,
+    /// The JSON text, `seq` included, as the WebSocket frame payload: every session sends the
+    /// same shared bytes (a reference count, not a copy per dashboard).
+    pub json: Utf8Bytes,
 }
 
 /// The bus's sending side.

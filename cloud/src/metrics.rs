@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use wardlink_shared::metrics::{Counter, Gauge, LabeledCounter, Registry};
+use wardlink_shared::metrics::{Counter, Gauge, Histogram, LabeledCounter, Registry};
 
 const LANES: [&str; 2] = ["alarms", "telemetry"];
 
@@ -52,6 +52,8 @@ pub struct HubMetrics {
     pub store_errors: Arc<Counter>,
     /// Highest hub event seq.
     pub last_event_seq: Arc<Gauge>,
+    /// Duration of store transactions, fsync included (what every live event waits for).
+    pub store_commit_seconds: Arc<Histogram>,
     /// Open dashboard sessions.
     pub ws_sessions: Arc<Gauge>,
     /// Dashboard connections refused, by reason.
@@ -157,6 +159,14 @@ impl HubMetrics {
             last_event_seq: r.gauge(
                 "wardlink_hub_last_event_seq",
                 "Highest hub event sequence number.",
+            ),
+            store_commit_seconds: r.histogram(
+                "wardlink_hub_store_commit_seconds",
+                "Duration of store transactions, fsync included; events go live after it.",
+                &[
+                    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5,
+                    1.0,
+                ],
             ),
             ws_sessions: r.gauge(
                 "wardlink_hub_ws_sessions",

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{
-    CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+    CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade,
+    rejection::WebSocketUpgradeRejection,
 };
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -18,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, StreamExt};
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use wardlink_shared::WardId;
 use wardlink_shared::dashboard::ClientMessage;
 
@@ -29,6 +30,8 @@ use crate::token::{Claims, Role};
 
 /// Largest client message accepted.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Bytes read from a dashboard's socket at a time (larger messages still arrive whole).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Events read from the store per replay step.
 const REPLAY_PAGE: usize = 1000;
 /// WebSocket close code for a policy violation (RFC 6455 §7.4.1): used when the token expires.
@@ -164,6 +167,9 @@ pub(super) async fn upgrade(
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        // Dashboards send little (acknowledgements, silences): a small read buffer per
+        // session instead of the default 128 KiB, which held 1.3 GiB at 10,000 dashboards.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| session(socket, app, scope, since))
 }
 
@@ -218,14 +224,14 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
                 }
             }
             r = live.recv() => match r {
-                Ok(event) => {
-                    if event.seq > last {
-                        last = event.seq;
-                        if scope.allows(&event.ward) {
-                            ok = send(&app, &mut sink, event.json.to_string()).await;
-                        }
+                Ok(event) => match forward(&app, &scope, &mut sink, &mut live, &mut last, event).await {
+                    Forwarded::Sent => {}
+                    Forwarded::Lagged => {
+                        app.metrics.ws_catchups.inc();
+                        ok = catch_up(&app, &scope, &mut sink, &mut last).await;
                     }
-                }
+                    Forwarded::Failed => ok = false,
+                },
                 Err(RecvError::Lagged(_)) => {
                     app.metrics.ws_catchups.inc();
                     ok = catch_up(&app, &scope, &mut sink, &mut last).await;
@@ -288,6 +294,18 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
             }
         }
     }
+    // The closing handshake: read (and discard) what the dashboard still sends until it
+    // answers the close, it goes, or CLOSE_DRAIN passes. Closing the socket with unread data
+    // in it makes the kernel send a reset, and the dashboard would lose the close frame (and
+    // its code) that was already on its way.
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
     app.metrics.ws_sessions.add(-1);
     audit_session(&app, &scope, "ws_close").await;
     tracing::info!(user = %scope.claims.sub, "dashboard session ended");
@@ -342,8 +360,10 @@ fn until_expiry(exp: u64) -> Duration {
 /// A dashboard that does not take a message within this is gone (or hostile): the session
 /// ends rather than holding the hub's memory and its shutdown hostage.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing session waits for the dashboard to answer its close.
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
-async fn send(app: &AppState, sink: &mut Sink, text: String) -> bool {
+async fn send(app: &AppState, sink: &mut Sink, text: impl Into<Utf8Bytes>) -> bool {
     let ok = matches!(
         tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text.into()))).await,
         Ok(Ok(()))
@@ -352,6 +372,72 @@ async fn send(app: &AppState, sink: &mut Sink, text: String) -> bool {
         app.metrics.ws_messages_sent.inc();
     }
     ok
+}
+
+/// Most live events written to one dashboard before a flush.
+const FORWARD_BATCH: usize = 256;
+
+/// What [`forward`] did.
+enum Forwarded {
+    /// Everything waiting was sent.
+    Sent,
+    /// The session fell behind the bus while forwarding: it must catch up from the store.
+    Lagged,
+    /// The dashboard did not take the events.
+    Failed,
+}
+
+/// Sends `first` and the events already waiting behind it (up to [`FORWARD_BATCH`]) that the
+/// scope allows, then flushes once: a dashboard under load gets many events per write instead
+/// of one write (a syscall) each, and an idle one gets each event at once. Advances `last`.
+async fn forward(
+    app: &AppState,
+    scope: &Scope,
+    sink: &mut Sink,
+    live: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::bus::Event>>,
+    last: &mut u64,
+    first: std::sync::Arc<crate::bus::Event>,
+) -> Forwarded {
+    let mut queued = 0u64;
+    let mut lagged = false;
+    let mut next = Some(first);
+    while let Some(event) = next.take() {
+        if event.seq > *last {
+            *last = event.seq;
+            if scope.allows(&event.ward) {
+                let message = Message::Text(event.json.clone());
+                if !matches!(
+                    tokio::time::timeout(SEND_TIMEOUT, sink.feed(message)).await,
+                    Ok(Ok(()))
+                ) {
+                    return Forwarded::Failed;
+                }
+                queued += 1;
+            }
+        }
+        if queued as usize >= FORWARD_BATCH {
+            break;
+        }
+        match live.try_recv() {
+            Ok(event) => next = Some(event),
+            Err(TryRecvError::Lagged(_)) => lagged = true,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => {}
+        }
+    }
+    if queued > 0 {
+        if !matches!(
+            tokio::time::timeout(SEND_TIMEOUT, sink.flush()).await,
+            Ok(Ok(()))
+        ) {
+            return Forwarded::Failed;
+        }
+        app.metrics.ws_messages_sent.add(queued);
+    }
+    if lagged {
+        Forwarded::Lagged
+    } else {
+        Forwarded::Sent
+    }
 }
 
 /// Sends every stored event after `last` that the scope allows; advances `last`.
@@ -367,7 +453,7 @@ async fn catch_up(app: &AppState, scope: &Scope, sink: &mut Sink, last: &mut u64
         let full = page.len() == REPLAY_PAGE;
         for event in page {
             *last = event.seq;
-            if scope.allows(&event.ward) && !send(app, sink, event.json.to_string()).await {
+            if scope.allows(&event.ward) && !send(app, sink, event.json.clone()).await {
                 return false;
             }
         }

@@ -566,7 +566,10 @@ fn writer(
             pseudonyms: &pseudonyms,
             now: wardlink_shared::time::format_rfc3339(now_ms()),
         };
-        match tables::commit_group(&db, next_seq, &group, &audit) {
+        let started = std::time::Instant::now();
+        let committed = tables::commit_group(&db, next_seq, &group, &audit);
+        metrics.store_commit_seconds.observe(started.elapsed());
+        match committed {
             Ok(outcome) => {
                 next_seq = outcome.next_seq;
                 audit_head = outcome.audit_head;

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use axum::extract::ws::Utf8Bytes;
+
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use wardlink_shared::alarm::AlertState;
 use wardlink_shared::dashboard::ServerEvent;
@@ -225,7 +227,7 @@ pub(super) fn events_after(
         out.push(Event {
             seq: k.value(),
             ward,
-            json: Arc::from(json),
+            json: Utf8Bytes::from(json),
         });
     }
     Ok(out)
@@ -409,7 +411,7 @@ pub(super) fn commit_group(
             events.push(Event {
                 seq: s,
                 ward: ward.clone(),
-                json: Arc::from(json),
+                json: Utf8Bytes::from(json),
             });
             *seq += 1;
             Ok(s)

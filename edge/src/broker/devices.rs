@@ -51,6 +51,9 @@ pub enum RegistryError {
         "the edge admits at most {0} devices (mqtt.max_devices); remove one or raise the limit"
     )]
     Full(usize),
+    /// The same device twice in one batch.
+    #[error("device {0} is listed twice")]
+    Duplicate(DeviceId),
     /// Hashing failed.
     #[error("cannot hash password: {0}")]
     Hash(String),
@@ -116,9 +119,12 @@ pub fn add_devices(
     {
         return Err(RegistryError::Reserved(super::RESERVED_PREFIX));
     }
+    let mut ids = std::collections::HashSet::with_capacity(devices.len());
+    if let Some((id, _)) = devices.iter().find(|(id, _)| !ids.insert(id)) {
+        return Err(RegistryError::Duplicate(id.clone()));
+    }
     let mut file = read_file(path)?.unwrap_or_default();
-    file.devices
-        .retain(|d| !devices.iter().any(|(id, _)| *id == d.id));
+    file.devices.retain(|d| !ids.contains(&d.id));
     if file.devices.len() + devices.len() > capacity {
         return Err(RegistryError::Full(capacity));
     }
@@ -434,6 +440,11 @@ mod tests {
         assert!(matches!(
             add_devices(&path, &extra, 4),
             Err(RegistryError::Full(4))
+        ));
+        let twice = [batch[0].clone(), batch[0].clone()];
+        assert!(matches!(
+            add_devices(&path, &twice, 4),
+            Err(RegistryError::Duplicate(_))
         ));
     }
 

@@ -16,8 +16,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::PATIENCE;
 
-/// Keep-alive announced at CONNECT; publishers ping when idle for a third of it.
-pub const KEEP_ALIVE_S: u16 = 60;
+/// Keep-alive announced at CONNECT: the largest MQTT allows (18 h), so a device idle while a
+/// scenario sets up is not dropped (rumqttd refuses 0, "no keep-alive").
+pub const KEEP_ALIVE_S: u16 = u16::MAX;
 
 /// What a device needs to log in.
 #[derive(Debug, Clone)]
@@ -159,12 +160,13 @@ impl Publisher {
         put_str(&mut self.packet, &self.topic);
         self.packet.extend_from_slice(&self.next_id.to_be_bytes());
         self.packet.extend_from_slice(payload);
-        self.writer.write_all(&self.packet).await
-    }
-
-    /// Keeps an idle connection alive.
-    pub async fn ping(&mut self) -> std::io::Result<()> {
-        self.writer.write_all(&[0xc0, 0]).await
+        match tokio::time::timeout(PATIENCE, self.writer.write_all(&self.packet)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the broker stopped reading",
+            )),
+        }
     }
 }
 
@@ -209,7 +211,13 @@ pub async fn subscribe(
     let mut body = Vec::new();
     let mut ready = Some(ready);
     loop {
-        let first = read_packet(&mut read, &mut body).await?;
+        let first = if ready.is_some() {
+            tokio::time::timeout(PATIENCE, read_packet(&mut read, &mut body))
+                .await
+                .with_context(|| format!("{}: no SUBACK", login.client_id))??
+        } else {
+            read_packet(&mut read, &mut body).await?
+        };
         match first & 0xf0 {
             0x90 => {
                 if body.get(2).is_none_or(|&code| code & 0x80 != 0) {

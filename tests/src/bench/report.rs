@@ -66,9 +66,14 @@ pub struct Phase {
     pub receivers: usize,
     /// Seconds of publishing.
     pub duration_s: f64,
-    /// Readings published.
+    /// Readings the schedule called for.
+    pub scheduled: u64,
+    /// Readings published (fewer than scheduled if a device lost its connection).
     pub sent: u64,
-    /// Deliveries expected (each receiver expects the readings it may see).
+    /// Largest delay of a publish behind its schedule: the load generator falling behind.
+    pub max_send_lag_ms: f64,
+    /// Deliveries expected: each receiver expects every scheduled reading it may see, so a
+    /// reading never sent counts as lost.
     pub expected: u64,
     /// Distinct deliveries received.
     pub delivered: u64,
@@ -76,7 +81,8 @@ pub struct Phase {
     pub lost: u64,
     /// Deliveries received more than once.
     pub duplicated: u64,
-    /// Readings delivered to the first receiver per second, from first send to last receipt.
+    /// Readings delivered per receiver per second (all subscribers together for per-patient
+    /// MQTT subscribers), from the first send to the last receipt.
     pub sustained_per_s: f64,
     /// Publish → receive latency.
     pub latency: Latency,
@@ -332,7 +338,9 @@ mod tests {
                 offered_per_s: 1.0,
                 receivers: 1,
                 duration_s: 1.0,
+                scheduled: 1000,
                 sent: 1000,
+                max_send_lag_ms: 0.0,
                 expected: 1000,
                 delivered: 1000,
                 lost: 0,

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::mqtt::{self, Login, Publisher};
@@ -26,6 +27,12 @@ const CONNECT_CONCURRENCY: usize = 32;
 
 /// The drain ends when every expected delivery arrived, or nothing arrived for this long.
 const DRAIN_QUIET: Duration = Duration::from_secs(5);
+
+/// Readings are told apart by a millisecond stamp, so a patient sends at most one per ms.
+const MAX_RATE_HZ: f64 = 1000.0;
+
+/// The first stamp the next phase may use (see [`phase`]).
+static NEXT_BASE_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// How a WebSocket dashboard's messages carry a reading.
 #[derive(Debug, Clone, Copy)]
@@ -144,13 +151,25 @@ pub async fn phase(
     watched: &[(String, u32)],
 ) -> anyhow::Result<(Phase, Vec<Publisher>)> {
     let patients = publishers.len();
-    let per_patient = (load.rate_hz * load.duration.as_secs_f64()).ceil().max(1.0) as usize;
+    if patients == 0 || !(load.rate_hz > 0.0 && load.rate_hz <= MAX_RATE_HZ) {
+        anyhow::bail!(
+            "a phase needs at least one patient and a rate in (0, {MAX_RATE_HZ}] Hz per patient"
+        );
+    }
+    // Less a hair, so 0.3 Hz × 10 s is 3 readings, not 4.
+    let per_patient = (load.rate_hz * load.duration.as_secs_f64() - 1e-6)
+        .ceil()
+        .max(1.0) as usize;
     let warmup = (load.rate_hz * load.warmup.as_secs_f64()).floor() as usize;
-    let base_ms = i64::try_from(
+    let now_ms = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis(),
     )?;
+    // Each phase's stamps (base + k ms) start after the previous phase's, so a late reading
+    // of one phase is never counted in the next.
+    let base_ms = now_ms.max(NEXT_BASE_MS.load(Ordering::Relaxed));
+    NEXT_BASE_MS.store(base_ms + per_patient as i64 + 1, Ordering::Relaxed);
     let tracker = Arc::new(Tracker::new(patients, per_patient, warmup, base_ms));
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
@@ -178,7 +197,8 @@ pub async fn phase(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut failed = None;
             for k in 0..tracker.per_patient() {
-                tick.tick().await;
+                let due = tick.tick().await;
+                tracker.lagged(due.elapsed());
                 let payload = tracker.payload(p, k);
                 tracker.mark_sent(p, k);
                 if let Err(e) = publisher.publish(payload.as_bytes()).await {
@@ -191,10 +211,18 @@ pub async fn phase(
     }
 
     let started = Instant::now();
+    let send_start_ns = tracker.now_ns() + 50_000_000;
     let total = load.duration.as_secs_f64();
     let mut every = tokio::time::interval(Duration::from_millis(500));
     let mut ticks = 0u64;
+    let deadline = started + load.duration + crate::PATIENCE;
     while !senders.iter().all(|s| s.is_finished()) {
+        if Instant::now() > deadline {
+            for s in &senders {
+                s.abort();
+            }
+            anyhow::bail!("{system}: the devices could not publish their readings in time");
+        }
         every.tick().await;
         ticks += 1;
         for w in &mut watched {
@@ -221,7 +249,11 @@ pub async fn phase(
     }
 
     // Drain: until every expected delivery arrived or nothing moved for DRAIN_QUIET.
-    let expected = expected(receivers, &tracker);
+    let expected = match receivers {
+        Receivers::Ws { count, .. } => tracker.scheduled() * *count as u64,
+        // One subscriber per patient, each expecting its own patient's readings.
+        Receivers::Mqtt { .. } => tracker.scheduled(),
+    };
     let mut last = (counters.delivered.load(Ordering::Relaxed), Instant::now());
     loop {
         let now = counters.delivered.load(Ordering::Relaxed);
@@ -255,7 +287,11 @@ pub async fn phase(
         duplicated += seen.duplicated;
     }
     let sent = tracker.sent();
-    let first_receiver_span = counters.last_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    let first_receiver_span = counters
+        .last_ns
+        .load(Ordering::Relaxed)
+        .saturating_sub(send_start_ns) as f64
+        / 1e9;
     let per_receiver = delivered as f64 / receivers.count().max(1) as f64;
     let phase = Phase {
         system: system.to_owned(),
@@ -264,7 +300,9 @@ pub async fn phase(
         offered_per_s: load.rate_hz * patients as f64,
         receivers: receivers.count(),
         duration_s: publishing,
+        scheduled: tracker.scheduled(),
         sent,
+        max_send_lag_ms: tracker.max_lag_ms(),
         expected,
         delivered,
         lost: expected.saturating_sub(delivered),
@@ -277,16 +315,9 @@ pub async fn phase(
             _ => 0.0,
         },
         latency: Latency::of(&tracker.latency()),
-        processes: watched.iter_mut().map(|w| w.finish(publishing)).collect(),
+        processes: watched.iter_mut().map(Watched::finish).collect(),
     };
     Ok((phase, publishers))
-}
-
-fn expected(receivers: &Receivers, tracker: &Tracker) -> u64 {
-    match receivers {
-        Receivers::Ws { count, .. } => tracker.sent() * *count as u64,
-        Receivers::Mqtt { logins, .. } => (0..logins.len()).map(|p| tracker.sent_by(p)).sum(),
-    }
 }
 
 /// The hub's `vitals` event, or any other message (which lacks the fields).
@@ -489,7 +520,12 @@ async fn ws_connect(url: &str, token: Option<&str>) -> anyhow::Result<WsStream> 
     }
     let (socket, _) = tokio::time::timeout(
         crate::PATIENCE,
-        tokio_tungstenite::connect_async_with_config(request, None, true),
+        tokio_tungstenite::connect_async_with_config(
+            request,
+            // 16 KiB read buffers rather than 128 KiB: 10,000 dashboards fit in memory.
+            Some(WebSocketConfig::default().read_buffer_size(16 * 1024)),
+            true,
+        ),
     )
     .await
     .context("WebSocket connect timed out")??;

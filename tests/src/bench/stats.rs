@@ -38,6 +38,7 @@ pub struct Watched {
     /// Its pid.
     pub pid: u32,
     cpu_start: f64,
+    started: std::time::Instant,
     peak_rss: u64,
 }
 
@@ -50,7 +51,7 @@ pub struct Usage {
     pub peak_rss_mib: f64,
     /// Resident set size at the end of the phase, MiB.
     pub rss_mib: f64,
-    /// CPU used over the phase, percent of one core.
+    /// CPU used over the phase (publishing and draining), percent of one core.
     pub cpu_percent: f64,
 }
 
@@ -61,6 +62,7 @@ impl Watched {
             name: name.to_owned(),
             pid,
             cpu_start: cpu_seconds(pid).unwrap_or(0.0),
+            started: std::time::Instant::now(),
             peak_rss: rss(pid).map_or(0, |(now, _)| now),
         }
     }
@@ -72,9 +74,10 @@ impl Watched {
         }
     }
 
-    /// What the process used since [`Watched::start`], over `elapsed_s` seconds.
-    pub fn finish(&mut self, elapsed_s: f64) -> Usage {
+    /// What the process used since [`Watched::start`].
+    pub fn finish(&mut self) -> Usage {
         self.sample();
+        let elapsed_s = self.started.elapsed().as_secs_f64();
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         let cpu = cpu_seconds(self.pid).unwrap_or(self.cpu_start) - self.cpu_start;
         Usage {

@@ -48,6 +48,8 @@ pub struct Tracker {
     sent_at: Vec<AtomicU64>,
     sent_per_patient: Vec<AtomicU32>,
     shards: Vec<Mutex<Histogram<u64>>>,
+    /// Largest delay of a send behind its schedule, ns (the generator falling behind).
+    max_lag_ns: AtomicU64,
 }
 
 impl Tracker {
@@ -64,7 +66,24 @@ impl Tracker {
                 .collect(),
             sent_per_patient: (0..patients).map(|_| AtomicU32::new(0)).collect(),
             shards: (0..SHARDS).map(|_| Mutex::new(histogram())).collect(),
+            max_lag_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Records how late a send was against its schedule.
+    pub fn lagged(&self, lag: std::time::Duration) {
+        let ns = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
+        self.max_lag_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// The largest send lag, ms.
+    pub fn max_lag_ms(&self) -> f64 {
+        self.max_lag_ns.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// Readings scheduled in this phase, all patients.
+    pub fn scheduled(&self) -> u64 {
+        (self.patients * self.per_patient) as u64
     }
 
     /// Readings each patient sends in this phase.
@@ -87,6 +106,9 @@ impl Tracker {
 
     /// Records that reading `k` of patient `p` is being sent now.
     pub fn mark_sent(&self, p: usize, k: usize) {
+        if p >= self.patients || k >= self.per_patient {
+            return;
+        }
         if let Some(slot) = self.sent_at.get(p * self.per_patient + k) {
             slot.store(self.now_ns() + 1, Ordering::Relaxed);
             self.sent_per_patient[p].fetch_add(1, Ordering::Relaxed);
