@@ -35,5 +35,7 @@ if [ "$size" -gt "$budget" ]; then
     exit 1
 fi
 
+# --workspace, as in the test suite, so cargo reuses its build (same features) instead of
+# building the test crate's dependencies again.
 WARDLINK_AARCH64_EDGE="$PWD/$binary.stripped" \
-    cargo test -p wardlink-tests --test aarch64_edge -- --ignored
+    cargo test --workspace --test aarch64_edge -- --ignored

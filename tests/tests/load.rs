@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use wardlink_tests::bench::run::{Load, Receivers, WsFormat, connect_devices, phase};
+use wardlink_tests::bench::run::{Load, connect_devices, phase};
 use wardlink_tests::bench::systems::Wardlink;
 
 const PATIENTS: usize = 30;
@@ -20,12 +20,7 @@ async fn every_reading_reaches_every_receiver_once() -> anyhow::Result<()> {
         warmup: Duration::from_secs(1),
     };
 
-    let dashboards = Receivers::Ws {
-        url: wardlink.ws_url(),
-        token: Some(wardlink.token()),
-        count: 3,
-        format: WsFormat::Wardlink,
-    };
+    let dashboards = wardlink.dashboards(3);
     let (p, devices) = phase(
         "wardlink",
         "publish -> dashboard",
@@ -49,10 +44,7 @@ async fn every_reading_reaches_every_receiver_once() -> anyhow::Result<()> {
     assert_eq!(p.processes.len(), 2);
     assert!(p.processes.iter().all(|u| u.peak_rss_mib > 1.0), "{p:?}");
 
-    let subscribers = Receivers::Mqtt {
-        addr: wardlink.edge.mqtt,
-        logins: wardlink.watchers.clone(),
-    };
+    let subscribers = wardlink.subscribers();
     let (p, _) = phase(
         "wardlink-edge broker",
         "publish -> MQTT subscriber",

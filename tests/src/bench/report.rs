@@ -4,12 +4,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::stats::Usage;
 
 /// Latency percentiles of a phase, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Latency {
     /// Samples.
     pub count: u64,
@@ -52,7 +52,7 @@ impl Latency {
 }
 
 /// One measured phase: one system under one load.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Phase {
     /// System under test, e.g. `wardlink` or `mosquitto+node-red`.
     pub system: String,
@@ -91,7 +91,7 @@ pub struct Phase {
 }
 
 /// A whole run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
@@ -193,10 +193,10 @@ impl Report {
     /// Latency by percentile, one line per phase; the x axis counts nines (0 %, 90 %, 99 %,
     /// 99.9 %, …) as HdrHistogram's plots do, the y axis is logarithmic milliseconds.
     pub fn svg(&self) -> String {
-        const W: f64 = 900.0;
+        const W: f64 = 1000.0;
         const H: f64 = 520.0;
         const LEFT: f64 = 70.0;
-        const RIGHT: f64 = 260.0;
+        const RIGHT: f64 = 340.0;
         const TOP: f64 = 40.0;
         const BOTTOM: f64 = 50.0;
         const COLOURS: [&str; 8] = [

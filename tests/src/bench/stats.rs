@@ -1,6 +1,6 @@
 //! Resident memory and CPU time of the processes under test, read from `/proc`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`, 100 on Linux).
 const TICKS_PER_S: f64 = 100.0;
@@ -43,7 +43,7 @@ pub struct Watched {
 }
 
 /// What a process used during a phase.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Usage {
     /// Process name.
     pub name: String,

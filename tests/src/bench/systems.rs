@@ -15,6 +15,7 @@ use wardlink_cloud::token::Role;
 use wardlink_shared::{DeviceId, EdgeId, PatientId, WardId};
 
 use super::mqtt::Login;
+use super::run::{Receivers, WsFormat};
 use super::track::patient_id;
 use crate::process::{EdgeProcess, HubProcess, Process};
 use crate::{PATIENCE, free_port, init_hub_dir, sign_token, unix_now};
@@ -121,6 +122,24 @@ impl Wardlink {
     /// The dashboards' WebSocket URL.
     pub fn ws_url(&self) -> String {
         self.hub.ws_url("")
+    }
+
+    /// `count` nurse dashboards of the benchmark ward.
+    pub fn dashboards(&self, count: usize) -> Receivers {
+        Receivers::Ws {
+            url: self.ws_url(),
+            token: Some(self.token()),
+            count,
+            format: WsFormat::Wardlink,
+        }
+    }
+
+    /// One MQTT subscriber per patient on the edge's broker (the watcher devices).
+    pub fn subscribers(&self) -> Receivers {
+        Receivers::Mqtt {
+            addr: self.edge.mqtt,
+            logins: self.watchers.clone(),
+        }
     }
 
     /// Processes to measure.
@@ -333,6 +352,16 @@ impl NodeRed {
     /// The dashboards' WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws/vitals", self.port)
+    }
+
+    /// `count` WebSocket clients of the flow.
+    pub fn dashboards(&self, count: usize) -> Receivers {
+        Receivers::Ws {
+            url: self.ws_url(),
+            token: None,
+            count,
+            format: WsFormat::NodeRed,
+        }
     }
 }
 

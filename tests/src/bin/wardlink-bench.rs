@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use wardlink_tests::bench::report::{Latency, Phase, Report, machine};
-use wardlink_tests::bench::run::{Load, Receivers, WsFormat, connect_devices, phase};
+use wardlink_tests::bench::run::{Load, Receivers, connect_devices, phase};
 use wardlink_tests::bench::stats::Watched;
 use wardlink_tests::bench::systems::{Mosquitto, NodeRed, Wardlink};
 use wardlink_tests::bench::track::histogram;
@@ -109,6 +109,11 @@ enum Scenario {
         #[arg(long, default_value_t = 60)]
         duration: u64,
     },
+    /// Draws `latency.svg` again from a run's `report.json` (beside it).
+    Plot {
+        /// A `report.json` written by an earlier run.
+        report: PathBuf,
+    },
     /// One reading at a time through the whole path (in one process), nothing queued ahead.
     Closed {
         /// Readings measured (plus 10 % warm-up).
@@ -126,6 +131,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     raise_open_file_limit();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    if let Scenario::Plot { report } = &cli.scenario {
+        let text = std::fs::read_to_string(report)?;
+        let parsed: Report = serde_json::from_str(&text)?;
+        let svg = report.with_file_name("latency.svg");
+        std::fs::write(&svg, parsed.svg())?;
+        println!("wrote {}", svg.display());
+        return Ok(());
+    }
     let (name, phases, ratios, notes) = match cli.scenario {
         Scenario::Steady {
             patients,
@@ -149,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Backlog { alarms, hours } => backlog(alarms, hours).await?,
         Scenario::Footprint { patients, duration } => footprint(patients, duration).await?,
         Scenario::Closed { readings } => closed(readings).await?,
+        Scenario::Plot { .. } => return Ok(()),
     };
     let now = jiff_like_now();
     let report = Report {
@@ -240,15 +254,9 @@ async fn steady(
     let mut notes = Vec::new();
     let wardlink = Wardlink::start(patients, peers, "").await?;
     let mut devices = connect_devices(wardlink.edge.mqtt, &wardlink.devices).await?;
-    let token = wardlink.token();
     let mut ours = Vec::new();
     for &count in dashboards {
-        let receivers = Receivers::Ws {
-            url: wardlink.ws_url(),
-            token: Some(token.clone()),
-            count,
-            format: WsFormat::Wardlink,
-        };
+        let receivers = wardlink.dashboards(count);
         let (p, back) = phase(
             "wardlink",
             "publish -> dashboard",
@@ -278,10 +286,7 @@ async fn steady(
     if !peers {
         return Ok(("steady", phases, Vec::new(), notes));
     }
-    let receivers = Receivers::Mqtt {
-        addr: wardlink.edge.mqtt,
-        logins: wardlink.watchers.clone(),
-    };
+    let receivers = wardlink.subscribers();
     let (edge_hop, _) = phase(
         "wardlink-edge broker",
         "publish -> MQTT subscriber",
@@ -321,12 +326,7 @@ async fn steady(
         ("node-red".to_owned(), node_red.process.id()),
     ];
     for (&count, ours) in dashboards.iter().zip(&ours) {
-        let receivers = Receivers::Ws {
-            url: node_red.ws_url(),
-            token: None,
-            count,
-            format: WsFormat::NodeRed,
-        };
+        let receivers = node_red.dashboards(count);
         let (p, back) = phase(
             "mosquitto+node-red",
             "publish -> dashboard",
@@ -361,12 +361,7 @@ async fn ceiling(
     )
     .await?;
     let devices = connect_devices(wardlink.edge.mqtt, &wardlink.devices).await?;
-    let receivers = Receivers::Ws {
-        url: wardlink.ws_url(),
-        token: Some(wardlink.token()),
-        count: 1,
-        format: WsFormat::Wardlink,
-    };
+    let receivers = wardlink.dashboards(1);
     let (held, devices) = climb(
         "wardlink",
         "publish -> dashboard",
@@ -388,12 +383,7 @@ async fn ceiling(
         let mosquitto = Mosquitto::start().await?;
         let devices = connect_devices(mosquitto.addr, &Mosquitto::logins("mon", patients)).await?;
         let node_red = NodeRed::start(mosquitto.addr).await?;
-        let receivers = Receivers::Ws {
-            url: node_red.ws_url(),
-            token: None,
-            count: 1,
-            format: WsFormat::NodeRed,
-        };
+        let receivers = node_red.dashboards(1);
         let watched = vec![
             ("mosquitto".to_owned(), mosquitto.process.id()),
             ("node-red".to_owned(), node_red.process.id()),
@@ -470,12 +460,7 @@ async fn fanout(
     let wardlink = Wardlink::start(patients, false, "").await?;
     let devices = connect_devices(wardlink.edge.mqtt, &wardlink.devices).await?;
     eprintln!("connecting {dashboards} dashboards…");
-    let receivers = Receivers::Ws {
-        url: wardlink.ws_url(),
-        token: Some(wardlink.token()),
-        count: dashboards,
-        format: WsFormat::Wardlink,
-    };
+    let receivers = wardlink.dashboards(dashboards);
     let (p, _) = phase(
         "wardlink",
         "publish -> dashboard",
@@ -503,12 +488,7 @@ async fn footprint(patients: usize, seconds: u64) -> anyhow::Result<Outcome> {
     let devices = connect_devices(wardlink.edge.mqtt, &wardlink.devices).await?;
     let mut connected = Watched::start("wardlink-edge", wardlink.edge.process.id());
     let connected = connected.finish().rss_mib;
-    let receivers = Receivers::Ws {
-        url: wardlink.ws_url(),
-        token: Some(wardlink.token()),
-        count: 1,
-        format: WsFormat::Wardlink,
-    };
+    let receivers = wardlink.dashboards(1);
     let (p, _) = phase(
         "wardlink",
         "publish -> dashboard",
