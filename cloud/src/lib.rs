@@ -163,8 +163,15 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        let serve = axum::serve(
+            // Without TCP_NODELAY a client that delays its TCP acknowledgements (browsers,
+            // Python clients) sees Nagle's algorithm hold small frames for tens of ms.
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP listener failed");
         }

@@ -3,10 +3,11 @@
 //! record in a durable outbox, and ships the outbox to the hub over QUIC.
 //!
 //! ```text
-//! broker ─link─▶ ingest ─(readings)─▶ rules ─(records)─▶ outbox (redb) ─▶ uplink ─QUIC─▶ hub
+//! gate (sessions decode) ─(readings + tickets)─▶ rules ─(records)─▶ outbox (redb) ─▶ uplink ─QUIC─▶ hub
+//!   ▲ PUBACK once durable ◀───────────── ticket fired ◀───────────────┘
 //! ```
 //!
-//! Shutdown order keeps every accepted reading: ingest stops pulling from the broker, rules
+//! Shutdown order keeps every accepted reading: the gate's sessions stop reading, rules
 //! drain their channel into the outbox, the outbox commits what is queued and closes; the
 //! uplink closes its connection, and what the hub has not acknowledged stays on disk.
 
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod broker;
 mod clock;
 pub mod config;
+pub mod durable;
 pub mod ingest;
 pub mod metrics;
 pub mod outbox;
@@ -37,9 +39,6 @@ use crate::metrics::EdgeMetrics;
 use crate::outbox::Outbox;
 use crate::uplink::Uplink;
 
-/// Readings between ingest and rules. When full, ingest waits (backpressure); the broker's
-/// commit log absorbs the burst meanwhile.
-const READINGS_QUEUE: usize = 8192;
 /// Commands from the hub waiting for the rules task. When full, the uplink's control stream
 /// waits (the hub re-sends what is not confirmed, so nothing is lost).
 const COMMANDS_QUEUE: usize = 256;
@@ -94,21 +93,23 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         }
         _ => None,
     };
-    let broker = broker::start(&cfg.mqtt, tls, registry, metrics.clone(), shutdown.clone())
-        .await
-        .context("starting MQTT broker")?;
+    let (readings_tx, readings_rx) = mpsc::channel(ingest::QUEUE);
+    let broker = broker::start(
+        broker::BrokerParts {
+            mqtt: &cfg.mqtt,
+            tls,
+            registry,
+            sessions: &cfg.edge.data_dir.join("sessions.json"),
+            ingest: readings_tx,
+            metrics: metrics.clone(),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("starting MQTT broker")?;
     let listening = broker.listening;
-    let (readings_tx, readings_rx) = mpsc::channel(READINGS_QUEUE);
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_QUEUE);
     let (active_tx, active_rx) = tokio::sync::watch::channel(Vec::new());
-    let ingest = tracker.spawn(ingest::run(
-        broker.link_rx,
-        readings_tx,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    // The subscription lives as long as the link's sender.
-    let link_tx = broker.link_tx;
     let rules = tracker.spawn(rules::run(
         rules::Rules {
             settings: cfg.rules(),
@@ -117,6 +118,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
             outbox: outbox.clone(),
             metrics: metrics.clone(),
             active: active_tx,
+            fanout: broker.fanout,
         },
         readings_rx,
         commands_rx,
@@ -145,8 +147,15 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     });
     let admin_shutdown = shutdown.clone();
     tracker.spawn(async move {
-        let serve = axum::serve(admin_listener, admin_app)
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
+        let serve = axum::serve(
+            // Without TCP_NODELAY a client that delays its TCP acknowledgements (browsers,
+            // Python clients) sees Nagle's algorithm hold small frames for tens of ms.
+            axum::serve::ListenerExt::tap_io(admin_listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            admin_app,
+        )
+        .with_graceful_shutdown(async move { admin_shutdown.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "admin listener failed");
         }
@@ -169,15 +178,10 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         let failure = tokio::select! {
             () = supervisor_shutdown.cancelled() => None,
             _ = &mut broker_stopped => Some(anyhow::anyhow!("MQTT broker stopped")),
-            r = ingest => match r {
-                Ok(Err(e)) => Some(anyhow::anyhow!("broker link failed: {e}")),
-                _ => None,
-            },
         };
         supervisor_shutdown.cancel();
-        // Rules end once ingest has dropped its sender and the channel is drained.
+        // Rules end once every session has dropped its sender and the channel is drained.
         let _ = rules.await;
-        drop(link_tx);
         tracker.close();
         tracker.wait().await;
         // Last handle: the outbox thread commits what is queued, then exits.

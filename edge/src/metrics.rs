@@ -23,6 +23,10 @@ pub struct EdgeMetrics {
     pub readings_rejected: LabeledCounter,
     /// Readings accepted into the pipeline.
     pub readings_accepted: Arc<Counter>,
+    /// Readings already held (a device sending one again), acknowledged and not stored twice.
+    pub readings_duplicate: Arc<Counter>,
+    /// Messages not published to local MQTT subscribers because rumqttd was behind.
+    pub mqtt_fanout_dropped: Arc<Counter>,
     /// Alarm events produced by the rules.
     pub alarm_events: Arc<Counter>,
     /// MQTT connections refused by authentication, by reason.
@@ -75,7 +79,7 @@ impl EdgeMetrics {
             ready: AtomicBool::new(false),
             readings_received: r.counter(
                 "wardlink_edge_readings_received_total",
-                "MQTT publishes received on patients/+/vitals.",
+                "MQTT publishes received on patients/+/vitals (re-sends included).",
             ),
             readings_rejected: r.labeled_counter(
                 "wardlink_edge_readings_rejected_total",
@@ -86,6 +90,14 @@ impl EdgeMetrics {
             readings_accepted: r.counter(
                 "wardlink_edge_readings_accepted_total",
                 "Readings accepted into the alarm rules and the outbox.",
+            ),
+            readings_duplicate: r.counter(
+                "wardlink_edge_readings_duplicate_total",
+                "Readings a device sent again that were already accepted: acknowledged, not stored twice.",
+            ),
+            mqtt_fanout_dropped: r.counter(
+                "wardlink_edge_mqtt_fanout_dropped_total",
+                "Messages not published to local MQTT subscribers because rumqttd was behind (the readings themselves are stored).",
             ),
             alarm_events: r.counter(
                 "wardlink_edge_alarm_events_total",

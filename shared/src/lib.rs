@@ -9,6 +9,7 @@ pub mod config;
 pub mod dashboard;
 pub mod ids;
 pub mod metrics;
+pub mod mqtt;
 pub mod news2;
 pub mod payload;
 pub mod time;

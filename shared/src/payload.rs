@@ -123,6 +123,16 @@ struct JsonReading {
 
 /// Decodes the contract JSON payload published on `topic` and received at `now`.
 pub fn decode_json(topic: &str, payload: &[u8], now: Millis) -> Result<Reading, RejectReason> {
+    decode_json_stamped(topic, payload, now).map(|(reading, _)| reading)
+}
+
+/// As [`decode_json`], and whether the device stamped the reading (`ts` present): only a
+/// stamped reading can be recognised when a device sends it again.
+pub fn decode_json_stamped(
+    topic: &str,
+    payload: &[u8],
+    now: Millis,
+) -> Result<(Reading, bool), RejectReason> {
     let patient = patient_from_topic(topic)?;
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(RejectReason::TooLarge);
@@ -158,11 +168,14 @@ pub fn decode_json(topic: &str, payload: &[u8], now: Millis) -> Result<Reading, 
     if only_o2 {
         return Err(RejectReason::NoVitals);
     }
-    Ok(Reading {
-        patient,
-        ts,
-        vitals,
-    })
+    Ok((
+        Reading {
+            patient,
+            ts,
+            vitals,
+        },
+        raw.ts.is_some(),
+    ))
 }
 
 fn checked(sign: VitalSign, value: Option<f64>) -> Result<Option<f32>, RejectReason> {

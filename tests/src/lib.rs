@@ -28,6 +28,7 @@ pub mod bench;
 pub mod browser;
 pub mod process;
 pub mod relay;
+pub mod resending;
 pub mod sms;
 
 /// Upper bound for any wait in a scenario.

@@ -169,12 +169,36 @@ impl EdgeProcess {
     /// As [`EdgeProcess::start_logged`] with another way of starting the edge: `program` is
     /// the command before `run --config …` (e.g. `qemu-aarch64-static -L … wardlink-edge`).
     pub async fn start_program(
-        mut program: Command,
+        program: Command,
         config: &Path,
         hub: &str,
         log: Option<&Path>,
     ) -> anyhow::Result<EdgeProcess> {
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start_program_on(program, config, hub, log, mqtt).await
+    }
+
+    /// As [`EdgeProcess::start`] with the MQTT listener on `mqtt`: a restarted edge keeps its
+    /// address, so devices reconnect to it by themselves.
+    pub async fn start_on(config: &Path, hub: &str, mqtt: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_program_on(
+            Command::new(binary("wardlink-edge")?),
+            config,
+            hub,
+            None,
+            mqtt,
+        )
+        .await
+    }
+
+    /// As [`EdgeProcess::start_program`] with the MQTT listener on `mqtt`.
+    pub async fn start_program_on(
+        mut program: Command,
+        config: &Path,
+        hub: &str,
+        log: Option<&Path>,
+        mqtt: SocketAddr,
+    ) -> anyhow::Result<EdgeProcess> {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut process = Process::spawn(
             "wardlink-edge",

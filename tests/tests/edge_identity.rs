@@ -216,7 +216,8 @@ async fn records_must_continue_their_lane() -> anyhow::Result<()> {
         body: RecordBody::Vitals {
             reading: Reading {
                 patient: PatientId::new("bed-01").expect("id"),
-                ts: 1_795_694_400_000,
+                // One reading per patient and timestamp: each record its own.
+                ts: 1_795_694_400_000 + i64::try_from(seq).unwrap_or(0),
                 vitals: Vitals {
                     hr: Some(70.0),
                     ..Vitals::default()

@@ -16,6 +16,7 @@ fn mosquitto_pub(
     device: &str,
     password: &str,
     patient: &str,
+    payload: &str,
 ) -> std::process::Output {
     Command::new("mosquitto_pub")
         .args([
@@ -27,7 +28,7 @@ fn mosquitto_pub(
             version,
         ])
         .args(["-i", device, "-u", device, "-P", password, "-q", "1"])
-        .args(["-t", &format!("patients/{patient}/vitals"), "-m", PAYLOAD])
+        .args(["-t", &format!("patients/{patient}/vitals"), "-m", payload])
         .output()
         .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)")
 }
@@ -50,6 +51,7 @@ async fn mosquitto_pub_over_mqtt_311_and_5() -> anyhow::Result<()> {
         "mon-7",
         &password,
         "bed-07",
+        PAYLOAD,
     );
     assert!(out.status.success(), "{out:?}");
     let v = dash.until(|v| is(v, "vitals", "bed-07")).await?;
@@ -73,11 +75,29 @@ async fn mosquitto_pub_over_mqtt_311_and_5() -> anyhow::Result<()> {
     assert_eq!(v["news2_detail"]["risk"], "low");
     let first_seq = v["seq"].as_u64().expect("seq");
 
+    // The same payload again is the same reading (same patient, same `ts`): acknowledged
+    // (mosquitto_pub exits 0 only after its PUBACK) and stored once.
+    let out = mosquitto_pub(
+        edge.running.mqtt_addr,
+        "mqttv311",
+        "mon-7",
+        &password,
+        "bed-07",
+        PAYLOAD,
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    // A later reading over MQTT 5.
     let v5 = SocketAddr::from(([127, 0, 0, 1], v5_port));
-    let out = mosquitto_pub(v5, "mqttv5", "mon-7", &password, "bed-07");
+    let later = PAYLOAD.replace("12:00:00.250Z", "12:00:01.250Z");
+    let out = mosquitto_pub(v5, "mqttv5", "mon-7", &password, "bed-07", &later);
     assert!(out.status.success(), "{out:?}");
     let v = dash.until(|v| is(v, "vitals", "bed-07")).await?;
     assert!(v["seq"].as_u64() > Some(first_seq));
+    assert_eq!(
+        v["ts"], "2026-11-26T12:00:01.250Z",
+        "the repeat was stored again"
+    );
 
     // Wrong password: refused, nothing published.
     let out = mosquitto_pub(
@@ -86,6 +106,7 @@ async fn mosquitto_pub_over_mqtt_311_and_5() -> anyhow::Result<()> {
         "mon-7",
         "guess",
         "bed-07",
+        PAYLOAD,
     );
     assert!(!out.status.success());
     Ok(())

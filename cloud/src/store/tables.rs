@@ -26,6 +26,12 @@ const EVENTS: TableDefinition<u64, (&str, &str)> = TableDefinition::new("events"
 /// `p:{patient}` or `w:{ward}`: a patient's or a ward's events in a time range, in one range
 /// scan.
 const HISTORY: TableDefinition<(&str, i64, u64), ()> = TableDefinition::new("history");
+/// Readings stored, by (patient, device timestamp): a reading that reaches the hub twice under
+/// different seqs is stored once. That happens when an edge forwarded a reading before its
+/// commit, was killed, and the device (never acknowledged) sent it again. The edge recognises
+/// re-sends of what it committed; this recognises those it forwarded and lost. The same rule
+/// as the edge's: one reading per patient and timestamp.
+const READINGS: TableDefinition<(&str, i64), ()> = TableDefinition::new("readings");
 /// The audit log by audit seq: one sealed entry's JSON (see `crate::audit`).
 const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 
@@ -92,6 +98,7 @@ pub(super) fn open(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(EVENTS)?;
     txn.open_table(AUDIT)?;
     txn.open_table(HISTORY)?;
+    txn.open_table(READINGS)?;
     txn.open_table(alerts::ALERTS)?;
     txn.open_table(alerts::COMMANDS)?;
     txn.open_table(alerts::COMMANDS_DONE)?;
@@ -386,6 +393,7 @@ pub(super) fn commit_group(
         let mut sms_pending = txn.open_table(notify::SMS_PENDING)?;
         let mut escalations = txn.open_table(notify::ESCALATIONS)?;
         let mut history = txn.open_table(HISTORY)?;
+        let mut readings = txn.open_table(READINGS)?;
         let mut push = |ward: &WardId,
                         event: ServerEvent,
                         seq: &mut u64,
@@ -451,6 +459,11 @@ pub(super) fn commit_group(
                         mark = r.seq;
                         match &r.body {
                             RecordBody::Vitals { reading, news2 } => {
+                                let key = (reading.patient.as_str(), reading.ts);
+                                if readings.insert(key, ())?.is_some() {
+                                    ingested.duplicates += 1;
+                                    continue;
+                                }
                                 ingested.stored += 1;
                                 if seen.last() != Some(&&reading.patient) {
                                     seen.push(&reading.patient);

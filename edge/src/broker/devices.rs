@@ -171,6 +171,16 @@ fn kdf() -> Argon2<'static> {
     Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
+/// Verifies `pass` against a hash no password matches, made with [`kdf`]'s parameters (those
+/// of every hash the edge writes), so that an unknown device costs what a wrong password costs.
+fn decoy(pass: &str) {
+    static DECOY: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| new_credentials().ok().map(|(_, hash)| hash));
+    if let Some(hash) = DECOY.as_deref().and_then(|h| PasswordHash::new(h).ok()) {
+        let _ = Argon2::default().verify_password(pass.as_bytes(), &hash);
+    }
+}
+
 /// A new password and its Argon2id PHC string.
 fn new_credentials() -> Result<(String, String), RegistryError> {
     let password = new_password();
@@ -283,6 +293,18 @@ impl DeviceRegistry {
     /// Looks a device up, reloading the file first if it changed; returns its position in
     /// the file too.
     pub fn lookup(&self, id: &DeviceId) -> Result<Option<(usize, DeviceEntry)>, RegistryError> {
+        self.refresh()?;
+        Ok(self.cache().devices.get(id).cloned())
+    }
+
+    /// The patient each device is bound to, as last loaded (no file access): for applying a
+    /// changed registry to the sessions that are open.
+    pub fn patient_of(&self, id: &DeviceId) -> Option<PatientId> {
+        self.cache().devices.get(id).map(|(_, d)| d.patient.clone())
+    }
+
+    /// Reloads the file if it changed; returns its modification time (the registry's version).
+    pub fn refresh(&self) -> Result<Option<SystemTime>, RegistryError> {
         let mtime = match std::fs::metadata(&self.path) {
             Ok(m) => m.modified().ok(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -293,10 +315,7 @@ impl DeviceRegistry {
                 });
             }
         };
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self.cache();
         if cache.mtime != mtime || mtime.is_none() {
             let file = read_file(&self.path)?.unwrap_or_default();
             cache.devices = file
@@ -307,7 +326,13 @@ impl DeviceRegistry {
                 .collect();
             cache.mtime = mtime;
         }
-        Ok(cache.devices.get(id).cloned())
+        Ok(mtime)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Checks an MQTT CONNECT. Blocking (Argon2 takes tens of milliseconds): call it from a
@@ -330,9 +355,15 @@ impl DeviceRegistry {
                 return Err(AuthRefusal::OverCapacity);
             }
             Ok(Some((_, e))) => e,
-            Ok(None) => return Err(AuthRefusal::UnknownDevice),
+            Ok(None) => {
+                // The same work as for a wrong password, so that the time of the answer does
+                // not tell which device ids exist.
+                decoy(pass);
+                return Err(AuthRefusal::UnknownDevice);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "device registry unreadable; refusing connections");
+                decoy(pass);
                 return Err(AuthRefusal::UnknownDevice);
             }
         };

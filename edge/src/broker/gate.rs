@@ -1,59 +1,44 @@
-//! The gate: the edge's own MQTT listeners, in front of rumqttd.
+//! The gate: the edge's own MQTT listeners. Every device connection ends here.
 //!
-//! rumqttd 0.20 has no per-client access control and does not tell the in-process consumer
-//! who published. So devices never reach it directly. The gate accepts every device
-//! connection (plain or TLS), authenticates the CONNECT, binds the connection to the one
-//! patient its device measures, and relays packets to rumqttd on a loopback port that only
-//! admits the gate (a per-start secret replaces the device's password on the way).
+//! The gate accepts every connection (plain or TLS) under the admission limits, authenticates
+//! the CONNECT, binds the connection to the one patient its device measures, registers it
+//! among the device's sessions (a new connection takes over), answers the CONNACK itself and
+//! hands the connection to its [`Session`], which answers the device's publishes once they are
+//! durable. rumqttd sits behind it on loopback, for subscribers only.
 //!
-//! Every packet from a device is framed and checked before it is relayed:
-//! - PUBLISH (and a CONNECT's will) only to the device's own patient: `patients/{own}` and
-//!   below. Anything else closes the connection (MQTT 5 first gets DISCONNECT 0x87): 3.1.1
-//!   has no other way to refuse a publish, and a device that writes into another patient's
-//!   record is faulty or hostile.
-//! - SUBSCRIBE only to filters inside `patients/{own}/`; otherwise the whole SUBSCRIBE is
-//!   answered with failure codes by the gate and never reaches the broker.
-//!
-//! So a topic seen by the ingest link is proof of the publisher's patient binding, and no
-//! device can read another patient's data. The gate also serves MQTT 3.1.1 and 5 on every
-//! listener (it routes by the CONNECT's protocol level), runs TLS handshakes off the accept
-//! loop with a deadline, and bounds both unauthenticated connections and concurrent Argon2
-//! verifications, so a connection flood cannot starve devices that are already connected.
+//! A device whose registry entry changes (bound to another patient, or removed) has its open
+//! connection closed and its stored session dropped within a second.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use wardlink_io::pem::{PemError, load_certs, load_key};
 use wardlink_shared::{DeviceId, PatientId};
 
-use super::packet::{self, LEVEL_V4, LEVEL_V5, PacketError, Refuse};
+use super::admission::{Admission, PendingSlot};
+use super::fanout::Fanout;
+use super::policy::{MAX_ALIASES, Policy, own_topic};
+use super::relay::Relay;
+use super::session::{End, MAX_UNACKED, Session};
+use super::sessions::Sessions;
 use super::{AuthRefusal, DeviceRegistry, RESERVED_PREFIX};
+use crate::ingest::Ingested;
 use crate::metrics::EdgeMetrics;
+use wardlink_shared::mqtt::{self as packet, LEVEL_V4, LEVEL_V5, PacketError, Refuse};
 
-/// Connections that have not yet authenticated, at most. Past it, new connections are
-/// closed at once (`refused{reason="busy"}`).
-const MAX_PENDING: usize = 256;
-/// Argon2 verifications running at once (each takes a core for tens of milliseconds).
-const MAX_KDF: usize = 2;
-/// Distinct MQTT 5 topic aliases one connection may bind.
-const MAX_ALIASES: usize = 16;
-/// Unauthenticated connections from one address, at most.
-const MAX_PENDING_PER_PEER: usize = 64;
 /// A write to a device that does not complete in this time ends its session (a device that
 /// stops reading must not pin a task and a socket for ever).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// First read buffer of a connection.
 const BUFFER: usize = 4096;
+/// How often the registry file is checked for changes to apply to open sessions.
+const REGISTRY_CHECK: Duration = Duration::from_secs(1);
 
 /// Why the gate refused or ended a connection: the label of
 /// `wardlink_edge_mqtt_connections_refused_total`.
@@ -71,7 +56,7 @@ pub enum GateRefusal {
     Protocol,
     /// A will message addressed outside the device's patient.
     WillTopic,
-    /// The broker behind the gate could not be reached.
+    /// rumqttd (for a subscriber) or the sessions file could not be reached.
     Internal,
 }
 
@@ -104,39 +89,7 @@ impl GateRefusal {
 /// What a device did that the gate refused: the label of `wardlink_edge_mqtt_denied_total`.
 pub const DENIED_LABELS: [&str; 2] = ["publish", "subscribe"];
 
-/// The TLS listener's credentials could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum GateTlsError {
-    /// A PEM file is missing or malformed.
-    #[error(transparent)]
-    Pem(#[from] PemError),
-    /// rustls refused the configuration.
-    #[error("mqtt tls: {0}")]
-    Rustls(#[from] rustls::Error),
-    /// The client verifier could not be built.
-    #[error("mqtt tls client verifier: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
-}
-
-/// The TLS acceptor of the MQTT listener: TLS 1.2 and 1.3 (bedside devices often lack 1.3),
-/// the `ring` provider, the certificate and key in `cert`/`key`.
-///
-/// Devices authenticate with their password inside TLS. A client certificate is not asked
-/// for; one sent anyway must chain to `client_ca` (the hub's CA), or the handshake fails.
-pub fn acceptor(cert: &Path, key: &Path, client_ca: &Path) -> Result<TlsAcceptor, GateTlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = wardlink_io::pem::load_roots(client_ca)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Where the gate relays to, and the secret that gets it in.
+/// Where subscribers' relays go, and the secret that gets them in.
 #[derive(Debug, Clone)]
 pub struct Inner {
     /// rumqttd's MQTT 3.1.1 listener (loopback).
@@ -145,19 +98,6 @@ pub struct Inner {
     pub v5: SocketAddr,
     /// Password the gate presents for every device; rumqttd admits nothing else.
     pub secret: Arc<str>,
-}
-
-/// Shared state of every listener.
-pub struct Gate {
-    registry: Arc<DeviceRegistry>,
-    metrics: Arc<EdgeMetrics>,
-    inner: Inner,
-    max_packet: usize,
-    connect_timeout: Duration,
-    pending: Arc<Semaphore>,
-    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    kdf: Semaphore,
-    rate: Rate,
 }
 
 /// Publishes per second and burst allowed to one device.
@@ -169,26 +109,33 @@ pub struct Rate {
     pub burst: u32,
 }
 
-/// A slot among the unauthenticated connections, freed when dropped.
-struct PendingSlot {
-    _permit: OwnedSemaphorePermit,
-    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
+/// What the gate is built from.
+pub struct Parts {
+    /// The device registry.
+    pub registry: Arc<DeviceRegistry>,
+    /// The devices' sessions.
+    pub sessions: Arc<Sessions>,
+    /// Publishing into rumqttd for local subscribers.
+    pub fanout: Fanout,
+    /// Where accepted readings go.
+    pub ingest: mpsc::Sender<Ingested>,
+    /// Metrics.
+    pub metrics: Arc<EdgeMetrics>,
+    /// rumqttd's loopback listeners.
+    pub inner: Inner,
+    /// `mqtt.max_payload_bytes`.
+    pub max_payload: usize,
+    /// `mqtt.connect_timeout_ms`.
+    pub connect_timeout: Duration,
+    /// `mqtt.max_publish_rate` and burst.
+    pub rate: Rate,
 }
 
-impl Drop for PendingSlot {
-    fn drop(&mut self) {
-        let mut peers = self
-            .peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = peers.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                peers.remove(&self.ip);
-            }
-        }
-    }
+/// Shared state of every listener.
+pub struct Gate {
+    parts: Parts,
+    max_packet: usize,
+    admission: Admission,
 }
 
 /// Counts an open session in `wardlink_edge_mqtt_sessions` for as long as it lives, however
@@ -208,81 +155,34 @@ impl Drop for SessionCount {
     }
 }
 
-/// A token bucket: a device over its rate is not refused but slowed down, by not reading
-/// from its socket until the bucket refills (TCP backpressure), so one device's flood cannot
-/// crowd out the others' readings.
-struct Bucket {
-    tokens: f64,
-    at: tokio::time::Instant,
-    rate: Rate,
-}
-
-impl Bucket {
-    fn new(rate: Rate) -> Self {
-        Self {
-            tokens: f64::from(rate.burst.max(1)),
-            at: tokio::time::Instant::now(),
-            rate,
-        }
-    }
-
-    fn take(&mut self, n: u32) {
-        let now = tokio::time::Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * f64::from(self.rate.per_s);
-        self.tokens = (self.tokens + refill).min(f64::from(self.rate.burst.max(1)));
-        self.at = now;
-        self.tokens -= f64::from(n);
-    }
-
-    /// How long to stop reading, if the bucket is overdrawn.
-    fn wait(&self) -> Option<Duration> {
-        (self.tokens < 0.0 && self.rate.per_s > 0)
-            .then(|| Duration::from_secs_f64(-self.tokens / f64::from(self.rate.per_s)))
-    }
-}
-
 impl Gate {
-    /// A gate relaying to `inner`. `max_payload` is `mqtt.max_payload_bytes`; packets are
-    /// allowed that plus room for the topic and properties.
-    pub fn new(
-        registry: Arc<DeviceRegistry>,
-        metrics: Arc<EdgeMetrics>,
-        inner: Inner,
-        max_payload: usize,
-        connect_timeout: Duration,
-        rate: Rate,
-    ) -> Arc<Self> {
+    /// A gate. Packets are allowed `max_payload` plus room for the topic and properties.
+    pub fn new(parts: Parts) -> Arc<Self> {
         Arc::new(Self {
-            registry,
-            metrics,
-            inner,
-            max_packet: max_payload.saturating_add(1024),
-            connect_timeout,
-            pending: Arc::new(Semaphore::new(MAX_PENDING)),
-            peers: Arc::new(Mutex::new(HashMap::new())),
-            kdf: Semaphore::new(MAX_KDF),
-            rate,
+            max_packet: parts.max_payload.saturating_add(1024),
+            parts,
+            admission: Admission::default(),
         })
     }
 
-    /// A pending slot for a connection from `ip`, unless too many are pending overall or
-    /// from that address.
-    fn pending_slot(&self, ip: IpAddr) -> Option<PendingSlot> {
-        let permit = self.pending.clone().try_acquire_owned().ok()?;
-        let mut peers = self
-            .peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = peers.entry(ip).or_insert(0);
-        if *n >= MAX_PENDING_PER_PEER {
-            return None;
-        }
-        *n += 1;
-        Some(PendingSlot {
-            _permit: permit,
-            peers: self.peers.clone(),
-            ip,
-        })
+    pub(super) fn metrics(&self) -> &EdgeMetrics {
+        &self.parts.metrics
+    }
+
+    pub(super) fn fanout(&self) -> &Fanout {
+        &self.parts.fanout
+    }
+
+    pub(super) fn sessions(&self) -> &Sessions {
+        &self.parts.sessions
+    }
+
+    pub(super) fn inner(&self) -> &Inner {
+        &self.parts.inner
+    }
+
+    pub(super) fn max_packet(&self) -> usize {
+        self.max_packet
     }
 
     /// Accepts connections on `listener` until `shutdown`.
@@ -306,12 +206,12 @@ impl Gate {
                     continue;
                 }
             };
-            let Some(permit) = self.pending_slot(peer.ip()) else {
+            let Some(permit) = self.admission.pending_slot(peer.ip()) else {
                 self.refused(GateRefusal::Busy);
                 continue;
             };
             // One deadline for the TLS handshake, the CONNECT and its authentication.
-            let deadline = tokio::time::Instant::now() + self.connect_timeout;
+            let deadline = tokio::time::Instant::now() + self.parts.connect_timeout;
             let _ = stream.set_nodelay(true);
             let gate = self.clone();
             let tls = tls.clone();
@@ -325,8 +225,47 @@ impl Gate {
         }
     }
 
+    /// Applies registry changes to open and stored sessions until `shutdown`.
+    pub async fn watch_registry(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut version = None;
+        let mut tick = tokio::time::interval(REGISTRY_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let registry = self.parts.registry.clone();
+            let now = match tokio::task::spawn_blocking(move || registry.refresh()).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "device registry unreadable; sessions unchanged");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if now == version {
+                continue;
+            }
+            version = now;
+            match self.parts.sessions.apply(&self.parts.registry).await {
+                Ok(wipe) => {
+                    let inner = &self.parts.inner;
+                    for device in wipe {
+                        if let Err(e) =
+                            Relay::wipe(inner.v4, device.as_str(), inner.secret.as_bytes()).await
+                        {
+                            tracing::warn!(device = %device, error = %e, "could not clear a rebound device's subscriptions");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "sessions of rebound devices not saved"),
+            }
+        }
+    }
+
     fn refused(&self, why: GateRefusal) {
-        self.metrics.mqtt_refused.with(why.label()).inc();
+        self.parts.metrics.mqtt_refused.with(why.label()).inc();
     }
 
     async fn connection(
@@ -338,10 +277,10 @@ impl Gate {
         deadline: tokio::time::Instant,
     ) {
         let Some(acceptor) = tls else {
-            return self.session(stream, peer, permit, deadline).await;
+            return self.handshake(stream, peer, permit, deadline).await;
         };
         match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.session(stream, peer, permit, deadline).await,
+            Ok(Ok(stream)) => self.handshake(stream, peer, permit, deadline).await,
             Ok(Err(e)) => {
                 self.refused(GateRefusal::TlsHandshake);
                 tracing::debug!(%peer, error = %e, "mqtt tls handshake failed");
@@ -350,8 +289,8 @@ impl Gate {
         }
     }
 
-    /// One device connection, from CONNECT to close.
-    async fn session<S>(
+    /// From the first byte to the CONNACK, then the session.
+    async fn handshake<S>(
         &self,
         mut client: S,
         peer: SocketAddr,
@@ -387,85 +326,91 @@ impl Gate {
                 return;
             }
         };
-        let inner = match connect.level {
-            LEVEL_V4 => self.inner.v4,
-            LEVEL_V5 => self.inner.v5,
-            _ => {
-                self.refused(GateRefusal::Protocol);
-                let _ = refuse(&mut client, LEVEL_V4, Refuse::Protocol).await;
-                return;
-            }
-        };
         let level = connect.level;
-        let patient = match tokio::time::timeout_at(deadline, self.authenticate(&connect)).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(why)) => {
-                let _ = refuse(&mut client, level, why).await;
-                return;
-            }
-            Err(_) => {
-                self.refused(GateRefusal::Timeout);
-                let _ = refuse(&mut client, level, Refuse::Busy).await;
-                return;
-            }
-        };
-        let mut broker = match TcpStream::connect(inner).await {
-            Ok(s) => s,
+        if level != LEVEL_V4 && level != LEVEL_V5 {
+            self.refused(GateRefusal::Protocol);
+            let _ = refuse(&mut client, LEVEL_V4, Refuse::Protocol).await;
+            return;
+        }
+        let (device, patient) =
+            match tokio::time::timeout_at(deadline, self.authenticate(&connect)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(why)) => {
+                    let _ = refuse(&mut client, level, why).await;
+                    return;
+                }
+                Err(_) => {
+                    self.refused(GateRefusal::Timeout);
+                    let _ = refuse(&mut client, level, Refuse::Busy).await;
+                    return;
+                }
+            };
+        let sessions = &self.parts.sessions;
+        let opened = match sessions.open(&device, &patient, connect.persistent()).await {
+            Ok(o) => o,
             Err(e) => {
                 self.refused(GateRefusal::Internal);
-                tracing::error!(error = %e, "mqtt broker behind the gate unreachable");
+                tracing::error!(device = %device, error = %e, "session not stored; connection refused");
                 let _ = refuse(&mut client, level, Refuse::Busy).await;
                 return;
             }
         };
-        let _ = broker.set_nodelay(true);
-        let forwarded = packet::rewrite_credentials(
-            &first,
+        let _counted = SessionCount::new(&self.parts.metrics.mqtt_sessions);
+        let mut session = Session::new(
+            self,
+            device.clone(),
             &connect,
-            &connect.client_id,
-            self.inner.secret.as_bytes(),
+            Policy::new(patient),
+            &opened,
+            self.parts.ingest.clone(),
         );
-        if broker.write_all(&forwarded).await.is_err() {
+        if let Err(end) = session.resume(&opened).await {
             self.refused(GateRefusal::Internal);
+            tracing::error!(device = %device, end = ?end, "stored subscriptions not restored; connection refused");
+            sessions.closed(&device, opened.id);
+            let _ = refuse(&mut client, level, Refuse::Busy).await;
+            return;
+        }
+        let limits = packet::Limits {
+            receive_maximum: MAX_UNACKED as u16,
+            topic_alias_maximum: MAX_ALIASES,
+            maximum_packet_size: u32::try_from(self.max_packet).unwrap_or(u32::MAX),
+        };
+        let connack = packet::connack_accepted(level, opened.present, limits);
+        if !send(&mut client, &connack).await {
+            sessions.closed(&device, opened.id);
             return;
         }
         drop(permit);
-
-        let device = connect.client_id;
-        let _counted = SessionCount::new(&self.metrics.mqtt_sessions);
-        let (client_rx, client_tx) = tokio::io::split(client);
-        let (broker_rx, broker_tx) = broker.into_split();
-        let (inject_tx, inject_rx) = mpsc::channel(4);
-        let policy = Policy {
-            device: device.clone(),
-            patient,
-            level,
-            aliases: Vec::new(),
-        };
-        let end = tokio::select! {
-            end = self.inbound(client_rx, broker_tx, buf, policy, inject_tx) => end,
-            end = outbound(broker_rx, client_tx, inject_rx) => end,
-        };
-        match end {
-            End::Closed => {}
-            End::Denied(what) => {
-                tracing::warn!(
-                    device = %device,
-                    what,
-                    "device acted outside its patient's topics; connection closed"
-                );
-            }
+        match session
+            .run(client, buf, &opened.kick, self.parts.rate)
+            .await
+        {
+            End::Closed | End::Disconnected | End::Kicked | End::KeepAlive | End::Pipeline => {}
+            End::Denied => {}
             End::Malformed(e) => {
                 self.refused(GateRefusal::Malformed);
                 tracing::info!(device = %device, error = %e, "malformed mqtt packet; connection closed");
             }
+            End::Lost => {
+                tracing::warn!(device = %device, "readings lost before they were durable; connection closed for the device to send them again");
+            }
+            End::Relay(e) => {
+                tracing::warn!(device = %device, error = %e, "relay to rumqttd failed; connection closed");
+            }
+            End::Sessions(e) => {
+                tracing::error!(device = %device, error = %e, "session not stored; connection closed");
+            }
         }
     }
 
-    /// Checks the CONNECT's identity and will; returns the device's patient.
-    async fn authenticate(&self, connect: &packet::Connect) -> Result<PatientId, Refuse> {
+    /// Checks the CONNECT's identity and will; returns the device and its patient.
+    async fn authenticate(
+        &self,
+        connect: &packet::Connect,
+    ) -> Result<(DeviceId, PatientId), Refuse> {
         let refusal = |why: AuthRefusal| {
-            self.metrics.auth_refused.with(why.label()).inc();
+            self.parts.metrics.auth_refused.with(why.label()).inc();
             tracing::debug!(reason = why.label(), "mqtt connection refused");
             match why {
                 AuthRefusal::BadClientId => Refuse::ClientId,
@@ -483,12 +428,12 @@ impl Gate {
             return Err(refusal(AuthRefusal::BadPassword));
         };
         let client_id = connect.client_id.clone();
-        let registry = self.registry.clone();
+        let registry = self.parts.registry.clone();
         let verdict = {
-            let Ok(_kdf) = self.kdf.acquire().await else {
+            let Some(_kdf) = self.admission.kdf().await else {
                 return Err(Refuse::Busy);
             };
-            // Argon2 is deliberately slow: a blocking thread, at most MAX_KDF at once.
+            // Argon2 is deliberately slow: a blocking thread, a few at once.
             tokio::task::spawn_blocking(move || registry.authenticate(&client_id, &user, &pass))
                 .await
         };
@@ -501,219 +446,14 @@ impl Gate {
             }
         };
         if let Some(will) = &connect.will_topic
-            && !own_topic(will, &entry.patient)
+            && own_topic(will, &entry.patient).is_none()
         {
             self.refused(GateRefusal::WillTopic);
-            self.metrics.mqtt_denied.with("publish").inc();
+            self.parts.metrics.mqtt_denied.with("publish").inc();
             tracing::warn!(device = %entry.id, "will message outside the device's patient; connection refused");
             return Err(Refuse::NotAuthorized);
         }
-        Ok(entry.patient)
-    }
-
-    /// Device → broker: frames, checks and relays. Ends when the device closes or misbehaves.
-    async fn inbound<R, W>(
-        &self,
-        mut client: R,
-        mut broker: W,
-        mut buf: BytesMut,
-        mut policy: Policy,
-        inject: mpsc::Sender<Inject>,
-    ) -> End
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        let mut out = BytesMut::with_capacity(BUFFER);
-        let mut bucket = Bucket::new(self.rate);
-        loop {
-            let mut publishes = 0;
-            loop {
-                let n = match packet::frame(&buf, self.max_packet) {
-                    Ok(Some(n)) => n,
-                    Ok(None) => break,
-                    Err(e) => return End::Malformed(e),
-                };
-                let p = buf.split_to(n);
-                if packet::kind(&p) == packet::PUBLISH {
-                    publishes += 1;
-                }
-                match policy.check(&p) {
-                    Ok(Verdict::Relay) => out.extend_from_slice(&p),
-                    Ok(Verdict::RelayInstead(bytes)) => out.extend_from_slice(&bytes),
-                    Ok(Verdict::RefuseSubscribe(answer)) => {
-                        self.metrics.mqtt_denied.with("subscribe").inc();
-                        tracing::warn!(
-                            device = %policy.device,
-                            "subscription outside the device's patient refused"
-                        );
-                        if inject.send(Inject::Packet(answer)).await.is_err() {
-                            return End::Closed;
-                        }
-                    }
-                    Ok(Verdict::RefusePublish) => {
-                        self.metrics.mqtt_denied.with("publish").inc();
-                        // What came before the offending packet still goes through.
-                        if !out.is_empty() && broker.write_all(&out).await.is_err() {
-                            return End::Closed;
-                        }
-                        let _ = inject
-                            .send(Inject::Close(packet::disconnect_not_authorized(
-                                policy.level,
-                            )))
-                            .await;
-                        // The outbound side sends it and closes; wait for that.
-                        std::future::pending::<()>().await;
-                    }
-                    Err(e) => return End::Malformed(e),
-                }
-            }
-            if !out.is_empty() {
-                if broker.write_all(&out).await.is_err() {
-                    return End::Closed;
-                }
-                out.clear();
-            }
-            bucket.take(publishes);
-            if let Some(pause) = bucket.wait() {
-                self.metrics.mqtt_throttled.inc();
-                tokio::time::sleep(pause).await;
-            }
-            match client.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return End::Closed,
-                Ok(_) => {}
-            }
-        }
-    }
-}
-
-/// How a session ended.
-enum End {
-    Closed,
-    Denied(&'static str),
-    Malformed(PacketError),
-}
-
-/// A packet the gate itself sends to the device.
-enum Inject {
-    /// Send and carry on.
-    Packet(Vec<u8>),
-    /// Send (possibly nothing) and close the connection.
-    Close(Vec<u8>),
-}
-
-enum Verdict {
-    Relay,
-    /// Relay these bytes in place of the packet.
-    RelayInstead(Vec<u8>),
-    RefuseSubscribe(Vec<u8>),
-    RefusePublish,
-}
-
-/// What one connection may do.
-struct Policy {
-    device: String,
-    patient: PatientId,
-    level: u8,
-    /// MQTT 5 topic aliases this connection has bound (always to its own topics).
-    aliases: Vec<u16>,
-}
-
-impl Policy {
-    fn check(&mut self, p: &[u8]) -> Result<Verdict, PacketError> {
-        match packet::kind(p) {
-            packet::PUBLISH => {
-                let publish = packet::parse_publish(p, self.level)?;
-                let allowed = if publish.topic.is_empty() {
-                    // An alias alone stands for a topic this connection bound earlier.
-                    publish.alias.is_some_and(|a| self.aliases.contains(&a))
-                } else {
-                    own_topic(publish.topic, &self.patient)
-                };
-                if !allowed {
-                    return Ok(Verdict::RefusePublish);
-                }
-                if let Some(alias) = publish.alias
-                    && !publish.topic.is_empty()
-                    && !self.aliases.contains(&alias)
-                {
-                    // A device has two topics: a few aliases are plenty.
-                    if self.aliases.len() >= MAX_ALIASES {
-                        return Err(PacketError::Unexpected("topic alias beyond the limit"));
-                    }
-                    self.aliases.push(alias);
-                }
-                Ok(Verdict::Relay)
-            }
-            packet::SUBSCRIBE => {
-                let sub = packet::parse_subscribe(p, self.level)?;
-                if sub.filters.iter().all(|f| own_filter(f, &self.patient)) {
-                    Ok(Verdict::RelayInstead(packet::encode_subscribe(
-                        self.level, &sub,
-                    )))
-                } else {
-                    Ok(Verdict::RefuseSubscribe(packet::suback_refused(
-                        self.level,
-                        sub.id,
-                        sub.filters.len(),
-                    )))
-                }
-            }
-            // A second CONNECT is a protocol violation (rumqttd would ignore it).
-            packet::CONNECT => Err(PacketError::Unexpected("second CONNECT")),
-            _ => Ok(Verdict::Relay),
-        }
-    }
-}
-
-/// Broker → device: relays whole packets, so that what the gate injects never lands inside
-/// one of the broker's.
-async fn outbound<R, W>(mut broker: R, mut client: W, mut inject: mpsc::Receiver<Inject>) -> End
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = BytesMut::with_capacity(BUFFER);
-    loop {
-        tokio::select! {
-            biased;
-            i = inject.recv() => {
-                let (bytes, close) = match i {
-                    Some(Inject::Packet(b)) => (b, false),
-                    Some(Inject::Close(b)) => (b, true),
-                    None => return End::Closed,
-                };
-                if !send(&mut client, &bytes).await {
-                    return End::Closed;
-                }
-                if close {
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, client.shutdown()).await;
-                    return End::Denied("publish");
-                }
-            }
-            r = broker.read_buf(&mut buf) => {
-                match r {
-                    Ok(0) | Err(_) => {
-                        // rumqttd closed (keep-alive expired, session taken over, protocol
-                        // error): pass on what it sent last.
-                        let _ = send(&mut client, &buf).await;
-                        let _ = tokio::time::timeout(WRITE_TIMEOUT, client.shutdown()).await;
-                        return End::Closed;
-                    }
-                    Ok(_) => {}
-                }
-                let mut complete = 0;
-                while let Ok(Some(n)) = packet::frame(&buf[complete..], usize::MAX) {
-                    complete += n;
-                }
-                if complete > 0 {
-                    let chunk = buf.split_to(complete);
-                    if !send(&mut client, &chunk).await {
-                        return End::Closed;
-                    }
-                }
-            }
-        }
+        Ok((entry.id, entry.patient))
     }
 }
 
@@ -735,7 +475,7 @@ async fn read_packet<S: AsyncRead + Unpin>(
 }
 
 /// Writes and flushes within [`WRITE_TIMEOUT`]; false if that failed.
-async fn send<W: AsyncWrite + Unpin>(client: &mut W, bytes: &[u8]) -> bool {
+pub(super) async fn send<W: AsyncWrite + Unpin>(client: &mut W, bytes: &[u8]) -> bool {
     let write = async {
         client.write_all(bytes).await?;
         client.flush().await
@@ -748,86 +488,4 @@ async fn refuse<S: AsyncWrite + Unpin>(client: &mut S, level: u8, why: Refuse) -
         && tokio::time::timeout(WRITE_TIMEOUT, client.shutdown())
             .await
             .is_ok()
-}
-
-/// The topics below `patients/{patient}/` that a device may publish on.
-pub const DEVICE_TOPICS: [&str; 2] = ["vitals", "status"];
-
-/// Where a device of `patient` may publish: `patients/{patient}/vitals` or `…/status`. An
-/// allow-list, not a prefix: every topic a device can create costs the broker memory.
-pub fn own_topic(topic: &str, patient: &PatientId) -> bool {
-    below_patient(topic, patient).is_some_and(|rest| DEVICE_TOPICS.contains(&rest))
-}
-
-/// A filter that can only match topics of `patient`: one of its topics, `+` or `#` below it.
-pub fn own_filter(filter: &str, patient: &PatientId) -> bool {
-    below_patient(filter, patient)
-        .is_some_and(|rest| rest == "+" || rest == "#" || DEVICE_TOPICS.contains(&rest))
-}
-
-fn below_patient<'a>(topic: &'a str, patient: &PatientId) -> Option<&'a str> {
-    topic
-        .strip_prefix("patients/")?
-        .strip_prefix(patient.as_str())?
-        .strip_prefix('/')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bucket_allows_a_burst_then_paces_to_the_rate() {
-        let mut b = Bucket::new(Rate {
-            per_s: 10,
-            burst: 5,
-        });
-        b.take(5);
-        assert_eq!(b.wait(), None, "the burst is free");
-        b.take(5);
-        let pause = b.wait().unwrap_or_default();
-        // Five over the budget at 10/s: about half a second (less the instant that passed).
-        assert!(
-            pause > Duration::from_millis(450) && pause <= Duration::from_millis(500),
-            "{pause:?}"
-        );
-    }
-
-    #[test]
-    fn topics_and_filters_are_confined_to_the_patient() {
-        let p = PatientId::new("p1").unwrap();
-        for ok in ["patients/p1/vitals", "patients/p1/status"] {
-            assert!(own_topic(ok, &p), "{ok}");
-        }
-        for bad in [
-            "patients/p1",
-            "patients/p1/status/battery",
-            "patients/p1/anything",
-            "patients/p2/vitals",
-            "patients/p10/vitals",
-            "patients/p1x",
-            "patients/+/vitals",
-            "patients/#",
-            "#",
-            "+/p1/vitals",
-            "$share/g/patients/p1/vitals",
-            "$SYS/broker",
-            "/patients/p1/vitals",
-            "",
-        ] {
-            assert!(!own_topic(bad, &p), "{bad}");
-        }
-        for ok in ["patients/p1/#", "patients/p1/+", "patients/p1/vitals"] {
-            assert!(own_filter(ok, &p), "{ok}");
-        }
-        for bad in [
-            "#",
-            "patients/+/vitals",
-            "patients/p1#",
-            "patients/#",
-            "+/+/+",
-        ] {
-            assert!(!own_filter(bad, &p), "{bad}");
-        }
-    }
 }

@@ -1,11 +1,18 @@
-//! The embedded MQTT broker (rumqttd 0.20) that bedside devices connect to, behind the gate.
+//! Device MQTT: the [`gate`] that every device connects to, and the embedded rumqttd 0.20
+//! behind it for local subscribers.
 //!
-//! Devices connect to the [`gate`], which authenticates them, confines each to its patient's
-//! topics, terminates TLS and relays to rumqttd on loopback. rumqttd admits only the gate.
+//! The gate authenticates devices, confines each to its patient's topics, terminates TLS and
+//! answers their publishes itself, once the reading is durable. Only a device that subscribes
+//! gets a relay to rumqttd on loopback (rumqttd admits only the gate); accepted readings are
+//! published into rumqttd through an in-process link ([`fanout`]) for those subscribers.
+//!
+//! Components: [`admission`] (limits on connections on their way in), [`tls`], [`policy`]
+//! (what a device may do; pure), [`sessions`] (takeover, persistent sessions), [`session`]
+//! (one connection: read, acknowledge, backpressure), [`relay`] (to rumqttd). The wire format
+//! is [`wardlink_shared::mqtt`] (sans-IO, fuzzed).
 //!
 //! rumqttd's hazards (see DESIGN.md) are handled here: every [`rumqttd::RouterConfig`] field is
-//! set (its `Default` panics); the in-process link is drained by [`crate::ingest`] straight
-//! away.
+//! set (its `Default` panics); the in-process link is drained and woken by [`fanout`].
 //!
 //! The worst hazard: a connection that passes authentication but is then turned away by the
 //! router (an illegal client id, or the connection table full) leaves a dangling entry in the
@@ -17,9 +24,15 @@
 //! devices, which is exactly the router's table size beside the ingest link. A device that
 //! reconnects takes over its own slot (MQTT session takeover), so the table cannot overflow.
 
+mod admission;
 mod devices;
+mod fanout;
 mod gate;
-mod packet;
+mod policy;
+mod relay;
+mod session;
+mod sessions;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,24 +43,24 @@ use std::time::Duration;
 pub use devices::{
     AuthRefusal, DeviceEntry, DeviceRegistry, RegistryError, add_device, add_devices,
 };
-pub use gate::{DENIED_LABELS, DEVICE_TOPICS, GateRefusal, own_filter, own_topic};
+pub use fanout::Fanout;
+pub use gate::{DENIED_LABELS, GateRefusal};
+pub use policy::{DEVICE_TOPICS, Topic, own_filter, own_topic};
 use rand::RngExt as _;
-use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+pub use session::MAX_UNACKED;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wardlink_shared::DeviceId;
 
 use crate::config::MqttSection;
+use crate::ingest::Ingested;
 use crate::metrics::EdgeMetrics;
 
-/// Client id of the in-process consumer. Device ids may not start with this prefix.
+/// Client id prefix of the edge's own links. Device ids may not start with it.
 pub const RESERVED_PREFIX: &str = "wardlink-";
-const INGEST_CLIENT_ID: &str = "wardlink-ingest";
-
-/// The broker's filter for bedside readings.
-pub const VITALS_FILTER: &str = "patients/+/vitals";
+const FANOUT_CLIENT_ID: &str = "wardlink-fanout";
 
 /// The broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +84,7 @@ pub enum BrokerError {
     NotListening(SocketAddr),
     /// The TLS listener's certificate or key could not be loaded.
     #[error(transparent)]
-    Tls(#[from] gate::GateTlsError),
+    Tls(#[from] tls::GateTlsError),
 }
 
 impl From<rumqttd::local::LinkError> for BrokerError {
@@ -80,24 +93,22 @@ impl From<rumqttd::local::LinkError> for BrokerError {
     }
 }
 
-/// A running broker: the in-process link and a signal that fires if the broker stops.
+/// A running broker: where it listens, and a signal that fires if rumqttd stops.
 pub struct RunningBroker {
-    /// Link used to subscribe.
-    pub link_tx: LinkTx,
-    /// Link the ingest task drains.
-    pub link_rx: LinkRx,
+    /// Publishes accepted readings for local subscribers.
+    pub fanout: Fanout,
     /// Fires when the broker's server threads have all exited (e.g. the port was taken).
     pub stopped: oneshot::Receiver<()>,
     /// The gate's listeners.
     pub listening: Listening,
 }
 
-/// Router settings. The commit log of the one filter we subscribe to holds at most
-/// `SEGMENT_BYTES × SEGMENT_COUNT`; ingest drains it continuously, so this is headroom for a
-/// burst, not storage (the outbox is the store).
-const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+/// Router settings. Each filter's commit log holds at most `SEGMENT_BYTES × SEGMENT_COUNT`:
+/// what a local subscriber has not read by then is gone for it (it is a view, not the record;
+/// the outbox is the store).
+const SEGMENT_BYTES: usize = 1024 * 1024;
 const SEGMENT_COUNT: usize = 4;
-/// Connections the router keeps beside the devices: the ingest link. The router's table size
+/// Connections the router keeps beside the devices: the fan-out link. The router's table size
 /// must equal `max_devices` plus this; see the module comment.
 const INTERNAL_CONNECTIONS: usize = 1;
 
@@ -157,17 +168,38 @@ pub struct Listening {
     pub tls: Option<SocketAddr>,
 }
 
+/// What the broker is started with.
+pub struct BrokerParts<'a> {
+    /// `[mqtt]`.
+    pub mqtt: &'a MqttSection,
+    /// The TLS listener's certificate, key and client CA, when it is configured.
+    pub tls: Option<(&'a Path, &'a Path, &'a Path)>,
+    /// The device registry.
+    pub registry: Arc<DeviceRegistry>,
+    /// Where the devices' persistent sessions are kept.
+    pub sessions: &'a Path,
+    /// Where accepted readings go.
+    pub ingest: mpsc::Sender<Ingested>,
+    /// Metrics.
+    pub metrics: Arc<EdgeMetrics>,
+}
+
 /// Starts rumqttd on loopback and the gate on the configured listeners; the gate stops at
 /// `shutdown`.
 pub async fn start(
-    mqtt: &MqttSection,
-    tls: Option<(&Path, &Path, &Path)>,
-    registry: Arc<DeviceRegistry>,
-    metrics: Arc<EdgeMetrics>,
+    parts: BrokerParts<'_>,
     shutdown: CancellationToken,
 ) -> Result<RunningBroker, BrokerError> {
+    let BrokerParts {
+        mqtt,
+        tls,
+        registry,
+        sessions,
+        ingest,
+        metrics,
+    } = parts;
     let acceptor = tls
-        .map(|(cert, key, ca)| gate::acceptor(cert, key, ca))
+        .map(|(cert, key, ca)| tls::acceptor(cert, key, ca))
         .transpose()?;
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -228,8 +260,7 @@ pub async fn start(
         metrics: None,
     };
     let mut broker = rumqttd::Broker::new(config);
-    let (mut link_tx, link_rx) = broker.link(INGEST_CLIENT_ID)?;
-    link_tx.subscribe(VITALS_FILTER)?;
+    let (link_tx, link_rx) = broker.link(FANOUT_CLIENT_ID)?;
     let (stopped_tx, stopped) = oneshot::channel();
     // rumqttd's servers run on threads of their own and have no shutdown; they end with the
     // process. `start` returns only if every server failed (e.g. its port was taken).
@@ -247,17 +278,29 @@ pub async fn start(
         }
     }
 
-    let gate = gate::Gate::new(
+    let sessions = Arc::new(sessions::Sessions::load(sessions.to_path_buf()));
+    let fanout = fanout::Fanout::start(
+        link_tx,
+        link_rx,
+        sessions.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let gate = gate::Gate::new(gate::Parts {
         registry,
+        sessions,
+        fanout: fanout.clone(),
+        ingest,
         metrics,
         inner,
-        mqtt.max_payload_bytes,
-        Duration::from_millis(u64::from(mqtt.connect_timeout_ms)),
-        gate::Rate {
+        max_payload: mqtt.max_payload_bytes,
+        connect_timeout: Duration::from_millis(u64::from(mqtt.connect_timeout_ms)),
+        rate: gate::Rate {
             per_s: mqtt.max_publish_rate,
             burst: mqtt.max_publish_burst,
         },
-    );
+    });
+    tokio::spawn(gate.clone().watch_registry(shutdown.clone()));
     tokio::spawn(gate.clone().serve(plain, None, shutdown.clone()));
     if let Some(listener) = v5 {
         tokio::spawn(gate.clone().serve(listener, None, shutdown.clone()));
@@ -266,8 +309,7 @@ pub async fn start(
         tokio::spawn(gate.serve(listener, Some(acceptor), shutdown));
     }
     Ok(RunningBroker {
-        link_tx,
-        link_rx,
+        fanout,
         stopped,
         listening,
     })

@@ -1,78 +1,52 @@
-//! Ingest: drains the broker's in-process link, decodes and validates every publish, and hands
-//! readings to the rules.
+//! Ingest: what enters the pipeline from a device. The gate's sessions decode and validate each
+//! publish here, inline (microseconds of pure CPU, spread over the sessions' tasks), and hand
+//! the accepted readings to the rules over one bounded channel.
 //!
-//! This task must keep the link drained: rumqttd silently drops what a slow in-process
-//! consumer has not read once its commit log wraps, although devices already got their
-//! PUBACK. Decoding is microseconds of pure CPU, so it happens inline; the only wait is on the
-//! rules channel when it is full, which is backpressure the rules task clears quickly.
+//! A reading travels with its durability [`Ticket`]: the device's acknowledgement waits for it.
+//! A full channel makes sessions wait, which stops them reading their sockets: devices are
+//! slowed down, nothing is dropped.
 
-use std::sync::Arc;
-
-use rumqttd::Notification;
-use rumqttd::local::LinkRx;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use bytes::Bytes;
 use wardlink_shared::Reading;
-use wardlink_shared::payload::{RejectReason, decode_json};
+use wardlink_shared::payload::{RejectReason, decode_json_stamped};
 
 use crate::clock::now_ms;
+use crate::durable::Ticket;
 use crate::metrics::EdgeMetrics;
 
-/// After shutdown is requested, ingest keeps draining the link until it has been quiet this
-/// long, so readings the broker already acknowledged to devices still reach the outbox.
-const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
+/// Readings between the gate's sessions and the rules. When full, sessions wait
+/// (backpressure into the devices' sockets).
+pub const QUEUE: usize = 8192;
 
-/// Runs until shutdown (then drains) or until the broker link breaks (which stops the edge:
-/// without the link no reading can arrive).
-pub async fn run(
-    mut link: LinkRx,
-    readings: mpsc::Sender<Reading>,
-    metrics: Arc<EdgeMetrics>,
-    shutdown: CancellationToken,
-) -> Result<(), rumqttd::local::LinkError> {
-    let mut draining = false;
-    loop {
-        let notification = if draining {
-            match tokio::time::timeout(DRAIN_QUIET, link.next()).await {
-                Ok(n) => n?,
-                Err(_) => return Ok(()),
-            }
-        } else {
-            tokio::select! {
-                () = shutdown.cancelled() => {
-                    draining = true;
-                    continue;
-                }
-                n = link.next() => n?,
-            }
-        };
-        match notification {
-            Some(Notification::Forward(forward)) => {
-                metrics.readings_received.inc();
-                let publish = forward.publish;
-                match accept(&publish.topic, &publish.payload) {
-                    Ok(reading) => {
-                        metrics.readings_accepted.inc();
-                        if readings.send(reading).await.is_err() {
-                            // The rules task is gone: we are shutting down.
-                            return Ok(());
-                        }
-                    }
-                    Err(reason) => {
-                        metrics.readings_rejected.with(reason.label()).inc();
-                        tracing::debug!(reason = %reason, "reading rejected");
-                    }
-                }
-            }
-            // Without this wake-up the router stops scheduling the link after a few hundred
-            // messages (rumqttd 0.20).
-            Some(Notification::Unschedule) => link.wake().await?,
-            Some(_) | None => {}
-        }
-    }
+/// An accepted reading on its way to the rules.
+#[derive(Debug)]
+pub struct Ingested {
+    /// The reading.
+    pub reading: Reading,
+    /// The device stamped it (`ts`): a re-send carries the same stamp and is recognised.
+    pub stamped: bool,
+    /// Fires when the reading is durable (QoS 1 and 2 only).
+    pub ticket: Option<Ticket>,
+    /// The topic and payload, for local MQTT subscribers (only while there are any).
+    pub fanout: Option<(Bytes, Bytes)>,
 }
 
-fn accept(topic: &[u8], payload: &[u8]) -> Result<Reading, RejectReason> {
-    let topic = std::str::from_utf8(topic).map_err(|_| RejectReason::BadTopic)?;
-    decode_json(topic, payload, now_ms())
+/// Decodes one publish on `topic`, counting it received, and accepted or rejected by reason.
+pub fn decode(
+    topic: &str,
+    payload: &[u8],
+    metrics: &EdgeMetrics,
+) -> Result<(Reading, bool), RejectReason> {
+    metrics.readings_received.inc();
+    match decode_json_stamped(topic, payload, now_ms()) {
+        Ok(r) => {
+            metrics.readings_accepted.inc();
+            Ok(r)
+        }
+        Err(reason) => {
+            metrics.readings_rejected.with(reason.label()).inc();
+            tracing::debug!(reason = %reason, "reading rejected");
+            Err(reason)
+        }
+    }
 }

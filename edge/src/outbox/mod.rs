@@ -16,8 +16,14 @@
 //!   acknowledged or evicted (telemetry only, counted, replaced by a gap record);
 //! - a failed commit (a full disk) keeps its records in memory, still forwarded; the thread
 //!   reopens the database and retries until space returns. While it fails, memory is bounded by
-//!   evicting the oldest telemetry held there; alarms are never evicted.
+//!   evicting the oldest telemetry held there; alarms are never evicted;
+//! - a reading's [`Ticket`] fires only once the reading is durable: its record committed here,
+//!   or stored by the hub (which acknowledges only after its own commit), whichever comes
+//!   first; never earlier. Tickets fire in seq order. A record the hub has is not written
+//!   here, but its dedupe entry is (without an fsync of its own: should a crash undo it, the
+//!   hub still recognises a re-send by patient and timestamp).
 
+mod seen;
 mod store;
 
 use std::collections::VecDeque;
@@ -29,9 +35,15 @@ use redb::Database;
 use tokio::sync::{Notify, watch};
 use wardlink_shared::wire::{Lane, Record, RecordBody};
 
+use wardlink_shared::PatientId;
+use wardlink_shared::time::Millis;
+
+use crate::durable::Ticket;
 use crate::metrics::EdgeMetrics;
+use seen::Seen;
+pub use seen::WINDOW as DEDUPE_WINDOW;
 pub use store::{EPOCH_SHIFT, OutboxError, epoch_start, inspect};
-use store::{Stamp, Stamped};
+use store::{Mark, Remember, Stamp, Stamped};
 
 /// How long a failed commit waits before the next attempt.
 const RETRY: Duration = Duration::from_millis(500);
@@ -96,11 +108,33 @@ struct Inner {
     failing: bool,
     closing: bool,
     stream: u64,
+    /// The dedupe window: readings accepted, per patient.
+    seen: Seen,
+    /// Dedupe entries of records the hub acknowledged before their commit; the next commit
+    /// writes them.
+    marks: Vec<Mark>,
+    /// Tickets waiting for the telemetry lane to be durable through their seq, in seq order.
+    waiters: VecDeque<(u64, Ticket)>,
+    /// The telemetry lane is durable (committed here or stored by the hub) through this seq.
+    durable: u64,
 }
 
 impl Inner {
     fn held(&self) -> usize {
         self.pending[0].len() + self.pending[1].len()
+    }
+
+    /// Fires the tickets of readings now durable.
+    fn fire(&mut self) {
+        while self
+            .waiters
+            .front()
+            .is_some_and(|(s, _)| *s <= self.durable)
+        {
+            if let Some((_, ticket)) = self.waiters.pop_front() {
+                ticket.durable();
+            }
+        }
     }
 
     fn heads(&self) -> Heads {
@@ -176,6 +210,7 @@ impl Outbox {
     ) -> Result<(Outbox, std::thread::JoinHandle<()>), OutboxError> {
         let store = store::Store::open(path, now_ms())?;
         let alarms = store::read(&store.db(), Lane::Alarms, 0, usize::MAX)?.into();
+        let seen = store.load_seen()?;
         let stats = store.stats();
         let next = [0, 1].map(|i| stats[i].head + 1);
         let inner = Inner {
@@ -189,6 +224,10 @@ impl Outbox {
             failing: false,
             closing: false,
             stream: store.stream(),
+            seen,
+            marks: Vec::new(),
+            waiters: VecDeque::new(),
+            durable: next[usize::from(Lane::Telemetry.index())] - 1,
         };
         let (heads, _) = watch::channel(inner.heads());
         tracing::info!(
@@ -229,6 +268,41 @@ impl Outbox {
     /// send them at once. Waits while too many records are held in memory for a disk that
     /// keeps up slowly (backpressure); while commits fail, evicts old telemetry instead.
     pub async fn append(&self, records: Vec<RecordBody>) -> Result<(), Closed> {
+        self.append_with(records, None).await
+    }
+
+    /// Whether a reading of `patient` stamped `ts` was already accepted (it is in the dedupe
+    /// window): a device sending it again must not have it stored twice.
+    pub fn is_duplicate(&self, patient: &PatientId, ts: Millis) -> bool {
+        self.shared.lock().seen.contains(patient, ts)
+    }
+
+    /// Appends a reading's records (its alarm events, then its `Vitals` record), as
+    /// [`Outbox::append`]. With `dedupe` the reading enters the dedupe window; `ticket` fires
+    /// once it is durable.
+    pub async fn append_reading(
+        &self,
+        records: Vec<RecordBody>,
+        dedupe: bool,
+        ticket: Option<Ticket>,
+    ) -> Result<(), Closed> {
+        self.append_with(records, Some((dedupe, ticket))).await
+    }
+
+    /// Fires `ticket` once everything appended so far is durable: the acknowledgement of a
+    /// duplicate, which must not come before that of the reading it repeats.
+    pub fn when_durable(&self, ticket: Ticket) {
+        let mut g = self.shared.lock();
+        let head = g.next[usize::from(Lane::Telemetry.index())] - 1;
+        g.waiters.push_back((head, ticket));
+        g.fire();
+    }
+
+    async fn append_with(
+        &self,
+        records: Vec<RecordBody>,
+        mut reading: Option<(bool, Option<Ticket>)>,
+    ) -> Result<(), Closed> {
         let max = self.shared.settings.max_memory_records;
         loop {
             let room = self.shared.room.notified();
@@ -240,14 +314,19 @@ impl Outbox {
                     return Err(Closed);
                 }
                 if g.held() == 0 || g.held() + records.len() <= max || g.failing {
-                    return self.give_seqs(&mut g, records);
+                    return self.give_seqs(&mut g, records, reading.take());
                 }
             }
             room.await;
         }
     }
 
-    fn give_seqs(&self, g: &mut Inner, records: Vec<RecordBody>) -> Result<(), Closed> {
+    fn give_seqs(
+        &self,
+        g: &mut Inner,
+        records: Vec<RecordBody>,
+        mut reading: Option<(bool, Option<Ticket>)>,
+    ) -> Result<(), Closed> {
         let at = now_ms();
         for body in records {
             let i = usize::from(body.lane().index());
@@ -259,9 +338,23 @@ impl Outbox {
                 return Err(Closed);
             }
             g.next[i] += 1;
+            let mut seen = Remember::No;
+            if let RecordBody::Vitals { reading: r, .. } = &body
+                && let Some((dedupe, ticket)) = reading.take()
+            {
+                if dedupe {
+                    seen = Remember::Yes {
+                        forget: g.seen.insert(&r.patient, r.ts),
+                    };
+                }
+                if let Some(ticket) = ticket {
+                    g.waiters.push_back((seq, ticket));
+                }
+            }
             g.pending[i].push_back(Stamped {
                 at,
                 record: Record { seq, body },
+                seen,
             });
         }
         if g.failing && g.held() > self.shared.settings.max_memory_records {
@@ -351,10 +444,12 @@ impl Outbox {
             return;
         }
         g.acked[i] = upto;
-        // Held records the hub already has need no commit.
+        // Held records the hub already has need no commit; their dedupe entries do.
         let before = g.held();
         while g.pending[i].front().is_some_and(|s| s.record.seq <= upto) {
-            g.pending[i].pop_front();
+            if let Some(mark) = g.pending[i].pop_front().as_ref().and_then(Mark::of) {
+                g.marks.push(mark);
+            }
         }
         if lane == Lane::Alarms {
             while g.alarms.front().is_some_and(|r| r.seq <= upto) {
@@ -362,6 +457,11 @@ impl Outbox {
             }
         }
         let freed = before != g.held();
+        if lane == Lane::Telemetry {
+            // Stored by the hub: durable, whatever our disk does.
+            g.durable = g.durable.max(upto);
+            g.fire();
+        }
         g.waiting_since.get_or_insert_with(Instant::now);
         drop(g);
         self.shared.work.notify_one();
@@ -407,6 +507,10 @@ fn evict_held(g: &mut Inner, max: usize) -> u64 {
         let Some(s) = g.pending[t].remove(keep) else {
             break;
         };
+        // Not durable and now never will be: a device sending it again must be heard.
+        if let Some(m) = Mark::of(&s) {
+            g.seen.remove(&m.patient, m.ts);
+        }
         let (n, a) = match s.record.body {
             RecordBody::Gap { after, evicted, .. } => (evicted, after),
             _ => {
@@ -431,8 +535,13 @@ fn evict_held(g: &mut Inner, max: usize) -> u64 {
                         evicted,
                     },
                 },
+                seen: Remember::No,
             },
         );
+        // Waiting sessions are told their readings are lost (they close without
+        // acknowledging, and devices send again). All of them, not only the evicted ones': a
+        // duplicate's ticket waits on the lane's head, not on the reading it repeats.
+        g.waiters.clear();
     }
     fresh
 }
@@ -452,11 +561,11 @@ impl Committer {
         let mut retry_at: Option<Instant> = None;
         let mut closing_attempts = 0u32;
         loop {
-            let (batch, acked, closing) = {
+            let (batch, marks, acked, closing) = {
                 let mut g = self.shared.lock();
                 loop {
                     let now = Instant::now();
-                    let work = g.held() > 0 || g.acked != g.applied;
+                    let work = g.held() > 0 || g.acked != g.applied || !g.marks.is_empty();
                     if g.closing && !work {
                         return;
                     }
@@ -501,9 +610,10 @@ impl Committer {
                         .unwrap_or(0);
                 }
                 g.waiting_since = None;
-                (batch, g.acked, g.closing)
+                let marks = std::mem::take(&mut g.marks);
+                (batch, marks, g.acked, g.closing)
             };
-            match self.commit(&batch, acked) {
+            match self.commit(&batch, &marks, acked) {
                 Ok(()) => {
                     retry_at = None;
                     let mut g = self.shared.lock();
@@ -530,7 +640,9 @@ impl Committer {
                             }
                         }
                     }
-                    if g.held() > 0 || g.acked != g.applied {
+                    g.durable = g.durable.max(through(Lane::Telemetry));
+                    g.fire();
+                    if g.held() > 0 || g.acked != g.applied || !g.marks.is_empty() {
                         // What arrived during this commit waits at most one window more.
                         g.waiting_since.get_or_insert_with(Instant::now);
                     }
@@ -541,6 +653,9 @@ impl Committer {
                 Err(e) => {
                     let mut g = self.shared.lock();
                     g.writing = [0; 2];
+                    // The marks are written by the next attempt, before any taken since.
+                    let newer = std::mem::replace(&mut g.marks, marks);
+                    g.marks.extend(newer);
                     if !g.failing {
                         tracing::error!(error = %e, held = g.held(), "outbox commit failed; records stay in memory and are still forwarded; retrying");
                     }
@@ -566,6 +681,8 @@ impl Committer {
                             let mut g = self.shared.lock();
                             let lost = g.held() as u64;
                             g.pending = [VecDeque::new(), VecDeque::new()];
+                            g.marks.clear();
+                            g.waiters.clear();
                             g.applied = g.acked;
                             drop(g);
                             self.shared.metrics.records_dropped.add(lost);
@@ -581,7 +698,12 @@ impl Committer {
     }
 
     /// One commit attempt, reopening the database first if an earlier failure closed it.
-    fn commit(&mut self, batch: &[Stamped], acked: [u64; 2]) -> Result<(), OutboxError> {
+    fn commit(
+        &mut self,
+        batch: &[Stamped],
+        marks: &[Mark],
+        acked: [u64; 2],
+    ) -> Result<(), OutboxError> {
         let store = match self.store.as_mut() {
             Some(s) => s,
             None => {
@@ -592,7 +714,7 @@ impl Committer {
             }
         };
         let started = Instant::now();
-        match store.commit(batch, acked, self.shared.settings.max_bytes) {
+        match store.commit(batch, marks, acked, self.shared.settings.max_bytes) {
             Ok(done) => {
                 self.stats = store.stats();
                 if done.inserted != [0, 0] {

@@ -4,7 +4,11 @@
 use std::path::Path;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use wardlink_shared::PatientId;
+use wardlink_shared::time::Millis;
 use wardlink_shared::wire::{Lane, Record, RecordBody};
+
+use super::seen::Seen;
 
 /// Records by (lane index, seq): postcard of ([`Stamp`], [`RecordBody`]).
 const RECORDS: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("records");
@@ -13,6 +17,11 @@ const RECORDS: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("records
 const LANES: TableDefinition<u8, (u64, u64, u64)> = TableDefinition::new("lanes");
 /// Outbox-wide values: the stream id and the boot epoch.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The readings accepted, by (patient, device timestamp): the dedupe window of
+/// [`super::seen`], written in the commit that makes each reading durable. It outlives the
+/// records (the hub's acknowledgement deletes those), and holds at most the window per
+/// patient.
+const SEEN: TableDefinition<(&str, i64), ()> = TableDefinition::new("seen");
 const STREAM_KEY: &str = "stream";
 const EPOCH_KEY: &str = "epoch";
 
@@ -108,6 +117,52 @@ pub struct Stamped {
     pub at: Stamp,
     /// The record.
     pub record: Record,
+    /// Whether the commit also enters the reading in the dedupe window.
+    pub seen: Remember,
+}
+
+/// What a commit does to the dedupe window for one reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Remember {
+    /// Nothing (not a reading, or a reading without a device timestamp).
+    #[default]
+    No,
+    /// Enter the reading's (patient, ts), and drop `forget`, which left the window for it.
+    Yes {
+        /// The timestamp of the same patient that left the window.
+        forget: Option<Millis>,
+    },
+}
+
+/// A dedupe entry whose record the hub acknowledged before it was committed: the record need
+/// not be written, but the entry is, so that the edge itself recognises a re-send. It is
+/// written without an fsync of its own; a crash that undoes it leaves the recognition to the
+/// hub, which stores one reading per patient and timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// The record's seq.
+    pub seq: u64,
+    /// The reading's patient.
+    pub patient: PatientId,
+    /// The reading's timestamp.
+    pub ts: Millis,
+    /// The timestamp that left the window for it.
+    pub forget: Option<Millis>,
+}
+
+impl Mark {
+    /// The mark of a held record, if it enters the window.
+    pub fn of(s: &Stamped) -> Option<Mark> {
+        match (&s.seen, &s.record.body) {
+            (Remember::Yes { forget }, RecordBody::Vitals { reading, .. }) => Some(Mark {
+                seq: s.record.seq,
+                patient: reading.patient.clone(),
+                ts: reading.ts,
+                forget: *forget,
+            }),
+            _ => None,
+        }
+    }
 }
 
 const KEY_BYTES: u64 = 9;
@@ -226,12 +281,26 @@ impl Store {
     pub(super) fn commit(
         &mut self,
         batch: &[Stamped],
+        marks: &[Mark],
         acked: [u64; 2],
         max_bytes: u64,
     ) -> Result<Committed, OutboxError> {
         let mut stats = self.stats;
         let mut done = Committed::default();
         let mut txn = self.db.begin_write()?;
+        {
+            let mut seen = txn.open_table(SEEN)?;
+            // Marks first: a mark is older than every record of the batch, so a `forget` in
+            // the batch wins over a mark that re-enters the same entry.
+            for m in marks {
+                remember(&mut seen, &m.patient, m.ts, m.forget)?;
+            }
+            for s in batch {
+                if let Some(m) = Mark::of(s) {
+                    remember(&mut seen, &m.patient, m.ts, m.forget)?;
+                }
+            }
+        }
         {
             let mut records = txn.open_table(RECORDS)?;
             for s in batch {
@@ -267,11 +336,39 @@ impl Store {
             }
         }
         if done.inserted == [0, 0] {
+            // Dedupe entries alone need no fsync: the hub has their records (see `Mark`).
             txn.set_durability(Durability::None)?;
         }
         txn.commit()?;
         self.stats = stats;
         Ok(done)
+    }
+
+    /// The dedupe window as committed, each patient's timestamps in order; entries beyond the
+    /// window (left by a mark that re-entered an entry its batch had dropped) are deleted.
+    pub(super) fn load_seen(&self) -> Result<Seen, OutboxError> {
+        let txn = self.db.begin_write()?;
+        let mut seen = Seen::default();
+        {
+            let mut table = txn.open_table(SEEN)?;
+            let mut surplus: Vec<(PatientId, Millis)> = Vec::new();
+            for entry in table.iter()? {
+                let (k, _) = entry?;
+                let (patient, ts) = k.value();
+                // Only ids the edge accepted were ever written; skip anything else.
+                let Ok(patient) = PatientId::new(patient) else {
+                    continue;
+                };
+                if let Some(old) = seen.insert(&patient, ts) {
+                    surplus.push((patient, old));
+                }
+            }
+            for (patient, ts) in &surplus {
+                table.remove((patient.as_str(), *ts))?;
+            }
+        }
+        txn.commit()?;
+        Ok(seen)
     }
 
     /// Starts a new stream: the records still here are sent again under it. Used when the hub
@@ -284,6 +381,20 @@ impl Store {
         txn.commit()?;
         Ok(s)
     }
+}
+
+/// Enters one reading in the dedupe window, dropping the entry that left it.
+fn remember(
+    seen: &mut redb::Table<(&str, i64), ()>,
+    patient: &PatientId,
+    ts: Millis,
+    forget: Option<Millis>,
+) -> Result<(), OutboxError> {
+    seen.insert((patient.as_str(), ts), ())?;
+    if let Some(old) = forget {
+        seen.remove((patient.as_str(), old))?;
+    }
+    Ok(())
 }
 
 /// Inserts one record and counts it (a record already there, from a commit that reported a

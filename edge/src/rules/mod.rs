@@ -2,6 +2,11 @@
 //! outbox records, alarm events first.
 //!
 //! Works the same with or without an uplink: it only ever talks to the outbox.
+//!
+//! A reading the outbox already holds (same patient and device timestamp: a device sending it
+//! again after a reconnect or an edge crash) is not evaluated or stored again; its
+//! acknowledgement waits until what was appended before it is durable, which includes the
+//! reading it repeats.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,11 +15,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use wardlink_shared::PatientId;
-use wardlink_shared::Reading;
 use wardlink_shared::alarm::{ActiveAlarm, AlarmEngine, AlarmEvent, PatientSettings, RuleSettings};
 use wardlink_shared::wire::{EdgeCommand, RecordBody};
 
+use crate::broker::Fanout;
 use crate::clock::now_ms;
+use crate::ingest::Ingested;
 use crate::metrics::EdgeMetrics;
 use crate::outbox::Outbox;
 
@@ -35,6 +41,8 @@ pub struct Rules {
     pub metrics: Arc<EdgeMetrics>,
     /// The active episodes, for the admin listener.
     pub active: watch::Sender<Vec<ActiveAlarm>>,
+    /// Accepted readings for local MQTT subscribers.
+    pub fanout: Fanout,
 }
 
 /// Runs until the readings channel closes. It deliberately ignores the shutdown signal: ingest
@@ -42,7 +50,7 @@ pub struct Rules {
 /// the outbox before this returns.
 pub async fn run(
     rules: Rules,
-    mut readings: mpsc::Receiver<Reading>,
+    mut readings: mpsc::Receiver<Ingested>,
     mut commands: mpsc::Receiver<CommandRequest>,
 ) {
     let Rules {
@@ -52,6 +60,7 @@ pub async fn run(
         outbox,
         metrics,
         active,
+        fanout,
     } = rules;
     let mut engine = AlarmEngine::new(settings, edge_id);
     let mut own = load_patient_settings(&patient_settings);
@@ -78,15 +87,14 @@ pub async fn run(
                 .map(RecordBody::Alarm)
                 .collect(),
             r = readings.recv() => match r {
-                Some(reading) => {
-                    let observation = engine.observe(&reading, now_ms());
-                    let mut records: Vec<RecordBody> =
-                        observation.events.into_iter().map(RecordBody::Alarm).collect();
-                    records.push(RecordBody::Vitals {
-                        reading,
-                        news2: observation.news2,
-                    });
-                    records
+                Some(ingested) => {
+                    if accept(&mut engine, &outbox, &fanout, &metrics, &active, ingested)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
                 }
                 None => return,
             },
@@ -103,6 +111,50 @@ pub async fn run(
             return;
         }
     }
+}
+
+/// Evaluates and appends one reading, or recognises it as one already held.
+async fn accept(
+    engine: &mut AlarmEngine,
+    outbox: &Outbox,
+    fanout: &Fanout,
+    metrics: &EdgeMetrics,
+    active: &watch::Sender<Vec<ActiveAlarm>>,
+    ingested: Ingested,
+) -> Result<(), crate::outbox::Closed> {
+    let Ingested {
+        reading,
+        stamped,
+        ticket,
+        fanout: copy,
+    } = ingested;
+    if stamped && outbox.is_duplicate(&reading.patient, reading.ts) {
+        metrics.readings_duplicate.inc();
+        if let Some(ticket) = ticket {
+            outbox.when_durable(ticket);
+        }
+        return Ok(());
+    }
+    let observation = engine.observe(&reading, now_ms());
+    let alarms = observation.events.len();
+    let mut records: Vec<RecordBody> = observation
+        .events
+        .into_iter()
+        .map(RecordBody::Alarm)
+        .collect();
+    records.push(RecordBody::Vitals {
+        reading,
+        news2: observation.news2,
+    });
+    if alarms > 0 {
+        metrics.alarm_events.add(alarms as u64);
+        publish_active(engine, active);
+    }
+    outbox.append_reading(records, stamped, ticket).await?;
+    if let Some((topic, payload)) = copy {
+        fanout.offer(topic, payload);
+    }
+    Ok(())
 }
 
 /// A command from the hub and where to say whether it was applied (and, for settings,

@@ -1,16 +1,37 @@
 //! Just enough of the MQTT 3.1.1 and 5 wire format (OASIS standards, 2014 and 2019) for the
-//! gate: framing any packet, reading CONNECT, PUBLISH and SUBSCRIBE, rewriting a CONNECT's
-//! credentials, and writing the few answers the gate gives itself (CONNACK, SUBACK, PUBACK,
-//! DISCONNECT).
+//! edge's gate (`wardlink-edge`'s `broker`), which every device connects to: framing any packet; reading CONNECT, PUBLISH, PUBREL and SUBSCRIBE; writing what the
+//! gate answers itself (CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, PINGRESP, DISCONNECT) and
+//! the CONNECT it opens a relay to rumqttd with.
 //!
-//! Everything else passes through untouched to rumqttd, which parses it fully.
+//! The other packets of a subscribing device (UNSUBSCRIBE, and its acknowledgements of what
+//! it receives) pass through untouched to rumqttd, which parses them fully.
 
 /// Packet types (high nibble of the first byte).
 pub const CONNECT: u8 = 1;
+/// CONNACK.
+pub const CONNACK: u8 = 2;
 /// PUBLISH.
 pub const PUBLISH: u8 = 3;
+/// PUBACK.
+pub const PUBACK: u8 = 4;
+/// PUBREC.
+pub const PUBREC: u8 = 5;
+/// PUBREL.
+pub const PUBREL: u8 = 6;
+/// PUBCOMP.
+pub const PUBCOMP: u8 = 7;
 /// SUBSCRIBE.
 pub const SUBSCRIBE: u8 = 8;
+/// UNSUBSCRIBE.
+pub const UNSUBSCRIBE: u8 = 10;
+/// PINGREQ.
+pub const PINGREQ: u8 = 12;
+/// PINGRESP.
+pub const PINGRESP: u8 = 13;
+/// DISCONNECT.
+pub const DISCONNECT: u8 = 14;
+/// AUTH (MQTT 5 enhanced authentication, which the edge does not offer).
+pub const AUTH: u8 = 15;
 
 /// MQTT 5 properties a CONNECT may carry (session expiry, receive maximum, maximum packet
 /// size, topic alias maximum, request response/problem information, user property,
@@ -179,15 +200,15 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
-    /// Reads an MQTT 5 property block, returning the topic alias if one is set. Properties
-    /// outside `allowed` (the ones the standard permits in this packet, and that rumqttd
-    /// reads the same way) are refused: a block that two parsers read differently would let
-    /// the gate check one thing and the broker act on another.
-    fn properties(&mut self, allowed: &[u8]) -> Result<Option<u16>, PacketError> {
+    /// Reads an MQTT 5 property block, returning the few the gate acts on. Properties outside
+    /// `allowed` (the ones the standard permits in this packet, and that rumqttd reads the
+    /// same way) are refused: a block that two parsers read differently would let the gate
+    /// check one thing and the broker act on another.
+    fn properties(&mut self, allowed: &[u8]) -> Result<Props, PacketError> {
         let len = self.varint("properties")?;
         let block = self.take(len, "properties")?;
         let mut r = Reader { buf: block, pos: 0 };
-        let mut alias = None;
+        let mut props = Props::default();
         while !r.at_end() {
             let id = r.u8("property")?;
             if !allowed.contains(&id) {
@@ -202,13 +223,21 @@ impl<'a> Reader<'a> {
                 0x13 | 0x21 | 0x22 => {
                     r.take(2, "property")?;
                 }
-                0x23 => alias = Some(r.u16("topic alias")?),
-                // Four-byte integer.
-                0x02 | 0x11 | 0x18 | 0x27 => {
+                0x23 => props.alias = Some(r.u16("topic alias")?),
+                // Four-byte integer; 0x11 is the session expiry interval.
+                0x11 => {
+                    let b = r.take(4, "session expiry")?;
+                    props.session_expiry = Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                }
+                0x02 | 0x18 | 0x27 => {
                     r.take(4, "property")?;
                 }
-                // UTF-8 string or binary data.
-                0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1a | 0x1c | 0x1f => {
+                // UTF-8 string.
+                0x03 | 0x08 | 0x12 | 0x15 | 0x1a | 0x1c | 0x1f => {
+                    r.string("property")?;
+                }
+                // Binary data.
+                0x09 | 0x16 => {
                     r.binary("property")?;
                 }
                 // Variable byte integer.
@@ -217,14 +246,21 @@ impl<'a> Reader<'a> {
                 }
                 // String pair.
                 0x26 => {
-                    r.binary("user property")?;
-                    r.binary("user property")?;
+                    r.string("user property")?;
+                    r.string("user property")?;
                 }
                 other => return Err(PacketError::Property(other)),
             }
         }
-        Ok(alias)
+        Ok(props)
     }
+}
+
+/// The MQTT 5 properties the gate acts on.
+#[derive(Debug, Default, Clone, Copy)]
+struct Props {
+    alias: Option<u16>,
+    session_expiry: Option<u32>,
 }
 
 /// What the gate needs from a CONNECT.
@@ -236,14 +272,30 @@ pub struct Connect {
     pub client_id: String,
     /// The will topic, if a will is set.
     pub will_topic: Option<String>,
+    /// The will's payload.
+    pub will_payload: Vec<u8>,
     /// The user name.
     pub username: Option<String>,
     /// The password.
     pub password: Option<Vec<u8>>,
-    /// Offset of the connect-flags byte in the packet.
-    flags_at: usize,
-    /// Offset where the user name (or password, or the end) begins.
-    credentials_at: usize,
+    /// Clean session (3.1.1) or clean start (5).
+    pub clean: bool,
+    /// Keep alive, seconds (0: none).
+    pub keep_alive: u16,
+    /// MQTT 5 session expiry interval, seconds (0 unless set).
+    pub session_expiry: u32,
+}
+
+impl Connect {
+    /// Whether the device asks for a session that outlives the connection: 3.1.1 without
+    /// clean session; 5 with a session expiry.
+    pub fn persistent(&self) -> bool {
+        if self.level == LEVEL_V5 {
+            self.session_expiry > 0
+        } else {
+            !self.clean
+        }
+    }
 }
 
 /// Reads a CONNECT packet (as framed by [`frame`]).
@@ -258,31 +310,41 @@ pub fn parse_connect(packet: &[u8]) -> Result<Connect, PacketError> {
                 level,
                 client_id: String::new(),
                 will_topic: None,
+                will_payload: Vec::new(),
                 username: None,
                 password: None,
-                flags_at: 0,
-                credentials_at: 0,
+                clean: true,
+                keep_alive: 0,
+                session_expiry: 0,
             });
         }
         return Err(PacketError::NotMqtt);
     }
-    let flags_at = r.pos;
     let flags = r.u8("connect flags")?;
-    r.u16("keep alive")?;
-    let v5 = level == LEVEL_V5;
-    if v5 {
-        r.properties(&CONNECT_PROPERTIES)?;
+    let will = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0x03;
+    // MQTT 3.1.1 §3.1.2.3 and 5 §3.1.2.3: the reserved bit is 0; without a will, its QoS
+    // and retain bits are 0; a will's QoS is at most 2.
+    if flags & 0x01 != 0 || will_qos == 3 || (!will && flags & 0x38 != 0) {
+        return Err(PacketError::Unexpected("connect flags"));
     }
+    let keep_alive = r.u16("keep alive")?;
+    let v5 = level == LEVEL_V5;
+    let props = if v5 {
+        r.properties(&CONNECT_PROPERTIES)?
+    } else {
+        Props::default()
+    };
     let client_id = r.string("client id")?.to_owned();
     let mut will_topic = None;
+    let mut will_payload = Vec::new();
     if flags & 0x04 != 0 {
         if v5 {
             r.properties(&WILL_PROPERTIES)?;
         }
         will_topic = Some(r.string("will topic")?.to_owned());
-        r.binary("will payload")?;
+        will_payload = r.binary("will payload")?.to_vec();
     }
-    let credentials_at = r.pos;
     let username = if flags & 0x80 != 0 {
         Some(r.string("user name")?.to_owned())
     } else {
@@ -293,30 +355,52 @@ pub fn parse_connect(packet: &[u8]) -> Result<Connect, PacketError> {
     } else {
         None
     };
+    if !r.at_end() {
+        return Err(PacketError::Unexpected("bytes after the CONNECT payload"));
+    }
     Ok(Connect {
         level,
         client_id,
         will_topic,
+        will_payload,
         username,
         password,
-        flags_at,
-        credentials_at,
+        clean: flags & 0x02 != 0,
+        keep_alive,
+        session_expiry: props.session_expiry.unwrap_or(0),
     })
 }
 
-/// `connect` with its user name and password replaced: what the gate forwards to rumqttd.
-pub fn rewrite_credentials(packet: &[u8], connect: &Connect, user: &str, pass: &[u8]) -> Vec<u8> {
-    let header_len = Reader::body(packet).map_or(2, |r| r.pos);
-    let kept = &packet[header_len..connect.credentials_at];
-    let mut body = Vec::with_capacity(kept.len() + 4 + user.len() + pass.len());
-    body.extend_from_slice(kept);
-    put_binary(&mut body, user.as_bytes());
-    put_binary(&mut body, pass);
-    if let Some(flags) = body.get_mut(connect.flags_at.wrapping_sub(header_len)) {
-        *flags |= 0xc0;
+/// The CONNECT the gate opens a relay to rumqttd with, for a subscribing device: its client
+/// id, the gate's secret, no will (the gate publishes wills itself), and the session kept or
+/// not as the device asked.
+pub fn encode_connect(level: u8, client_id: &str, secret: &[u8], persistent: bool) -> Vec<u8> {
+    let mut body = Vec::with_capacity(32 + client_id.len() + secret.len());
+    put_binary(&mut body, b"MQTT");
+    body.push(level);
+    let clean = if persistent && level == LEVEL_V4 {
+        0
+    } else {
+        0x02
+    };
+    body.push(0xc0 | clean);
+    body.extend_from_slice(&RELAY_KEEP_ALIVE_S.to_be_bytes());
+    if level == LEVEL_V5 {
+        if persistent {
+            // Session expiry: as long as the broker keeps it (0xffffffff: never expires).
+            body.extend_from_slice(&[0x05, 0x11, 0xff, 0xff, 0xff, 0xff]);
+        } else {
+            body.push(0x00);
+        }
     }
-    with_header(packet[0], &body)
+    put_binary(&mut body, client_id.as_bytes());
+    put_binary(&mut body, client_id.as_bytes());
+    put_binary(&mut body, secret);
+    with_header(0x10, &body)
 }
+
+/// Keep alive of a relay connection; the gate pings rumqttd at half of it.
+pub const RELAY_KEEP_ALIVE_S: u16 = 60;
 
 /// What the gate needs from a PUBLISH.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,24 +409,114 @@ pub struct Publish<'a> {
     pub topic: &'a str,
     /// 0, 1 or 2.
     pub qos: u8,
+    /// Packet identifier (QoS 1 and 2).
+    pub id: u16,
     /// MQTT 5 topic alias.
     pub alias: Option<u16>,
+    /// The application message.
+    pub payload: &'a [u8],
 }
 
-/// Reads a PUBLISH packet's header.
+/// Reads a PUBLISH packet.
 pub fn parse_publish(packet: &[u8], level: u8) -> Result<Publish<'_>, PacketError> {
     let qos = packet.first().map_or(0, |b| (b >> 1) & 0x03);
+    if qos == 3 {
+        return Err(PacketError::Unexpected("QoS 3"));
+    }
     let mut r = Reader::body(packet)?;
     let topic = r.string("topic")?;
-    if qos > 0 {
-        r.u16("packet id")?;
+    // A topic name never holds a wildcard (§4.7.1).
+    if topic.contains(['+', '#']) {
+        return Err(PacketError::Unexpected("wildcard in a topic name"));
     }
+    let id = if qos > 0 { r.u16("packet id")? } else { 0 };
     let alias = if level == LEVEL_V5 {
-        r.properties(&PUBLISH_PROPERTIES)?
+        r.properties(&PUBLISH_PROPERTIES)?.alias
     } else {
         None
     };
-    Ok(Publish { topic, qos, alias })
+    let payload = packet.get(r.pos..).unwrap_or_default();
+    Ok(Publish {
+        topic,
+        qos,
+        id,
+        alias,
+        payload,
+    })
+}
+
+/// The packet identifier of a PUBACK, PUBREC, PUBREL or PUBCOMP.
+pub fn packet_id(packet: &[u8]) -> Result<u16, PacketError> {
+    Reader::body(packet)?.u16("packet id")
+}
+
+/// How the gate answers a device's PUBLISH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// QoS 1: PUBACK.
+    Ack,
+    /// QoS 2: PUBREC (the device then sends PUBREL, answered with PUBCOMP).
+    Received,
+}
+
+/// The acknowledgement of a device's PUBLISH `id`. `refused` (MQTT 5 only, reason 0x99
+/// "payload format invalid") tells the device its payload was not accepted; 3.1.1 has no way
+/// to say so.
+pub fn publish_reply(level: u8, reply: Reply, id: u16, refused: bool, out: &mut Vec<u8>) {
+    let first = match reply {
+        Reply::Ack => 0x40,
+        Reply::Received => 0x50,
+    };
+    let [hi, lo] = id.to_be_bytes();
+    if refused && level == LEVEL_V5 {
+        out.extend_from_slice(&[first, 0x03, hi, lo, 0x99]);
+    } else {
+        out.extend_from_slice(&[first, 0x02, hi, lo]);
+    }
+}
+
+/// PUBCOMP for a device's PUBREL `id`.
+pub fn pubcomp(id: u16) -> [u8; 4] {
+    let [hi, lo] = id.to_be_bytes();
+    [0x70, 0x02, hi, lo]
+}
+
+/// PINGRESP.
+pub const PINGRESP_PACKET: [u8; 2] = [0xd0, 0x00];
+/// PINGREQ, sent by the gate on a relay.
+pub const PINGREQ_PACKET: [u8; 2] = [0xc0, 0x00];
+
+/// What the gate's CONNACK tells an MQTT 5 device.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Receive maximum: QoS 1 and 2 publishes the device may have unacknowledged.
+    pub receive_maximum: u16,
+    /// Topic aliases the device may use.
+    pub topic_alias_maximum: u16,
+    /// Largest packet accepted.
+    pub maximum_packet_size: u32,
+}
+
+/// A CONNACK accepting the connection.
+pub fn connack_accepted(level: u8, session_present: bool, limits: Limits) -> Vec<u8> {
+    let flags = u8::from(session_present);
+    if level != LEVEL_V5 {
+        return vec![0x20, 0x02, flags, 0x00];
+    }
+    let mut props = Vec::with_capacity(20);
+    props.push(0x21);
+    props.extend_from_slice(&limits.receive_maximum.to_be_bytes());
+    props.push(0x22);
+    props.extend_from_slice(&limits.topic_alias_maximum.to_be_bytes());
+    props.push(0x27);
+    props.extend_from_slice(&limits.maximum_packet_size.to_be_bytes());
+    // Retained messages are not kept for devices' publishes; subscription identifiers and
+    // shared subscriptions are not offered.
+    props.extend_from_slice(&[0x25, 0x00, 0x29, 0x00, 0x2a, 0x00]);
+    let mut body = vec![flags, 0x00];
+    put_varint(&mut body, props.len());
+    body.extend_from_slice(&props);
+    with_header(0x20, &body)
 }
 
 /// A SUBSCRIBE: its packet id and topic filters with their option bytes.
@@ -371,7 +545,18 @@ pub fn parse_subscribe(packet: &[u8], level: u8) -> Result<Subscribe<'_>, Packet
             return Err(PacketError::Filter);
         }
         filters.push(filter);
-        options.push(r.u8("subscription options")?);
+        let o = r.u8("subscription options")?;
+        // QoS at most 2; 3.1.1 reserves the other six bits, 5 the top two and retain
+        // handling 3 (§3.8.3.1).
+        let reserved = if level == LEVEL_V5 {
+            o & 0xc0 != 0 || (o >> 4) & 0x03 == 3
+        } else {
+            o & 0xfc != 0
+        };
+        if o & 0x03 == 3 || reserved {
+            return Err(PacketError::Unexpected("subscription options"));
+        }
+        options.push(o);
     }
     if filters.is_empty() {
         return Err(PacketError::Truncated("topic filter"));
@@ -447,10 +632,7 @@ fn put_binary(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&bytes[..usize::from(len)]);
 }
 
-fn with_header(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 5);
-    out.push(first);
-    let mut n = body.len();
+fn put_varint(out: &mut Vec<u8>, mut n: usize) {
     loop {
         let mut byte = (n & 0x7f) as u8;
         n >>= 7;
@@ -462,6 +644,12 @@ fn with_header(first: u8, body: &[u8]) -> Vec<u8> {
             break;
         }
     }
+}
+
+fn with_header(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    out.push(first);
+    put_varint(&mut out, body.len());
     out.extend_from_slice(body);
     out
 }
@@ -552,36 +740,63 @@ mod tests {
     }
 
     #[test]
-    fn rewriting_credentials_keeps_everything_else() {
+    fn the_relays_connect_reads_back_as_written() {
         for level in [LEVEL_V4, LEVEL_V5] {
-            for (user, pass) in [
-                (Some("mon-1"), Some(&b"typed"[..])),
-                (None, None),
-                (Some("x"), None),
-            ] {
-                let original = connect(level, Some("patients/p1/will"), user, pass);
-                let c = parse_connect(&original).unwrap();
-                let rewritten = rewrite_credentials(&original, &c, "mon-1", b"internal");
-                assert_eq!(frame(&rewritten, 1 << 20), Ok(Some(rewritten.len())));
-                let again = parse_connect(&rewritten).unwrap();
-                assert_eq!(again.username.as_deref(), Some("mon-1"));
-                assert_eq!(again.password.as_deref(), Some(&b"internal"[..]));
-                assert_eq!(again.client_id, c.client_id);
-                assert_eq!(again.will_topic, c.will_topic);
-                assert_eq!(again.level, level);
-                // What the rewrite keeps matches what a client would have sent with these
-                // credentials.
-                assert_eq!(
-                    rewritten,
-                    connect(
-                        level,
-                        Some("patients/p1/will"),
-                        Some("mon-1"),
-                        Some(b"internal")
-                    )
-                );
+            for persistent in [false, true] {
+                let p = encode_connect(level, "mon-1", b"internal", persistent);
+                assert_eq!(frame(&p, 1 << 20), Ok(Some(p.len())));
+                let c = parse_connect(&p).unwrap();
+                assert_eq!(c.level, level);
+                assert_eq!(c.client_id, "mon-1");
+                assert_eq!(c.username.as_deref(), Some("mon-1"));
+                assert_eq!(c.password.as_deref(), Some(&b"internal"[..]));
+                assert_eq!(c.will_topic, None);
+                assert_eq!(c.keep_alive, RELAY_KEEP_ALIVE_S);
+                assert_eq!(c.persistent(), persistent, "level {level}");
             }
         }
+    }
+
+    #[test]
+    fn connect_session_flags() {
+        let v4 = parse_connect(&connect(LEVEL_V4, None, None, None)).unwrap();
+        assert!(v4.clean && !v4.persistent() && v4.keep_alive == 60);
+        // The test CONNECT carries a session expiry of 10 s.
+        let v5 = parse_connect(&connect(LEVEL_V5, None, None, None)).unwrap();
+        assert!(v5.clean && v5.persistent() && v5.session_expiry == 10);
+        let mut reserved = connect(LEVEL_V4, None, None, None);
+        reserved[9] |= 0x01;
+        assert!(parse_connect(&reserved).is_err());
+    }
+
+    #[test]
+    fn answers_are_well_formed() {
+        let limits = Limits {
+            receive_maximum: 64,
+            topic_alias_maximum: 16,
+            maximum_packet_size: 1 << 16,
+        };
+        assert_eq!(
+            connack_accepted(LEVEL_V4, true, limits),
+            vec![0x20, 0x02, 0x01, 0x00]
+        );
+        let v5 = connack_accepted(LEVEL_V5, false, limits);
+        assert_eq!(frame(&v5, 1 << 20), Ok(Some(v5.len())));
+        assert_eq!(&v5[2..5], &[0x00, 0x00, 17]);
+        let mut out = Vec::new();
+        publish_reply(LEVEL_V4, Reply::Ack, 0x0102, true, &mut out);
+        publish_reply(LEVEL_V5, Reply::Received, 7, true, &mut out);
+        publish_reply(LEVEL_V5, Reply::Ack, 8, false, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                0x40, 2, 1, 2, // 3.1.1 cannot refuse
+                0x50, 3, 0, 7, 0x99, // payload format invalid
+                0x40, 2, 0, 8
+            ]
+        );
+        assert_eq!(packet_id(&[0x62, 0x02, 0x00, 0x09]), Ok(9));
+        assert_eq!(pubcomp(9), [0x70, 0x02, 0x00, 0x09]);
     }
 
     #[test]
@@ -593,8 +808,8 @@ mod tests {
         let p = with_header(0x32, &body);
         let got = parse_publish(&p, LEVEL_V4).unwrap();
         assert_eq!(
-            (got.topic, got.qos, got.alias),
-            ("patients/p1/vitals", 1, None)
+            (got.topic, got.qos, got.id, got.alias, got.payload),
+            ("patients/p1/vitals", 1, 7, None, &b"{}"[..])
         );
 
         let mut body = Vec::new();
@@ -603,9 +818,16 @@ mod tests {
         body.extend_from_slice(&[0x05, 0x01, 0x01, 0x23, 0x00, 0x09, 0x00]);
         let p = with_header(0x30, &body);
         let got = parse_publish(&p, LEVEL_V5).unwrap();
-        assert_eq!((got.topic, got.qos, got.alias), ("", 0, Some(9)));
+        assert_eq!(
+            (got.topic, got.qos, got.alias, got.payload),
+            ("", 0, Some(9), &[0u8][..])
+        );
 
         assert!(parse_publish(&[0x32, 0x01, 0x00], LEVEL_V4).is_err());
+        assert!(
+            parse_publish(&[0x36, 0x02, 0x00, 0x00], LEVEL_V4).is_err(),
+            "QoS 3"
+        );
     }
 
     #[test]
