@@ -94,6 +94,9 @@ pub struct MqttSection {
     pub max_publish_rate: u32,
     /// Publishes one device may send at once after a quiet spell.
     pub max_publish_burst: u32,
+    /// Readings stamped longer ago than this are refused (`timestamp_too_old`): a device
+    /// buffering through its own outage stays within it, a clock reset to 1970 does not.
+    pub max_reading_age_s: u32,
 }
 
 impl Default for MqttSection {
@@ -109,6 +112,7 @@ impl Default for MqttSection {
             connect_timeout_ms: 5000,
             max_publish_rate: 2000,
             max_publish_burst: 20_000,
+            max_reading_age_s: 24 * 60 * 60,
         }
     }
 }

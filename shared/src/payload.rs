@@ -16,6 +16,10 @@ pub const MAX_PAYLOAD_BYTES: usize = 4096;
 /// How far a device clock may run ahead of the edge before its timestamp is refused.
 pub const MAX_CLOCK_AHEAD_MS: Millis = 5 * 60 * 1000;
 
+/// How old a reading may be by default (24 h): a device buffering through an outage of its own
+/// stays within it; a clock reset to 1970 does not.
+pub const DEFAULT_MAX_AGE_MS: Millis = 24 * 60 * 60 * 1000;
+
 /// Why a publish was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RejectReason {
@@ -37,6 +41,9 @@ pub enum RejectReason {
     /// `ts` lies too far in the future.
     #[error("ts is more than 5 minutes ahead of the edge clock")]
     TimestampInFuture,
+    /// `ts` is older than the edge accepts (`mqtt.max_reading_age_s`).
+    #[error("ts is older than the edge accepts")]
+    TimestampTooOld,
     /// A value is not physiologically possible.
     #[error("{field}={value} is outside the possible range {min}..={max}")]
     Impossible {
@@ -64,19 +71,21 @@ impl RejectReason {
             RejectReason::NoVitals => "no_vitals",
             RejectReason::BadTimestamp => "bad_timestamp",
             RejectReason::TimestampInFuture => "timestamp_in_future",
+            RejectReason::TimestampTooOld => "timestamp_too_old",
             RejectReason::Impossible { .. } => "impossible_value",
             RejectReason::DiastolicAboveSystolic => "dbp_above_sbp",
         }
     }
 
     /// Every label, so metrics can show zeroes before the first refusal.
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "bad_topic",
         "too_large",
         "malformed",
         "no_vitals",
         "bad_timestamp",
         "timestamp_in_future",
+        "timestamp_too_old",
         "impossible_value",
         "dbp_above_sbp",
     ];
@@ -119,19 +128,24 @@ struct JsonReading {
     dbp: Option<f64>,
     o2: Option<bool>,
     acvpu: Option<Acvpu>,
+    /// The device's signal quality, 0–100 (checked; not yet used by the rules).
+    sq: Option<f64>,
 }
 
-/// Decodes the contract JSON payload published on `topic` and received at `now`.
+/// Decodes the contract JSON payload published on `topic` and received at `now`, refusing
+/// readings older than [`DEFAULT_MAX_AGE_MS`].
 pub fn decode_json(topic: &str, payload: &[u8], now: Millis) -> Result<Reading, RejectReason> {
-    decode_json_stamped(topic, payload, now).map(|(reading, _)| reading)
+    decode_json_stamped(topic, payload, now, DEFAULT_MAX_AGE_MS).map(|(reading, _)| reading)
 }
 
-/// As [`decode_json`], and whether the device stamped the reading (`ts` present): only a
-/// stamped reading can be recognised when a device sends it again.
+/// As [`decode_json`] with readings older than `max_age` ms refused, and whether the device
+/// stamped the reading (`ts` present): only a stamped reading can be recognised when a device
+/// sends it again.
 pub fn decode_json_stamped(
     topic: &str,
     payload: &[u8],
     now: Millis,
+    max_age: Millis,
 ) -> Result<(Reading, bool), RejectReason> {
     let patient = patient_from_topic(topic)?;
     if payload.len() > MAX_PAYLOAD_BYTES {
@@ -147,6 +161,19 @@ pub fn decode_json_stamped(
     };
     if ts > now.saturating_add(MAX_CLOCK_AHEAD_MS) {
         return Err(RejectReason::TimestampInFuture);
+    }
+    if ts < now.saturating_sub(max_age) {
+        return Err(RejectReason::TimestampTooOld);
+    }
+    if let Some(sq) = raw.sq
+        && !(0.0..=100.0).contains(&sq)
+    {
+        return Err(RejectReason::Impossible {
+            field: "sq",
+            value: sq,
+            min: 0.0,
+            max: 100.0,
+        });
     }
     let vitals = Vitals {
         hr: checked(VitalSign::Hr, raw.hr)?,
@@ -181,7 +208,11 @@ pub fn decode_json_stamped(
 fn checked(sign: VitalSign, value: Option<f64>) -> Result<Option<f32>, RejectReason> {
     let Some(v) = value else { return Ok(None) };
     let (min, max) = possible_range(sign);
-    if !v.is_finite() || v < min || v > max {
+    // A value too small for an f32 would read as 0 (asystole, apnoea): a garbage number, not
+    // a patient.
+    #[allow(clippy::cast_possible_truncation)]
+    let vanishes = v != 0.0 && (v.is_subnormal() || (v as f32).abs() < f32::MIN_POSITIVE);
+    if !v.is_finite() || v < min || v > max || vanishes {
         return Err(RejectReason::Impossible {
             field: sign.name(),
             value: v,
@@ -238,6 +269,20 @@ mod tests {
                 br#"{"hr":80,"ts":"2027-01-01T00:00:00Z"}"#,
                 "timestamp_in_future",
             ),
+            (
+                TOPIC,
+                br#"{"hr":80,"ts":"1970-01-01T00:00:00Z"}"#,
+                "timestamp_too_old",
+            ),
+            (
+                TOPIC,
+                br#"{"hr":80,"ts":"2026-11-25T11:59:59Z"}"#,
+                "timestamp_too_old",
+            ),
+            (TOPIC, br#"{"hr":80,"sq":101}"#, "impossible_value"),
+            (TOPIC, br#"{"hr":80,"sq":-0.5}"#, "impossible_value"),
+            (TOPIC, br#"{"hr":5e-324}"#, "impossible_value"),
+            (TOPIC, br#"{"rr":1e-40}"#, "impossible_value"),
             (TOPIC, br#"{"hr":-1}"#, "impossible_value"),
             (TOPIC, br#"{"hr":1e300}"#, "impossible_value"),
             (TOPIC, br#"{"spo2":101}"#, "impossible_value"),

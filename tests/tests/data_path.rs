@@ -81,9 +81,10 @@ async fn a_burst_of_readings_arrives_complete() -> anyhow::Result<()> {
     let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-a")).await?;
     let mut monitor = edge.device("mon-1", "bed-01").await?;
     const N: usize = 1000;
+    let base = (i64::try_from(wardlink_tests::unix_now())? - 3600) * 1000;
     for i in 0..N {
         // The reading's timestamp carries its number, so each arrival is identifiable.
-        let ts = wardlink_shared::time::format_rfc3339(1_795_694_400_000 + i as i64);
+        let ts = wardlink_shared::time::format_rfc3339(base + i as i64);
         monitor
             .publish_nowait(&format!(r#"{{"ts":"{ts}","hr":{}}}"#, 60 + i % 40))
             .await?;

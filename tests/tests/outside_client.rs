@@ -7,7 +7,12 @@ use std::process::Command;
 
 use wardlink_tests::{Dashboard, Hub, free_port, is};
 
-const PAYLOAD: &str = r#"{"ts":"2026-11-26T12:00:00.250Z","hr":72,"spo2":97,"rr":16,"temp":36.8,"sbp":120,"dbp":80,"o2":false,"acvpu":"A"}"#;
+/// The contract's example payload, stamped `ts`.
+fn payload(ts: &str) -> String {
+    format!(
+        r#"{{"ts":"{ts}","hr":72,"spo2":97,"rr":16,"temp":36.8,"sbp":120,"dbp":80,"o2":false,"acvpu":"A"}}"#
+    )
+}
 
 #[allow(clippy::expect_used)]
 fn mosquitto_pub(
@@ -44,6 +49,11 @@ async fn mosquitto_pub_over_mqtt_311_and_5() -> anyhow::Result<()> {
         .await?;
     let mut dash = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-a")).await?;
     let password = edge.register("mon-7", "bed-07")?;
+    // An hour ago, on a whole second plus 250 ms, as in the contract's example.
+    let hour_ago = (i64::try_from(wardlink_tests::unix_now())? - 3600) * 1000;
+    let ts = wardlink_shared::time::format_rfc3339(hour_ago + 250);
+    let later = wardlink_shared::time::format_rfc3339(hour_ago + 1250);
+    let first = payload(&ts);
 
     let out = mosquitto_pub(
         edge.running.mqtt_addr,
@@ -51,12 +61,12 @@ async fn mosquitto_pub_over_mqtt_311_and_5() -> anyhow::Result<()> {
         "mon-7",
         &password,
         "bed-07",
-        PAYLOAD,
+        &first,
     );
     assert!(out.status.success(), "{out:?}");
     let v = dash.until(|v| is(v, "vitals", "bed-07")).await?;
     assert_eq!(v["ward"], "ward-a");
-    assert_eq!(v["ts"], "2026-11-26T12:00:00.250Z");
+    assert_eq!(v["ts"], ts.as_str());
     let values = v["values"].as_object().expect("values");
     for (k, want) in [
         ("hr", 72.0),
@@ -83,21 +93,17 @@ async fn mosquitto_pub_over_mqtt_311_and_5() -> anyhow::Result<()> {
         "mon-7",
         &password,
         "bed-07",
-        PAYLOAD,
+        &first,
     );
     assert!(out.status.success(), "{out:?}");
 
     // A later reading over MQTT 5.
     let v5 = SocketAddr::from(([127, 0, 0, 1], v5_port));
-    let later = PAYLOAD.replace("12:00:00.250Z", "12:00:01.250Z");
-    let out = mosquitto_pub(v5, "mqttv5", "mon-7", &password, "bed-07", &later);
+    let out = mosquitto_pub(v5, "mqttv5", "mon-7", &password, "bed-07", &payload(&later));
     assert!(out.status.success(), "{out:?}");
     let v = dash.until(|v| is(v, "vitals", "bed-07")).await?;
     assert!(v["seq"].as_u64() > Some(first_seq));
-    assert_eq!(
-        v["ts"], "2026-11-26T12:00:01.250Z",
-        "the repeat was stored again"
-    );
+    assert_eq!(v["ts"], later.as_str(), "the repeat was stored again");
 
     // Wrong password: refused, nothing published.
     let out = mosquitto_pub(
@@ -106,7 +112,7 @@ async fn mosquitto_pub_over_mqtt_311_and_5() -> anyhow::Result<()> {
         "mon-7",
         "guess",
         "bed-07",
-        PAYLOAD,
+        &first,
     );
     assert!(!out.status.success());
     Ok(())

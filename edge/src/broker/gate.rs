@@ -129,6 +129,8 @@ pub struct Parts {
     pub connect_timeout: Duration,
     /// `mqtt.max_publish_rate` and burst.
     pub rate: Rate,
+    /// `mqtt.max_reading_age_s`, in ms.
+    pub max_age: i64,
 }
 
 /// Shared state of every listener.
@@ -183,6 +185,10 @@ impl Gate {
 
     pub(super) fn max_packet(&self) -> usize {
         self.max_packet
+    }
+
+    pub(super) fn max_age(&self) -> i64 {
+        self.parts.max_age
     }
 
     /// Accepts connections on `listener` until `shutdown`.

@@ -299,6 +299,7 @@ pub async fn start(
             per_s: mqtt.max_publish_rate,
             burst: mqtt.max_publish_burst,
         },
+        max_age: i64::from(mqtt.max_reading_age_s) * 1000,
     });
     tokio::spawn(gate.clone().watch_registry(shutdown.clone()));
     tokio::spawn(gate.clone().serve(plain, None, shutdown.clone()));

@@ -331,7 +331,7 @@ impl<'g> Session<'g> {
             Topic::Vitals => {
                 let vitals = &self.topics[0];
                 let name = std::str::from_utf8(vitals).unwrap_or_default();
-                match ingest::decode(name, &payload, self.gate.metrics()) {
+                match ingest::decode(name, &payload, self.gate.max_age(), self.gate.metrics()) {
                     Ok((reading, stamped)) => {
                         let fanout = self
                             .gate

@@ -31,14 +31,16 @@ pub struct Ingested {
     pub fanout: Option<(Bytes, Bytes)>,
 }
 
-/// Decodes one publish on `topic`, counting it received, and accepted or rejected by reason.
+/// Decodes one publish on `topic`, refusing readings older than `max_age` ms; counts it
+/// received, and accepted or rejected by reason.
 pub fn decode(
     topic: &str,
     payload: &[u8],
+    max_age: i64,
     metrics: &EdgeMetrics,
 ) -> Result<(Reading, bool), RejectReason> {
     metrics.readings_received.inc();
-    match decode_json_stamped(topic, payload, now_ms()) {
+    match decode_json_stamped(topic, payload, now_ms(), max_age) {
         Ok(r) => {
             metrics.readings_accepted.inc();
             Ok(r)
