@@ -58,6 +58,9 @@ pub enum GateRefusal {
     WillTopic,
     /// rumqttd (for a subscriber) or the sessions file could not be reached.
     Internal,
+    /// Still unauthenticated when the pool was full and a connection from a lighter address
+    /// took its slot.
+    Evicted,
 }
 
 impl GateRefusal {
@@ -71,11 +74,12 @@ impl GateRefusal {
             GateRefusal::Protocol => "protocol",
             GateRefusal::WillTopic => "will_topic",
             GateRefusal::Internal => "internal",
+            GateRefusal::Evicted => "evicted",
         }
     }
 
     /// Every label.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 8] = [
         "busy",
         "tls_handshake",
         "timeout",
@@ -83,6 +87,7 @@ impl GateRefusal {
         "protocol",
         "will_topic",
         "internal",
+        "evicted",
     ];
 }
 
@@ -212,10 +217,11 @@ impl Gate {
                     continue;
                 }
             };
-            let Some(permit) = self.admission.pending_slot(peer.ip()) else {
+            let Some((permit, _)) = self.admission.pending_slot(peer.ip()) else {
                 self.refused(GateRefusal::Busy);
                 continue;
             };
+            let evicted = permit.evicted().clone();
             // One deadline for the TLS handshake, the CONNECT and its authentication.
             let deadline = tokio::time::Instant::now() + self.parts.connect_timeout;
             let _ = stream.set_nodelay(true);
@@ -225,6 +231,8 @@ impl Gate {
             tokio::spawn(async move {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
+                    // Only while it is pending: once authenticated its slot is gone.
+                    () = evicted.cancelled() => gate.refused(GateRefusal::Evicted),
                     () = gate.connection(stream, peer, tls, permit, deadline) => {}
                 }
             });
@@ -361,6 +369,8 @@ impl Gate {
                 return;
             }
         };
+        // Authenticated: no longer pending, so no longer evictable.
+        drop(permit);
         let _counted = SessionCount::new(&self.parts.metrics.mqtt_sessions);
         let mut session = Session::new(
             self,
@@ -387,7 +397,6 @@ impl Gate {
             sessions.closed(&device, opened.id);
             return;
         }
-        drop(permit);
         match session
             .run(client, buf, &opened.kick, self.parts.rate)
             .await

@@ -183,6 +183,10 @@ impl<'g> Session<'g> {
         {
             self.gate.fanout().offer(topic, payload);
         }
+        if let Some(relay) = self.relay.as_mut() {
+            // A clean end for rumqttd (a persistent session stays kept there).
+            let _ = relay.send(&[0xe0, 0x00]).await;
+        }
         self.gate.sessions().closed(&self.device, self.id);
         let _ = tokio::time::timeout(
             super::gate::WRITE_TIMEOUT,

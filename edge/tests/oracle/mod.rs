@@ -58,10 +58,14 @@ pub fn gate(level: u8, bytes: &[u8]) -> Option<(usize, Read)> {
             // Other protocol levels are read, then refused by the gate.
             let c = mqtt::parse_connect(p).ok().filter(|c| c.level == level)?;
             // rumqttc reads a user name without a password as an empty password.
-            // rumqttc reads an empty user name and password as no login.
+            // rumqttc reads a missing user name or password as empty, and both empty as no
+            // login (the gate refuses a CONNECT whose user name is not its client id).
             let login = match (c.username, c.password) {
-                (Some(u), pw) => Some((u, String::from_utf8(pw.unwrap_or_default()).ok()?)),
-                (None, _) => None,
+                (None, None) => None,
+                (u, pw) => Some((
+                    u.unwrap_or_default(),
+                    String::from_utf8(pw.unwrap_or_default()).ok()?,
+                )),
             }
             .filter(|(u, p)| !(u.is_empty() && p.is_empty()));
             Read::Connect {
