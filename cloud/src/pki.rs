@@ -246,7 +246,9 @@ ward = "{ward}"
 data_dir = "data"
 
 [mqtt]
-listen = "0.0.0.0:1883"
+# Plain MQTT carries device passwords in clear: loopback only unless you choose otherwise
+# (the edge warns at start when it listens beyond loopback). Devices on the LAN use TLS.
+listen = "127.0.0.1:1883"
 listen_tls = "0.0.0.0:8883"
 tls_cert = "mqtt.pem"
 tls_key = "mqtt.key"

@@ -102,7 +102,8 @@ pub struct MqttSection {
 impl Default for MqttSection {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            // Plain MQTT carries passwords in clear: the LAN gets it only by choice.
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             listen_v5: None,
             listen_tls: None,
             tls_cert: None,

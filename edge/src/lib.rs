@@ -78,9 +78,25 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
+    // Patient data, device password hashes and keys live here: the owner's only.
+    let data_dir = &cfg.edge.data_dir;
+    if wardlink_io::fs::private_dir(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?
+    {
+        tracing::warn!(dir = %data_dir.display(), "data directory was readable by others; now 0700");
+    }
     let (outbox, outbox_thread) =
         Outbox::open(&cfg.outbox_path(), cfg.outbox.settings(), metrics.clone())
             .with_context(|| format!("opening outbox {}", cfg.outbox_path().display()))?;
+    wardlink_io::fs::restrict(&cfg.outbox_path(), 0o600)?;
+    for (name, addr) in [
+        ("mqtt.listen", Some(cfg.mqtt.listen)),
+        ("mqtt.listen_v5", cfg.mqtt.listen_v5),
+    ] {
+        if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+            tracing::warn!(key = name, %addr, "plain MQTT beyond loopback: device passwords cross the network in clear; prefer mqtt.listen_tls");
+        }
+    }
     let registry = Arc::new(DeviceRegistry::new(
         cfg.devices_path(),
         cfg.mqtt.max_devices,

@@ -260,3 +260,31 @@ async fn a_flooded_admission_pool_still_lets_a_device_back_in() -> anyhow::Resul
     while flooders.join_next().await.is_some() {}
     Ok(())
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files_are_the_owners_only() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let hub = Hub::start().await?;
+    let edge = hub.edge("edge-m", "ward-m", |_| {}).await?;
+    let pw = edge.register("mon-m", "bed-m")?;
+    let (client, mut events) =
+        AsyncClient::new(options(edge.running.mqtt_addr, "mon-m", &pw, true), 16);
+    connack(&mut events).await?;
+    publish(
+        &client,
+        &mut events,
+        "patients/bed-m/vitals",
+        r#"{"hr":70}"#,
+    )
+    .await?;
+    let data = &edge.config.edge.data_dir;
+    let mode = |p: &std::path::Path| -> anyhow::Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode(data)?, 0o700, "{}", data.display());
+    for file in ["devices.json", "outbox.redb", "sessions.json"] {
+        assert_eq!(mode(&data.join(file))?, 0o600, "{file}");
+    }
+    Ok(())
+}

@@ -86,13 +86,18 @@ db_err!(
 );
 
 pub(super) fn open(path: &Path) -> Result<Database, StoreError> {
+    // Patient data: the owner's only.
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+        wardlink_io::fs::private_dir(dir).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
             source,
         })?;
     }
     let db = Database::create(path)?;
+    wardlink_io::fs::restrict(path, 0o600).map_err(|source| StoreError::Dir {
+        path: path.display().to_string(),
+        source,
+    })?;
     let txn = db.begin_write()?;
     txn.open_table(WATERMARKS)?;
     txn.open_table(EVENTS)?;
