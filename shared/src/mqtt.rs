@@ -288,7 +288,8 @@ pub struct Connect {
 
 impl Connect {
     /// Whether the device asks for a session that outlives the connection: 3.1.1 without
-    /// clean session; 5 with a session expiry.
+    /// clean session; 5 with a session expiry (whatever its Clean Start, which says only
+    /// whether an existing session is resumed: [`Connect::clean`]).
     pub fn persistent(&self) -> bool {
         if self.level == LEVEL_V5 {
             self.session_expiry > 0

@@ -451,6 +451,9 @@ pub(super) fn commit_group(
                     let mut events = Vec::new();
                     let mut new_alarms = Vec::new();
                     let mut seen = Vec::new();
+                    // Readings of this write, entered in READINGS only once the write is
+                    // known to be stored (a gap refuses all of it).
+                    let mut keys = std::collections::HashSet::new();
                     let mut gap = None;
                     for r in records {
                         if r.seq <= mark {
@@ -465,7 +468,7 @@ pub(super) fn commit_group(
                         match &r.body {
                             RecordBody::Vitals { reading, news2 } => {
                                 let key = (reading.patient.as_str(), reading.ts);
-                                if readings.insert(key, ())?.is_some() {
+                                if readings.get(key)?.is_some() || !keys.insert(key) {
                                     ingested.duplicates += 1;
                                     continue;
                                 }
@@ -488,6 +491,9 @@ pub(super) fn commit_group(
                         // Nothing of this write is stored.
                         results.push(WriteResult::Gap { expected, got });
                         continue;
+                    }
+                    for key in keys {
+                        readings.insert(key, ())?;
                     }
                     for patient in seen {
                         alerts::seen(&mut patients, patient, ward, edge)?;

@@ -359,8 +359,14 @@ impl Gate {
                     return;
                 }
             };
+        // Authenticated: no longer pending, so no longer evictable (the slot must not be taken
+        // from a connection that has started to replace the device's previous one).
+        drop(permit);
         let sessions = &self.parts.sessions;
-        let opened = match sessions.open(&device, &patient, connect.persistent()).await {
+        let opened = match sessions
+            .open(&device, &patient, connect.clean, connect.persistent())
+            .await
+        {
             Ok(o) => o,
             Err(e) => {
                 self.refused(GateRefusal::Internal);
@@ -369,8 +375,18 @@ impl Gate {
                 return;
             }
         };
-        // Authenticated: no longer pending, so no longer evictable.
-        drop(permit);
+        // The binding read before the password check may have changed since, and the registry
+        // watcher may have applied the change before this session was registered.
+        if self.parts.registry.patient_of(&device).as_ref() != Some(&patient) {
+            sessions.closed(&device, opened.id);
+            self.parts
+                .metrics
+                .auth_refused
+                .with(AuthRefusal::UnknownDevice.label())
+                .inc();
+            let _ = refuse(&mut client, level, Refuse::Credentials).await;
+            return;
+        }
         let _counted = SessionCount::new(&self.parts.metrics.mqtt_sessions);
         let mut session = Session::new(
             self,

@@ -28,8 +28,8 @@ pub enum RelayError {
     /// The connection failed.
     #[error("relay to rumqttd: {0}")]
     Io(#[from] std::io::Error),
-    /// No CONNACK in time.
-    #[error("relay to rumqttd: no CONNACK")]
+    /// No CONNACK, or a write not taken, in time.
+    #[error("relay to rumqttd: timed out")]
     Timeout,
     /// rumqttd refused the CONNECT.
     #[error("relay to rumqttd refused (code {0})")]
@@ -106,9 +106,12 @@ impl Relay {
         Ok(())
     }
 
-    /// Writes packets to rumqttd.
+    /// Writes packets to rumqttd; a write rumqttd does not take within the gate's write
+    /// timeout ends the relay (and its session), so a stalled broker pins nothing.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
-        self.stream.write_all(bytes).await?;
+        tokio::time::timeout(super::gate::WRITE_TIMEOUT, self.stream.write_all(bytes))
+            .await
+            .map_err(|_| RelayError::Timeout)??;
         Ok(())
     }
 

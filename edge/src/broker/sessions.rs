@@ -135,11 +135,15 @@ impl Sessions {
     }
 
     /// Registers a connection of `device` (bound to `patient`): ends its previous connection
-    /// and resolves its stored session. A session granted now is on disk before this returns.
+    /// and resolves its stored session. `clean` discards a stored session (3.1.1 clean
+    /// session, 5 Clean Start); `persistent` keeps the session after this connection (3.1.1
+    /// without clean session, 5 with a session expiry). A session granted now is on disk
+    /// before this returns.
     pub async fn open(
         &self,
         device: &DeviceId,
         patient: &PatientId,
+        clean: bool,
         persistent: bool,
     ) -> Result<Opened, SessionsError> {
         let kick = CancellationToken::new();
@@ -156,7 +160,7 @@ impl Sessions {
                 previous.kick.cancel();
             }
             let (present, filters, wipe, mut save) = match g.stored.get(device) {
-                Some(s) if persistent && s.patient == *patient => {
+                Some(s) if !clean && s.patient == *patient => {
                     (true, s.filters.clone(), false, false)
                 }
                 Some(_) => {
@@ -168,6 +172,14 @@ impl Sessions {
                 }
                 None => (false, Vec::new(), false, false),
             };
+            if present && !persistent {
+                // Resumed for this connection only (MQTT 5 without a session expiry): its
+                // subscriptions live with the connection from now on.
+                if let (Some(s), Some(l)) = (g.stored.remove(device), g.live.get_mut(device)) {
+                    l.filters = s.filters;
+                }
+                save = true;
+            }
             if persistent && !present {
                 let stored = Stored {
                     patient: patient.clone(),
@@ -320,13 +332,13 @@ mod tests {
         let path = dir.path().join("sessions.json");
         let sessions = Sessions::load(path.clone());
         let (dev, bed) = (id("mon-1"), patient("bed-1"));
-        let first = sessions.open(&dev, &bed, true).await?;
+        let first = sessions.open(&dev, &bed, false, true).await?;
         assert!(!first.present);
         sessions
             .subscribed(&dev, first.id, &["patients/bed-1/#"])
             .await?;
         assert_eq!(sessions.subscribers(), 1);
-        let second = sessions.open(&dev, &bed, true).await?;
+        let second = sessions.open(&dev, &bed, false, true).await?;
         assert!(first.kick.is_cancelled(), "taken over");
         assert!(second.present && !second.kick.is_cancelled());
         sessions.closed(&dev, first.id);
@@ -334,16 +346,31 @@ mod tests {
 
         let restarted = Sessions::load(path);
         assert_eq!(restarted.subscribers(), 1);
-        let again = restarted.open(&dev, &bed, true).await?;
+        let again = restarted.open(&dev, &bed, false, true).await?;
         assert!(again.present);
         assert_eq!(again.filters, vec!["patients/bed-1/#".to_owned()]);
         // The same device now measuring another patient: a clean start, and rumqttd must
         // forget what the old session subscribed to.
-        let moved = restarted.open(&dev, &patient("bed-9"), true).await?;
+        let moved = restarted.open(&dev, &patient("bed-9"), false, true).await?;
         assert!(!moved.present && moved.filters.is_empty() && moved.wipe);
-        // A clean session removes a stored one.
-        let clean = restarted.open(&dev, &patient("bed-9"), false).await?;
+        // MQTT 5 Clean Start with a session expiry: a new session, kept afterwards.
+        let fresh = restarted.open(&dev, &patient("bed-9"), true, true).await?;
+        assert!(!fresh.present);
+        assert!(
+            restarted
+                .open(&dev, &patient("bed-9"), false, true)
+                .await?
+                .present
+        );
+        // A clean session (3.1.1) removes a stored one.
+        let clean = restarted.open(&dev, &patient("bed-9"), true, false).await?;
         assert!(!clean.present);
+        assert!(
+            !restarted
+                .open(&dev, &patient("bed-9"), false, false)
+                .await?
+                .present
+        );
         assert_eq!(restarted.subscribers(), 0);
         Ok(())
     }

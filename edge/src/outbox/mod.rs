@@ -113,10 +113,13 @@ struct Inner {
     /// Dedupe entries of records the hub acknowledged before their commit; the next commit
     /// writes them.
     marks: Vec<Mark>,
-    /// Tickets waiting for the telemetry lane to be durable through their seq, in seq order.
-    waiters: VecDeque<(u64, Ticket)>,
-    /// The telemetry lane is durable (committed here or stored by the hub) through this seq.
-    durable: u64,
+    /// Tickets waiting for the lanes to be durable through their seqs (by lane index): a
+    /// reading's own record and every alarm event appended up to it (its own among them).
+    /// In seq order on both lanes.
+    waiters: VecDeque<([u64; 2], Ticket)>,
+    /// Each lane is durable (committed here or stored by the hub) through this seq, by lane
+    /// index.
+    durable: [u64; 2],
 }
 
 impl Inner {
@@ -126,15 +129,21 @@ impl Inner {
 
     /// Fires the tickets of readings now durable.
     fn fire(&mut self) {
+        let durable = self.durable;
         while self
             .waiters
             .front()
-            .is_some_and(|(s, _)| *s <= self.durable)
+            .is_some_and(|(s, _)| s[0] <= durable[0] && s[1] <= durable[1])
         {
             if let Some((_, ticket)) = self.waiters.pop_front() {
                 ticket.durable();
             }
         }
+    }
+
+    /// The highest seq given out on each lane, by lane index.
+    fn given(&self) -> [u64; 2] {
+        [self.next[0] - 1, self.next[1] - 1]
     }
 
     fn heads(&self) -> Heads {
@@ -227,7 +236,7 @@ impl Outbox {
             seen,
             marks: Vec::new(),
             waiters: VecDeque::new(),
-            durable: next[usize::from(Lane::Telemetry.index())] - 1,
+            durable: [next[0] - 1, next[1] - 1],
         };
         let (heads, _) = watch::channel(inner.heads());
         tracing::info!(
@@ -271,37 +280,55 @@ impl Outbox {
         self.append_with(records, None).await
     }
 
-    /// Whether a reading of `patient` stamped `ts` was already accepted (it is in the dedupe
-    /// window): a device sending it again must not have it stored twice.
-    pub fn is_duplicate(&self, patient: &PatientId, ts: Millis) -> bool {
-        self.shared.lock().seen.contains(patient, ts)
+    /// If a reading of `patient` stamped `ts` was already accepted (it is in the dedupe
+    /// window), takes `ticket` to fire once everything appended so far is durable (the reading
+    /// it repeats included) and returns `Ok`: a device sending a reading again must not have it
+    /// stored twice, nor acknowledged before the first one is safe. Otherwise gives the ticket
+    /// back. One critical section: an eviction cannot fall between the check and the wait.
+    pub fn repeat(
+        &self,
+        patient: &PatientId,
+        ts: Millis,
+        ticket: Option<Ticket>,
+    ) -> Result<(), Option<Ticket>> {
+        let mut g = self.shared.lock();
+        if !g.seen.contains(patient, ts) {
+            return Err(ticket);
+        }
+        if let Some(ticket) = ticket {
+            let at = g.given();
+            g.waiters.push_back((at, ticket));
+            g.fire();
+        }
+        Ok(())
+    }
+
+    /// `ts`, or the first millisecond after it that `patient` has no reading at: a stamp the
+    /// edge gives a reading itself (the device sent none) must not make it look like a repeat.
+    pub fn unique_ts(&self, patient: &PatientId, ts: Millis) -> Millis {
+        let g = self.shared.lock();
+        let mut ts = ts;
+        while g.seen.contains(patient, ts) {
+            ts = ts.saturating_add(1);
+        }
+        ts
     }
 
     /// Appends a reading's records (its alarm events, then its `Vitals` record), as
-    /// [`Outbox::append`]. With `dedupe` the reading enters the dedupe window; `ticket` fires
-    /// once it is durable.
+    /// [`Outbox::append`]. The reading enters the dedupe window; `ticket` fires once it is
+    /// durable.
     pub async fn append_reading(
         &self,
         records: Vec<RecordBody>,
-        dedupe: bool,
         ticket: Option<Ticket>,
     ) -> Result<(), Closed> {
-        self.append_with(records, Some((dedupe, ticket))).await
-    }
-
-    /// Fires `ticket` once everything appended so far is durable: the acknowledgement of a
-    /// duplicate, which must not come before that of the reading it repeats.
-    pub fn when_durable(&self, ticket: Ticket) {
-        let mut g = self.shared.lock();
-        let head = g.next[usize::from(Lane::Telemetry.index())] - 1;
-        g.waiters.push_back((head, ticket));
-        g.fire();
+        self.append_with(records, Some(ticket)).await
     }
 
     async fn append_with(
         &self,
         records: Vec<RecordBody>,
-        mut reading: Option<(bool, Option<Ticket>)>,
+        mut reading: Option<Option<Ticket>>,
     ) -> Result<(), Closed> {
         let max = self.shared.settings.max_memory_records;
         loop {
@@ -325,7 +352,7 @@ impl Outbox {
         &self,
         g: &mut Inner,
         records: Vec<RecordBody>,
-        mut reading: Option<(bool, Option<Ticket>)>,
+        mut reading: Option<Option<Ticket>>,
     ) -> Result<(), Closed> {
         let at = now_ms();
         for body in records {
@@ -340,15 +367,16 @@ impl Outbox {
             g.next[i] += 1;
             let mut seen = Remember::No;
             if let RecordBody::Vitals { reading: r, .. } = &body
-                && let Some((dedupe, ticket)) = reading.take()
+                && let Some(ticket) = reading.take()
             {
-                if dedupe {
-                    seen = Remember::Yes {
-                        forget: g.seen.insert(&r.patient, r.ts),
-                    };
-                }
+                seen = Remember::Yes {
+                    forget: g.seen.insert(&r.patient, r.ts),
+                };
                 if let Some(ticket) = ticket {
-                    g.waiters.push_back((seq, ticket));
+                    // This record, and the alarm events appended with it (and before it).
+                    let mut at = g.given();
+                    at[i] = seq;
+                    g.waiters.push_back((at, ticket));
                 }
             }
             g.pending[i].push_back(Stamped {
@@ -457,11 +485,9 @@ impl Outbox {
             }
         }
         let freed = before != g.held();
-        if lane == Lane::Telemetry {
-            // Stored by the hub: durable, whatever our disk does.
-            g.durable = g.durable.max(upto);
-            g.fire();
-        }
+        // Stored by the hub: durable, whatever our disk does.
+        g.durable[i] = g.durable[i].max(upto);
+        g.fire();
         g.waiting_since.get_or_insert_with(Instant::now);
         drop(g);
         self.shared.work.notify_one();
@@ -640,7 +666,10 @@ impl Committer {
                             }
                         }
                     }
-                    g.durable = g.durable.max(through(Lane::Telemetry));
+                    for lane in Lane::ALL {
+                        let i = usize::from(lane.index());
+                        g.durable[i] = g.durable[i].max(through(lane));
+                    }
                     g.fire();
                     if g.held() > 0 || g.acked != g.applied || !g.marks.is_empty() {
                         // What arrived during this commit waits at most one window more.
@@ -789,3 +818,5 @@ fn now_ms() -> Stamp {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod ticket_tests;

@@ -35,7 +35,7 @@ fn runtime() -> Runtime {
 }
 
 /// A telemetry record identified by `id` (its timestamp and heart rate).
-fn vitals(id: i64) -> RecordBody {
+pub(super) fn vitals(id: i64) -> RecordBody {
     RecordBody::Vitals {
         reading: Reading {
             patient: PatientId::new("bed-1").expect("patient id"),
@@ -51,7 +51,7 @@ fn vitals(id: i64) -> RecordBody {
 }
 
 /// An alarm record identified by `id`.
-fn alarm(id: i64) -> RecordBody {
+pub(super) fn alarm(id: i64) -> RecordBody {
     RecordBody::Alarm(AlarmEvent {
         id: format!("e-{id}"),
         patient: PatientId::new("bed-1").expect("patient id"),

@@ -123,17 +123,23 @@ async fn accept(
     ingested: Ingested,
 ) -> Result<(), crate::outbox::Closed> {
     let Ingested {
-        reading,
+        mut reading,
         stamped,
-        ticket,
+        mut ticket,
         fanout: copy,
     } = ingested;
-    if stamped && outbox.is_duplicate(&reading.patient, reading.ts) {
-        metrics.readings_duplicate.inc();
-        if let Some(ticket) = ticket {
-            outbox.when_durable(ticket);
+    if stamped {
+        match outbox.repeat(&reading.patient, reading.ts, ticket) {
+            Ok(()) => {
+                metrics.readings_duplicate.inc();
+                return Ok(());
+            }
+            Err(t) => ticket = t,
         }
-        return Ok(());
+    } else {
+        // The edge's own stamp, made unique for the patient: the hub keeps one reading per
+        // patient and timestamp, and two unstamped readings may arrive in one millisecond.
+        reading.ts = outbox.unique_ts(&reading.patient, reading.ts);
     }
     let observation = engine.observe(&reading, now_ms());
     let alarms = observation.events.len();
@@ -150,7 +156,7 @@ async fn accept(
         metrics.alarm_events.add(alarms as u64);
         publish_active(engine, active);
     }
-    outbox.append_reading(records, stamped, ticket).await?;
+    outbox.append_reading(records, ticket).await?;
     if let Some((topic, payload)) = copy {
         fanout.offer(topic, payload);
     }
