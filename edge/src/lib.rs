@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod rules;
 pub mod simulate;
+mod state_file;
 pub mod uplink;
 
 use std::net::SocketAddr;

@@ -92,17 +92,10 @@ impl Sessions {
     /// The sessions stored at `path` (none if it does not exist; an unreadable file is logged
     /// and set aside: devices then start clean sessions).
     pub fn load(path: PathBuf) -> Self {
-        let stored = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::error!(path = %path.display(), error = %e, "sessions file unreadable; devices start new sessions");
-                BTreeMap::new()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "sessions file unreadable; devices start new sessions");
-                BTreeMap::new()
-            }
-        };
+        let stored: BTreeMap<DeviceId, Stored> = crate::state_file::load_or_default(
+            &path,
+            "sessions file unreadable; devices start new sessions",
+        );
         let inner = Inner {
             live: HashMap::new(),
             stored,

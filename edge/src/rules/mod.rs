@@ -188,19 +188,9 @@ fn publish_active(engine: &AlarmEngine, active: &watch::Sender<Vec<ActiveAlarm>>
 type OwnSettings = BTreeMap<PatientId, PatientSettings>;
 
 fn load_patient_settings(path: &Path) -> OwnSettings {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            // Losing them silently would apply ward limits to a patient a clinician set up
-            // differently: make it loud.
-            tracing::error!(path = %path.display(), error = %e, "patient settings unreadable; using ward limits");
-            OwnSettings::new()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OwnSettings::new(),
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "patient settings unreadable; using ward limits");
-            OwnSettings::new()
-        }
-    }
+    // Losing them silently would apply ward limits to a patient a clinician set up
+    // differently: the loader makes it loud.
+    crate::state_file::load_or_default(path, "patient settings unreadable; using ward limits")
 }
 
 /// Saves patients' own settings; false (logged) when they could not be written.
