@@ -5,11 +5,14 @@
 //! It speaks only what a monitor needs (CONNECT, PUBLISH, PUBACK, SUBSCRIBE, PINGREQ), so the
 //! same code drives the edge's broker and Mosquitto: the load is identical on both.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
+use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -119,16 +122,64 @@ async fn connect(addr: SocketAddr, login: &Login) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Publish → PUBACK times of one device.
+///
+/// Brokers acknowledge QoS 1 publishes in the order they came (MQTT 3.1.1 §4.6), so the
+/// sends waiting for their PUBACK form a queue and each PUBACK answers its front.
+struct AckClock {
+    /// (packet id, sent at, measured) of every publish not yet acknowledged.
+    waiting: Mutex<VecDeque<(u16, Instant, bool)>>,
+    /// Publish → PUBACK, nanoseconds, for measured publishes.
+    latency: Mutex<Histogram<u64>>,
+}
+
+impl AckClock {
+    fn new() -> Self {
+        Self {
+            waiting: Mutex::new(VecDeque::with_capacity(64)),
+            latency: Mutex::new(super::track::histogram()),
+        }
+    }
+
+    fn sent(&self, id: u16, measured: bool) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back((id, Instant::now(), measured));
+    }
+
+    /// A PUBACK for `id`: times it if it answers the oldest waiting publish. An id not at the
+    /// front (a broker answering out of order) drops the entries before it untimed.
+    fn acked(&self, id: u16) {
+        let now = Instant::now();
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((front, at, measured)) = waiting.pop_front() {
+            if front == id {
+                if measured {
+                    let ns = u64::try_from((now - at).as_nanos()).unwrap_or(u64::MAX);
+                    self.latency
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .saturating_record(ns.max(1));
+                }
+                return;
+            }
+        }
+    }
+}
+
 /// A publishing device.
 pub struct Publisher {
     writer: OwnedWriteHalf,
     topic: Vec<u8>,
     packet: Vec<u8>,
     next_id: u16,
+    published: u64,
     /// PUBACKs received.
     pub acked: Arc<AtomicU64>,
     /// Set when the broker closed the connection.
     pub closed: Arc<AtomicBool>,
+    clock: Arc<AckClock>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -139,20 +190,51 @@ impl Publisher {
         let (read, writer) = stream.into_split();
         let acked = Arc::new(AtomicU64::new(0));
         let closed = Arc::new(AtomicBool::new(false));
-        let reader = tokio::spawn(count_acks(read, acked.clone(), closed.clone()));
+        let clock = Arc::new(AckClock::new());
+        let reader = tokio::spawn(count_acks(
+            read,
+            acked.clone(),
+            closed.clone(),
+            clock.clone(),
+        ));
         Ok(Self {
             writer,
             topic: topic.as_bytes().to_vec(),
             packet: Vec::with_capacity(256),
             next_id: 0,
+            published: 0,
             acked,
             closed,
+            clock,
             reader,
         })
     }
 
-    /// Writes one QoS 1 PUBLISH to the socket.
-    pub async fn publish(&mut self, payload: &[u8]) -> std::io::Result<()> {
+    /// Publishes written so far.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Whether the broker closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Moves the publish → PUBACK times recorded so far into `into` (nanoseconds; made by
+    /// [`super::track::histogram`]).
+    pub fn take_ack_latency(&self, into: &mut Histogram<u64>) {
+        let mut mine = self
+            .clock
+            .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = into.add(&*mine);
+        mine.reset();
+    }
+
+    /// Writes one QoS 1 PUBLISH to the socket; `measured` times its PUBACK.
+    pub async fn publish(&mut self, payload: &[u8], measured: bool) -> std::io::Result<()> {
         self.next_id = self.next_id.checked_add(1).unwrap_or(1);
         self.packet.clear();
         self.packet.push(0x32);
@@ -160,6 +242,8 @@ impl Publisher {
         put_str(&mut self.packet, &self.topic);
         self.packet.extend_from_slice(&self.next_id.to_be_bytes());
         self.packet.extend_from_slice(payload);
+        self.clock.sent(self.next_id, measured);
+        self.published += 1;
         match tokio::time::timeout(PATIENCE, self.writer.write_all(&self.packet)).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(
@@ -176,11 +260,19 @@ impl Drop for Publisher {
     }
 }
 
-async fn count_acks(read: OwnedReadHalf, acked: Arc<AtomicU64>, closed: Arc<AtomicBool>) {
+async fn count_acks(
+    read: OwnedReadHalf,
+    acked: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+    clock: Arc<AckClock>,
+) {
     let mut read = BufReader::new(read);
     let mut body = Vec::new();
     while let Ok(first) = read_packet(&mut read, &mut body).await {
         if first & 0xf0 == 0x40 {
+            if let Some(&[hi, lo]) = body.get(..2) {
+                clock.acked(u16::from_be_bytes([hi, lo]));
+            }
             acked.fetch_add(1, Ordering::Relaxed);
         }
     }

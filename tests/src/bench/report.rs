@@ -86,6 +86,9 @@ pub struct Phase {
     pub sustained_per_s: f64,
     /// Publish → receive latency.
     pub latency: Latency,
+    /// Publish → PUBACK latency seen by the devices (after the same warm-up).
+    #[serde(default)]
+    pub ack_latency: Latency,
     /// Processes under test.
     pub processes: Vec<Usage>,
 }
@@ -130,7 +133,7 @@ impl Report {
             self.scenario, self.date, self.machine, self.command
         );
         println!(
-            "{:<20} {:<22} {:>6} {:>8} {:>6} {:>9} {:>6} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8}  processes (peak RSS MiB, CPU %)",
+            "{:<20} {:<22} {:>6} {:>8} {:>6} {:>9} {:>6} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8}  processes (peak RSS MiB, CPU %, CPU per reading)",
             "system",
             "path",
             "pts",
@@ -149,7 +152,12 @@ impl Report {
             let procs: Vec<String> = p
                 .processes
                 .iter()
-                .map(|u| format!("{} {:.1} / {:.0}%", u.name, u.peak_rss_mib, u.cpu_percent))
+                .map(|u| {
+                    format!(
+                        "{} {:.1} / {:.0}% / {:.0} us",
+                        u.name, u.peak_rss_mib, u.cpu_percent, u.cpu_us_per_reading
+                    )
+                })
                 .collect();
             println!(
                 "{:<20} {:<22} {:>6} {:>8.0} {:>6} {:>9} {:>6} {:>5} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3}  {}",
@@ -168,6 +176,18 @@ impl Report {
                 p.latency.max_ms,
                 procs.join(", ")
             );
+            if p.ack_latency.count > 0 {
+                println!(
+                    "{:<20} {:<22} {:>63} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+                    "",
+                    "  publish -> PUBACK",
+                    "",
+                    p.ack_latency.p50_ms,
+                    p.ack_latency.p99_ms,
+                    p.ack_latency.p999_ms,
+                    p.ack_latency.max_ms,
+                );
+            }
         }
         for r in &self.ratios {
             println!("ratio: {r}");
@@ -346,7 +366,8 @@ mod tests {
                 lost: 0,
                 duplicated: 0,
                 sustained_per_s: 1.0,
-                latency: l,
+                latency: l.clone(),
+                ack_latency: l,
                 processes: vec![],
             }],
             ratios: vec![],

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
+use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -43,6 +44,23 @@ pub enum WsFormat {
     NodeRed,
 }
 
+/// Which WebSocket client a dashboard is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsClient {
+    /// `tokio-tungstenite`, in this process.
+    Tungstenite,
+    /// Python's `websockets` in a child process (`tests/bench/ws_receiver.py`, run by
+    /// Debian's `/usr/bin/python3`): a client whose TCP stack delays its ACKs as browsers'
+    /// and scripts' do, so a server that leaves Nagle's algorithm on cannot hide.
+    Python,
+}
+
+/// The Python dashboard, run with `python3 -c`.
+const PYTHON_RECEIVER: &str = include_str!("../../bench/ws_receiver.py");
+
+/// Debian's interpreter, which has `python3-websockets` (`deploy/bench-peers.sh`).
+const PYTHON: &str = "/usr/bin/python3";
+
 /// Who receives the readings.
 #[derive(Debug, Clone)]
 pub enum Receivers {
@@ -56,6 +74,8 @@ pub enum Receivers {
         count: usize,
         /// Message format.
         format: WsFormat,
+        /// The client.
+        client: WsClient,
     },
     /// One MQTT subscriber per patient, subscribed to its own patient's topic.
     Mqtt {
@@ -67,6 +87,14 @@ pub enum Receivers {
 }
 
 impl Receivers {
+    /// The same dashboards, as `client`.
+    pub fn with_client(mut self, new: WsClient) -> Self {
+        if let Receivers::Ws { client, .. } = &mut self {
+            *client = new;
+        }
+        self
+    }
+
     fn count(&self) -> usize {
         match self {
             Receivers::Ws { count, .. } => *count,
@@ -201,7 +229,8 @@ pub async fn phase(
                 tracker.lagged(due.elapsed());
                 let payload = tracker.payload(p, k);
                 tracker.mark_sent(p, k);
-                if let Err(e) = publisher.publish(payload.as_bytes()).await {
+                let measured = k >= tracker.warmup();
+                if let Err(e) = publisher.publish(payload.as_bytes(), measured).await {
                     failed = Some(e);
                     break;
                 }
@@ -246,6 +275,20 @@ pub async fn phase(
             eprintln!("\na device lost its connection: {e}");
         }
         publishers.push(publisher);
+    }
+
+    // The last PUBACKs may still be on their way.
+    let acks_due = Instant::now() + DRAIN_QUIET;
+    while Instant::now() < acks_due
+        && publishers
+            .iter()
+            .any(|d| d.acked.load(Ordering::Relaxed) < d.published() && !d.is_closed())
+    {
+        every.tick().await;
+    }
+    let mut ack_latency = super::track::histogram();
+    for d in &publishers {
+        d.take_ack_latency(&mut ack_latency);
     }
 
     // Drain: until every expected delivery arrived or nothing moved for DRAIN_QUIET.
@@ -315,7 +358,11 @@ pub async fn phase(
             _ => 0.0,
         },
         latency: Latency::of(&tracker.latency()),
-        processes: watched.iter_mut().map(Watched::finish).collect(),
+        ack_latency: Latency::of(&ack_latency),
+        processes: watched
+            .iter_mut()
+            .map(|w| w.finish().per_reading(sent))
+            .collect(),
     };
     Ok((phase, publishers))
 }
@@ -392,9 +439,10 @@ async fn start_receivers(
             token,
             count,
             format,
+            client,
         } => {
             for n in 0..*count {
-                let (url, token, format) = (url.clone(), token.clone(), *format);
+                let (url, token, format, client) = (url.clone(), token.clone(), *format, *client);
                 let (tracker, counters, stop, gate) = (
                     tracker.clone(),
                     counters.clone(),
@@ -404,11 +452,11 @@ async fn start_receivers(
                 let (ready_tx, ready) = tokio::sync::oneshot::channel();
                 let task = tokio::spawn(async move {
                     let mut seen = Seen::new(&tracker, n);
-                    let socket = {
+                    let texts = {
                         let _permit = gate.acquire().await;
-                        ws_connect(&url, token.as_deref()).await
+                        open_dashboard(client, &url, token.as_deref()).await
                     };
-                    let mut socket = match socket {
+                    let mut texts = match texts {
                         Ok(s) => {
                             let _ = ready_tx.send(Ok(()));
                             s
@@ -421,12 +469,9 @@ async fn start_receivers(
                     loop {
                         tokio::select! {
                             _ = stop.cancelled() => break,
-                            msg = socket.next() => match msg {
-                                Some(Ok(Message::Text(t))) => {
-                                    on_text(format, t.as_str(), &tracker, &mut seen, &counters);
-                                }
-                                Some(Ok(_)) => {}
-                                Some(Err(_)) | None => break,
+                            text = texts.next() => match text {
+                                Some(text) => on_text(format, &text, &tracker, &mut seen, &counters),
+                                None => break,
                             },
                         }
                     }
@@ -506,6 +551,74 @@ async fn start_receivers(
         tasks.push(task);
     }
     Ok(tasks)
+}
+
+/// The text messages a dashboard receives, until its connection ends.
+type Texts = std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>;
+
+/// Connects one dashboard of kind `client`.
+async fn open_dashboard(client: WsClient, url: &str, token: Option<&str>) -> anyhow::Result<Texts> {
+    Ok(match client {
+        WsClient::Tungstenite => {
+            let socket = ws_connect(url, token).await?;
+            Box::pin(futures_util::stream::unfold(
+                socket,
+                |mut socket| async move {
+                    loop {
+                        match socket.next().await? {
+                            Ok(Message::Text(t)) => return Some((t.as_str().to_owned(), socket)),
+                            Ok(_) => {}
+                            Err(_) => return None,
+                        }
+                    }
+                },
+            ))
+        }
+        WsClient::Python => {
+            let (child, lines) = python_dashboard(url, token).await?;
+            // The child lives as long as the stream; `kill_on_drop` ends it.
+            Box::pin(futures_util::stream::unfold(
+                (child, lines),
+                |(child, mut lines)| async move {
+                    let line = lines.next_line().await.ok().flatten()?;
+                    Some((line, (child, lines)))
+                },
+            ))
+        }
+    })
+}
+
+/// Starts one Python dashboard and waits for its "ready" line; returns the child and its
+/// remaining output, one received message per line.
+async fn python_dashboard(
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+)> {
+    let mut command = tokio::process::Command::new(PYTHON);
+    command
+        .arg("-c")
+        .arg(PYTHON_RECEIVER)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(token) = token {
+        command.arg(token);
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {PYTHON} (deploy/bench-peers.sh installs it)"))?;
+    let stdout = child.stdout.take().context("the receiver's stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(crate::PATIENCE, lines.next_line())
+        .await
+        .context("the Python dashboard did not connect in time")??;
+    if first.as_deref() != Some("ready") {
+        anyhow::bail!("the Python dashboard failed to connect (is python3-websockets installed?)");
+    }
+    Ok((child, lines))
 }
 
 type WsStream =

@@ -53,6 +53,23 @@ pub struct Usage {
     pub rss_mib: f64,
     /// CPU used over the phase (publishing and draining), percent of one core.
     pub cpu_percent: f64,
+    /// CPU seconds used over the phase.
+    #[serde(default)]
+    pub cpu_s: f64,
+    /// CPU time per reading sent in the phase, microseconds (set by the phase, which knows
+    /// how many were sent).
+    #[serde(default)]
+    pub cpu_us_per_reading: f64,
+}
+
+impl Usage {
+    /// Sets [`Usage::cpu_us_per_reading`] for `readings` readings.
+    pub fn per_reading(mut self, readings: u64) -> Self {
+        if readings > 0 {
+            self.cpu_us_per_reading = self.cpu_s * 1e6 / readings as f64;
+        }
+        self
+    }
 }
 
 impl Watched {
@@ -89,6 +106,8 @@ impl Watched {
             } else {
                 0.0
             },
+            cpu_s: cpu,
+            cpu_us_per_reading: 0.0,
         }
     }
 }

@@ -15,7 +15,7 @@ use wardlink_cloud::token::Role;
 use wardlink_shared::{DeviceId, EdgeId, PatientId, WardId};
 
 use super::mqtt::Login;
-use super::run::{Receivers, WsFormat};
+use super::run::{Receivers, WsClient, WsFormat};
 use super::track::patient_id;
 use crate::process::{EdgeProcess, HubProcess, Process};
 use crate::{PATIENCE, free_port, init_hub_dir, sign_token, unix_now};
@@ -131,6 +131,7 @@ impl Wardlink {
             token: Some(self.token()),
             count,
             format: WsFormat::Wardlink,
+            client: WsClient::Tungstenite,
         }
     }
 
@@ -335,7 +336,7 @@ impl NodeRed {
                     if tokio::time::Instant::now() > deadline {
                         bail!("Node-RED never forwarded a reading to its WebSocket clients");
                     }
-                    device.publish(br#"{"hr":70}"#).await?;
+                    device.publish(br#"{"hr":70}"#, false).await?;
                 }
                 msg = socket.next() => match msg {
                     Some(Ok(m)) if m.to_text().is_ok_and(|t| t.contains("patients/probe/vitals")) => {
@@ -361,6 +362,7 @@ impl NodeRed {
             token: None,
             count,
             format: WsFormat::NodeRed,
+            client: WsClient::Tungstenite,
         }
     }
 }

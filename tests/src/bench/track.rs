@@ -86,6 +86,11 @@ impl Tracker {
         (self.patients * self.per_patient) as u64
     }
 
+    /// Readings each patient sends before latencies are recorded.
+    pub fn warmup(&self) -> usize {
+        self.warmup
+    }
+
     /// Readings each patient sends in this phase.
     pub fn per_patient(&self) -> usize {
         self.per_patient
