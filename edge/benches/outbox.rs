@@ -11,12 +11,11 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use wardlink_edge::config::OutboxSection;
-use wardlink_edge::metrics::EdgeMetrics;
 use wardlink_edge::outbox::Outbox;
+use wardlink_edge::outbox::OutboxMetrics;
 use wardlink_shared::ids::PatientId;
 use wardlink_shared::vitals::{Reading, Vitals};
 use wardlink_shared::wire::RecordBody;
@@ -52,7 +51,7 @@ fn outbox(c: &mut Criterion) {
     let (outbox, _thread) = Outbox::open(
         &dir.path().join("outbox.redb"),
         settings.settings(),
-        Arc::new(EdgeMetrics::new()),
+        OutboxMetrics::detached(),
     )
     .unwrap();
     let patient = PatientId::new("bed-01").unwrap();

@@ -17,6 +17,12 @@ use wardlink_shared::alarm::{
 pub use wardlink_shared::config::ConfigError;
 use wardlink_shared::{EdgeId, WardId};
 
+// Each component owns its section; this file only assembles them.
+pub use crate::admin::AdminSection;
+pub use crate::broker::MqttSection;
+pub use crate::outbox::OutboxSection;
+pub use crate::uplink::HubSection;
+
 /// `edge.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,146 +70,6 @@ pub struct EdgeSection {
     pub ward: WardId,
     /// Where the outbox and the device registry live.
     pub data_dir: PathBuf,
-}
-
-/// `[mqtt]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttSection {
-    /// Plain MQTT listener (3.1.1 and 5).
-    pub listen: SocketAddr,
-    /// A second plain listener (3.1.1 and 5), kept for configurations written when rumqttd
-    /// served MQTT 5 on a port of its own.
-    pub listen_v5: Option<SocketAddr>,
-    /// MQTT over TLS (3.1.1 and 5), usually port 8883; needs `tls_cert` and `tls_key`.
-    pub listen_tls: Option<SocketAddr>,
-    /// PEM certificate chain the TLS listener presents (`wardlink-cloud enroll` writes one
-    /// issued by the hub's CA).
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `tls_cert`.
-    pub tls_key: Option<PathBuf>,
-    /// Most devices that may be connected at once. Connections are only accepted from
-    /// registered devices using their own id, so this also bounds the broker's table.
-    pub max_devices: usize,
-    /// Largest MQTT payload accepted by the broker.
-    pub max_payload_bytes: usize,
-    /// Time a new connection has to complete TLS, send CONNECT and be authenticated.
-    pub connect_timeout_ms: u16,
-    /// Publishes per second one device may sustain; faster devices are slowed down (not
-    /// refused) so that one cannot crowd out the others.
-    pub max_publish_rate: u32,
-    /// Publishes one device may send at once after a quiet spell.
-    pub max_publish_burst: u32,
-    /// Readings stamped longer ago than this are refused (`timestamp_too_old`): a device
-    /// buffering through its own outage stays within it, a clock reset to 1970 does not.
-    pub max_reading_age_s: u32,
-}
-
-impl Default for MqttSection {
-    fn default() -> Self {
-        Self {
-            // Plain MQTT carries passwords in clear: the LAN gets it only by choice.
-            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            listen_v5: None,
-            listen_tls: None,
-            tls_cert: None,
-            tls_key: None,
-            max_devices: 2000,
-            max_payload_bytes: 16 * 1024,
-            connect_timeout_ms: 5000,
-            max_publish_rate: 2000,
-            max_publish_burst: 20_000,
-            max_reading_age_s: 24 * 60 * 60,
-        }
-    }
-}
-
-/// `[admin]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminSection {
-    /// `/healthz` and `/metrics`. Loopback by default: it is for the box's operator.
-    pub listen: SocketAddr,
-}
-
-impl Default for AdminSection {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
-        }
-    }
-}
-
-/// `[hub]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HubSection {
-    /// `host:port` of the hub's QUIC listener.
-    pub addr: String,
-    /// The name in the hub's certificate.
-    #[serde(default = "default_server_name")]
-    pub server_name: String,
-    /// The hub CA certificate (PEM).
-    pub ca_cert: PathBuf,
-    /// This edge's certificate (PEM), issued by `wardlink-cloud enroll`.
-    pub cert: PathBuf,
-    /// This edge's private key (PEM).
-    pub key: PathBuf,
-    /// How often the edge tells the hub it is alive (ms); the hub marks an edge offline after
-    /// its own `edge_offline_after_ms` of silence.
-    #[serde(default = "default_heartbeat_ms")]
-    pub heartbeat_ms: u64,
-}
-
-fn default_heartbeat_ms() -> u64 {
-    1000
-}
-
-fn default_server_name() -> String {
-    "wardlink-hub".into()
-}
-
-/// `[outbox]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboxSection {
-    /// Most records committed in one transaction.
-    pub max_batch: usize,
-    /// Most records in flight to the hub per lane before waiting for an ack.
-    pub max_in_flight: u64,
-    /// How long the first record of a group commit waits for others (ms). Records are
-    /// forwarded to the hub meanwhile; a `kill -9` loses at most what this window holds.
-    pub commit_window_ms: u64,
-    /// Disk budget in bytes of stored records (0: none). Over it, the oldest telemetry is
-    /// evicted (counted, and reported to the hub); alarms never are.
-    pub max_bytes: u64,
-    /// Records held in memory before they are committed. A slow disk makes appends wait at
-    /// this bound; a failing one (full) makes the oldest telemetry held in memory go instead.
-    pub max_memory_records: usize,
-}
-
-impl Default for OutboxSection {
-    fn default() -> Self {
-        Self {
-            max_batch: 1024,
-            max_in_flight: 8192,
-            commit_window_ms: 10,
-            max_bytes: 1 << 30,
-            max_memory_records: 100_000,
-        }
-    }
-}
-
-impl OutboxSection {
-    /// The outbox's settings.
-    pub fn settings(&self) -> crate::outbox::Settings {
-        crate::outbox::Settings {
-            max_batch: self.max_batch,
-            commit_window: std::time::Duration::from_millis(self.commit_window_ms),
-            max_bytes: self.max_bytes,
-            max_memory_records: self.max_memory_records,
-        }
-    }
 }
 
 /// The environment variables that override the file.
@@ -277,44 +143,11 @@ impl EdgeConfig {
             key: key.into(),
             reason: reason.into(),
         };
-        if self.hub.addr.rsplit_once(':').is_none() {
-            return Err(bad("hub.addr", "must be host:port"));
-        }
-        if self.mqtt.listen_tls.is_some() {
-            if self.mqtt.tls_cert.is_none() {
-                return Err(bad("mqtt.tls_cert", "required when mqtt.listen_tls is set"));
-            }
-            if self.mqtt.tls_key.is_none() {
-                return Err(bad("mqtt.tls_key", "required when mqtt.listen_tls is set"));
-            }
-        }
-        if self.mqtt.max_publish_rate == 0 {
-            return Err(bad("mqtt.max_publish_rate", "must be at least 1"));
-        }
-        if self.mqtt.max_devices == 0 {
-            return Err(bad("mqtt.max_devices", "must be at least 1"));
-        }
-        if self.outbox.max_batch == 0 {
-            return Err(bad("outbox.max_batch", "must be at least 1"));
-        }
-        if self.outbox.max_in_flight == 0 {
-            return Err(bad("outbox.max_in_flight", "must be at least 1"));
-        }
-        if self.outbox.commit_window_ms > 1000 {
-            return Err(bad(
-                "outbox.commit_window_ms",
-                "must be at most 1000 (a kill loses what the window holds)",
-            ));
-        }
-        if self.outbox.max_memory_records < self.outbox.max_batch {
-            return Err(bad(
-                "outbox.max_memory_records",
-                "must be at least outbox.max_batch",
-            ));
-        }
-        if self.hub.heartbeat_ms == 0 {
-            return Err(bad("hub.heartbeat_ms", "must be at least 1"));
-        }
+        self.hub
+            .validate()
+            .and(self.mqtt.validate())
+            .and(self.outbox.validate())
+            .map_err(|(key, reason)| bad(key, reason))?;
         self.rules()
             .validate()
             .map_err(|(key, reason)| bad(&key, reason))

@@ -86,9 +86,12 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     {
         tracing::warn!(dir = %data_dir.display(), "data directory was readable by others; now 0700");
     }
-    let (outbox, outbox_thread) =
-        Outbox::open(&cfg.outbox_path(), cfg.outbox.settings(), metrics.clone())
-            .with_context(|| format!("opening outbox {}", cfg.outbox_path().display()))?;
+    let (outbox, outbox_thread) = Outbox::open(
+        &cfg.outbox_path(),
+        cfg.outbox.settings(),
+        metrics.outbox.clone(),
+    )
+    .with_context(|| format!("opening outbox {}", cfg.outbox_path().display()))?;
     wardlink_io::fs::restrict(&cfg.outbox_path(), 0o600)?;
     for (name, addr) in [
         ("mqtt.listen", Some(cfg.mqtt.listen)),
@@ -118,7 +121,8 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
             registry,
             sessions: &cfg.edge.data_dir.join("sessions.json"),
             ingest: readings_tx,
-            metrics: metrics.clone(),
+            metrics: metrics.broker.clone(),
+            ingest_metrics: metrics.ingest.clone(),
         },
         shutdown.clone(),
     )
@@ -133,7 +137,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
             patient_settings: cfg.edge.data_dir.join("patient_settings.json"),
             edge_id: cfg.edge.id.to_string(),
             outbox: outbox.clone(),
-            metrics: metrics.clone(),
+            metrics: metrics.rules.clone(),
             active: active_tx,
             fanout: broker.fanout,
         },
@@ -149,7 +153,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         max_in_flight: cfg.outbox.max_in_flight,
         heartbeat: Duration::from_millis(cfg.hub.heartbeat_ms),
         outbox: outbox.clone(),
-        metrics: metrics.clone(),
+        metrics: metrics.uplink.clone(),
         commands: commands_tx,
     };
     tracker.spawn(uplink.run(shutdown.clone()));

@@ -52,8 +52,11 @@ impl Lane {
         }
     }
 
+    /// Every lane's metric label, in [`Lane::ALL`]'s order.
+    pub const LABELS: [&'static str; 2] = [Lane::Alarms.label(), Lane::Telemetry.label()];
+
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             Lane::Alarms => "alarms",
             Lane::Telemetry => "telemetry",

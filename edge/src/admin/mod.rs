@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` for supervisors and load balancers, `/metrics` for Prometheus.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -8,11 +9,28 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use serde::{Deserialize, Serialize};
 
 use tokio::sync::watch;
 use wardlink_shared::alarm::ActiveAlarm;
 
 use crate::metrics::EdgeMetrics;
+
+/// `[admin]` in `edge.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// `/healthz` and `/metrics`. Loopback by default: it is for the box's operator.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+        }
+    }
+}
 
 /// What the admin handlers read.
 #[derive(Clone)]

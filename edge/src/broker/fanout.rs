@@ -14,8 +14,8 @@ use rumqttd::local::{LinkRx, LinkTx};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::BrokerMetrics;
 use super::sessions::Sessions;
-use crate::metrics::EdgeMetrics;
 
 /// Messages on their way into rumqttd. When full, new ones are dropped (counted): see the
 /// module comment.
@@ -26,7 +26,7 @@ const QUEUE: usize = 4096;
 pub struct Fanout {
     tx: mpsc::Sender<(Bytes, Bytes)>,
     sessions: Arc<Sessions>,
-    metrics: Arc<EdgeMetrics>,
+    metrics: Arc<BrokerMetrics>,
 }
 
 impl Fanout {
@@ -35,7 +35,7 @@ impl Fanout {
         link_tx: LinkTx,
         link_rx: LinkRx,
         sessions: Arc<Sessions>,
-        metrics: Arc<EdgeMetrics>,
+        metrics: Arc<BrokerMetrics>,
         shutdown: CancellationToken,
     ) -> Fanout {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -55,7 +55,7 @@ impl Fanout {
     /// Publishes `payload` on `topic` for local subscribers, if there is room.
     pub fn offer(&self, topic: Bytes, payload: Bytes) {
         if self.tx.try_send((topic, payload)).is_err() {
-            self.metrics.mqtt_fanout_dropped.inc();
+            self.metrics.fanout_dropped.inc();
         }
     }
 }

@@ -23,13 +23,14 @@ use wardlink_shared::{DeviceId, PatientId};
 
 use super::admission::{Admission, PendingSlot};
 use super::fanout::Fanout;
+use super::metrics::BrokerMetrics;
 use super::policy::{MAX_ALIASES, Policy, own_topic};
 use super::relay::Relay;
 use super::session::{End, MAX_UNACKED, Session};
 use super::sessions::Sessions;
 use super::{AuthRefusal, DeviceRegistry, RESERVED_PREFIX};
+use crate::ingest::IngestMetrics;
 use crate::ingest::Ingested;
-use crate::metrics::EdgeMetrics;
 use wardlink_shared::mqtt::{self as packet, LEVEL_V4, LEVEL_V5, PacketError, Refuse};
 
 /// A write to a device that does not complete in this time ends its session (a device that
@@ -124,8 +125,10 @@ pub struct Parts {
     pub fanout: Fanout,
     /// Where accepted readings go.
     pub ingest: mpsc::Sender<Ingested>,
-    /// Metrics.
-    pub metrics: Arc<EdgeMetrics>,
+    /// The broker's metrics.
+    pub metrics: Arc<BrokerMetrics>,
+    /// Ingest's metrics (the gate decodes what devices publish).
+    pub ingest_metrics: Arc<IngestMetrics>,
     /// rumqttd's loopback listeners.
     pub inner: Inner,
     /// `mqtt.max_payload_bytes`.
@@ -172,8 +175,12 @@ impl Gate {
         })
     }
 
-    pub(super) fn metrics(&self) -> &EdgeMetrics {
+    pub(super) fn metrics(&self) -> &BrokerMetrics {
         &self.parts.metrics
+    }
+
+    pub(super) fn ingest_metrics(&self) -> &IngestMetrics {
+        &self.parts.ingest_metrics
     }
 
     pub(super) fn fanout(&self) -> &Fanout {
@@ -279,7 +286,7 @@ impl Gate {
     }
 
     fn refused(&self, why: GateRefusal) {
-        self.parts.metrics.mqtt_refused.with(why.label()).inc();
+        self.parts.metrics.refused.with(why.label()).inc();
     }
 
     async fn connection(
@@ -387,7 +394,7 @@ impl Gate {
             let _ = refuse(&mut client, level, Refuse::Credentials).await;
             return;
         }
-        let _counted = SessionCount::new(&self.parts.metrics.mqtt_sessions);
+        let _counted = SessionCount::new(&self.parts.metrics.sessions);
         let mut session = Session::new(
             self,
             device.clone(),
@@ -480,7 +487,7 @@ impl Gate {
             && own_topic(will, &entry.patient).is_none()
         {
             self.refused(GateRefusal::WillTopic);
-            self.parts.metrics.mqtt_denied.with("publish").inc();
+            self.parts.metrics.denied.with("publish").inc();
             tracing::warn!(device = %entry.id, "will message outside the device's patient; connection refused");
             return Err(Refuse::NotAuthorized);
         }

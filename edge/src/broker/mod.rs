@@ -25,9 +25,11 @@
 //! reconnects takes over its own slot (MQTT session takeover), so the table cannot overflow.
 
 mod admission;
+mod config;
 mod devices;
 mod fanout;
 mod gate;
+mod metrics;
 mod policy;
 mod relay;
 mod session;
@@ -40,11 +42,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use config::MqttSection;
 pub use devices::{
     AuthRefusal, DeviceEntry, DeviceRegistry, RegistryError, add_device, add_devices,
 };
 pub use fanout::Fanout;
 pub use gate::{DENIED_LABELS, GateRefusal};
+pub use metrics::BrokerMetrics;
 pub use policy::{DEVICE_TOPICS, Topic, own_filter, own_topic};
 use rand::RngExt as _;
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
@@ -54,9 +58,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wardlink_shared::DeviceId;
 
-use crate::config::MqttSection;
+use crate::ingest::IngestMetrics;
 use crate::ingest::Ingested;
-use crate::metrics::EdgeMetrics;
 
 /// Client id prefix of the edge's own links. Device ids may not start with it.
 pub const RESERVED_PREFIX: &str = "wardlink-";
@@ -180,8 +183,10 @@ pub struct BrokerParts<'a> {
     pub sessions: &'a Path,
     /// Where accepted readings go.
     pub ingest: mpsc::Sender<Ingested>,
-    /// Metrics.
-    pub metrics: Arc<EdgeMetrics>,
+    /// The broker's metrics.
+    pub metrics: Arc<BrokerMetrics>,
+    /// Ingest's metrics (the gate decodes what devices publish).
+    pub ingest_metrics: Arc<IngestMetrics>,
 }
 
 /// Starts rumqttd on loopback and the gate on the configured listeners; the gate stops at
@@ -197,6 +202,7 @@ pub async fn start(
         sessions,
         ingest,
         metrics,
+        ingest_metrics,
     } = parts;
     let acceptor = tls
         .map(|(cert, key, ca)| tls::acceptor(cert, key, ca))
@@ -292,6 +298,7 @@ pub async fn start(
         fanout: fanout.clone(),
         ingest,
         metrics,
+        ingest_metrics,
         inner,
         max_payload: mqtt.max_payload_bytes,
         connect_timeout: Duration::from_millis(u64::from(mqtt.connect_timeout_ms)),

@@ -240,7 +240,7 @@ impl<'g> Session<'g> {
             bucket.take(publishes);
             let pause = bucket.wait();
             if pause.is_some() {
-                self.gate.metrics().mqtt_throttled.inc();
+                self.gate.metrics().throttled.inc();
             }
             let reading = self.unacked.len() < MAX_UNACKED && pause.is_none();
             if !reading {
@@ -317,7 +317,7 @@ impl<'g> Session<'g> {
         let topic = match self.policy.publish(&publish)? {
             Verdict::Publish(t) => t,
             _ => {
-                self.gate.metrics().mqtt_denied.with("publish").inc();
+                self.gate.metrics().denied.with("publish").inc();
                 tracing::warn!(device = %self.device, "device published outside its patient's topics; connection closed");
                 self.out
                     .extend_from_slice(&packet::disconnect_not_authorized(self.level));
@@ -335,7 +335,12 @@ impl<'g> Session<'g> {
             Topic::Vitals => {
                 let vitals = &self.topics[0];
                 let name = std::str::from_utf8(vitals).unwrap_or_default();
-                match ingest::decode(name, &payload, self.gate.max_age(), self.gate.metrics()) {
+                match ingest::decode(
+                    name,
+                    &payload,
+                    self.gate.max_age(),
+                    self.gate.ingest_metrics(),
+                ) {
                     Ok((reading, stamped)) => {
                         let fanout = self
                             .gate
@@ -376,7 +381,7 @@ impl<'g> Session<'g> {
     async fn subscribe(&mut self, p: &Bytes) -> Result<(), End> {
         let sub = packet::parse_subscribe(p, self.level)?;
         if self.policy.subscribe(&sub) == Verdict::RefuseSubscribe {
-            self.gate.metrics().mqtt_denied.with("subscribe").inc();
+            self.gate.metrics().denied.with("subscribe").inc();
             tracing::warn!(device = %self.device, "subscription outside the device's patient refused");
             self.out.extend_from_slice(&packet::suback_refused(
                 self.level,

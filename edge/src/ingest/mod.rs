@@ -6,17 +6,52 @@
 //! A full channel makes sessions wait, which stops them reading their sockets: devices are
 //! slowed down, nothing is dropped.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use wardlink_shared::Reading;
+use wardlink_shared::metrics::{Counter, LabeledCounter, Registry};
 use wardlink_shared::payload::{RejectReason, decode_json_stamped};
 
 use crate::clock::now_ms;
 use crate::durable::Ticket;
-use crate::metrics::EdgeMetrics;
 
 /// Readings between the gate's sessions and the rules. When full, sessions wait
 /// (backpressure into the devices' sockets).
 pub const QUEUE: usize = 8192;
+
+/// What ingest counts.
+#[derive(Debug)]
+pub struct IngestMetrics {
+    /// Publishes received on patient topics.
+    pub received: Arc<Counter>,
+    /// Publishes refused, by reason.
+    pub rejected: LabeledCounter,
+    /// Readings accepted into the pipeline.
+    pub accepted: Arc<Counter>,
+}
+
+impl IngestMetrics {
+    /// Registers ingest's metrics on `r`.
+    pub fn register(r: &Registry) -> Self {
+        Self {
+            received: r.counter(
+                "wardlink_edge_readings_received_total",
+                "MQTT publishes received on patients/+/vitals (re-sends included).",
+            ),
+            rejected: r.labeled_counter(
+                "wardlink_edge_readings_rejected_total",
+                "Publishes refused by validation, by reason.",
+                "reason",
+                &RejectReason::LABELS,
+            ),
+            accepted: r.counter(
+                "wardlink_edge_readings_accepted_total",
+                "Readings accepted into the alarm rules and the outbox.",
+            ),
+        }
+    }
+}
 
 /// An accepted reading on its way to the rules.
 #[derive(Debug)]
@@ -37,16 +72,16 @@ pub fn decode(
     topic: &str,
     payload: &[u8],
     max_age: i64,
-    metrics: &EdgeMetrics,
+    metrics: &IngestMetrics,
 ) -> Result<(Reading, bool), RejectReason> {
-    metrics.readings_received.inc();
+    metrics.received.inc();
     match decode_json_stamped(topic, payload, now_ms(), max_age) {
         Ok(r) => {
-            metrics.readings_accepted.inc();
+            metrics.accepted.inc();
             Ok(r)
         }
         Err(reason) => {
-            metrics.readings_rejected.with(reason.label()).inc();
+            metrics.rejected.with(reason.label()).inc();
             tracing::debug!(reason = %reason, "reading rejected");
             Err(reason)
         }

@@ -23,11 +23,15 @@
 //!   here, but its dedupe entry is (without an fsync of its own: should a crash undo it, the
 //!   hub still recognises a re-send by patient and timestamp).
 
+mod committer;
+mod config;
+mod metrics;
 mod seen;
 mod store;
+mod tickets;
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,11 +43,14 @@ use wardlink_shared::PatientId;
 use wardlink_shared::time::Millis;
 
 use crate::durable::Ticket;
-use crate::metrics::EdgeMetrics;
+use committer::{Committer, evict_held};
+pub use config::OutboxSection;
+pub use metrics::OutboxMetrics;
 use seen::Seen;
 pub use seen::WINDOW as DEDUPE_WINDOW;
 pub use store::{EPOCH_SHIFT, OutboxError, epoch_start, inspect};
 use store::{Mark, Remember, Stamp, Stamped};
+use tickets::Tickets;
 
 /// How long a failed commit waits before the next attempt.
 const RETRY: Duration = Duration::from_millis(500);
@@ -113,32 +120,13 @@ struct Inner {
     /// Dedupe entries of records the hub acknowledged before their commit; the next commit
     /// writes them.
     marks: Vec<Mark>,
-    /// Tickets waiting for the lanes to be durable through their seqs (by lane index): a
-    /// reading's own record and every alarm event appended up to it (its own among them).
-    /// In seq order on both lanes.
-    waiters: VecDeque<([u64; 2], Ticket)>,
-    /// Each lane is durable (committed here or stored by the hub) through this seq, by lane
-    /// index.
-    durable: [u64; 2],
+    /// Readings' tickets waiting for their records to be durable.
+    tickets: Tickets,
 }
 
 impl Inner {
     fn held(&self) -> usize {
         self.pending[0].len() + self.pending[1].len()
-    }
-
-    /// Fires the tickets of readings now durable.
-    fn fire(&mut self) {
-        let durable = self.durable;
-        while self
-            .waiters
-            .front()
-            .is_some_and(|(s, _)| s[0] <= durable[0] && s[1] <= durable[1])
-        {
-            if let Some((_, ticket)) = self.waiters.pop_front() {
-                ticket.durable();
-            }
-        }
     }
 
     /// The highest seq given out on each lane, by lane index.
@@ -164,7 +152,7 @@ struct Shared {
     /// The open database, for readers; `None` while it is being reopened.
     db: Mutex<Option<Arc<Database>>>,
     settings: Settings,
-    metrics: Arc<EdgeMetrics>,
+    metrics: Arc<OutboxMetrics>,
 }
 
 impl Shared {
@@ -215,7 +203,7 @@ impl Outbox {
     pub fn open(
         path: &Path,
         settings: Settings,
-        metrics: Arc<EdgeMetrics>,
+        metrics: Arc<OutboxMetrics>,
     ) -> Result<(Outbox, std::thread::JoinHandle<()>), OutboxError> {
         let store = store::Store::open(path, now_ms())?;
         let alarms = store::read(&store.db(), Lane::Alarms, 0, usize::MAX)?.into();
@@ -235,8 +223,7 @@ impl Outbox {
             stream: store.stream(),
             seen,
             marks: Vec::new(),
-            waiters: VecDeque::new(),
-            durable: [next[0] - 1, next[1] - 1],
+            tickets: Tickets::new([next[0] - 1, next[1] - 1]),
         };
         let (heads, _) = watch::channel(inner.heads());
         tracing::info!(
@@ -253,12 +240,7 @@ impl Outbox {
             settings,
             metrics,
         });
-        let committer = Committer {
-            shared: shared.clone(),
-            stats,
-            store: Some(store),
-            path: path.to_owned(),
-        };
+        let committer = Committer::new(shared.clone(), store, path.to_owned());
         committer.gauges();
         let thread = std::thread::Builder::new()
             .name("outbox".into())
@@ -297,8 +279,7 @@ impl Outbox {
         }
         if let Some(ticket) = ticket {
             let at = g.given();
-            g.waiters.push_back((at, ticket));
-            g.fire();
+            g.tickets.wait(at, ticket);
         }
         Ok(())
     }
@@ -361,7 +342,7 @@ impl Outbox {
             if (seq + 1) & ((1 << EPOCH_SHIFT) - 1) == 0 {
                 // 2^40 records in one boot: the edge must restart to take a new epoch.
                 tracing::error!("outbox: this boot's seqs are used up; restart the edge");
-                self.shared.metrics.records_dropped.inc();
+                self.shared.metrics.dropped.inc();
                 return Err(Closed);
             }
             g.next[i] += 1;
@@ -376,7 +357,7 @@ impl Outbox {
                     // This record, and the alarm events appended with it (and before it).
                     let mut at = g.given();
                     at[i] = seq;
-                    g.waiters.push_back((at, ticket));
+                    g.tickets.wait(at, ticket);
                 }
             }
             g.pending[i].push_back(Stamped {
@@ -387,11 +368,7 @@ impl Outbox {
         }
         if g.failing && g.held() > self.shared.settings.max_memory_records {
             let n = evict_held(g, self.shared.settings.max_memory_records);
-            self.shared
-                .metrics
-                .outbox_evicted
-                .with("memory_full")
-                .add(n);
+            self.shared.metrics.evicted.with("memory_full").add(n);
         }
         g.waiting_since.get_or_insert_with(Instant::now);
         self.shared.heads.send_replace(g.heads());
@@ -486,8 +463,7 @@ impl Outbox {
         }
         let freed = before != g.held();
         // Stored by the hub: durable, whatever our disk does.
-        g.durable[i] = g.durable[i].max(upto);
-        g.fire();
+        g.tickets.durable(i, upto);
         g.waiting_since.get_or_insert_with(Instant::now);
         drop(g);
         self.shared.work.notify_one();
@@ -511,304 +487,6 @@ impl Outbox {
     /// Watches the heads (the highest seq given out per lane) and the stream.
     pub fn heads(&self) -> watch::Receiver<Heads> {
         self.shared.heads.subscribe()
-    }
-}
-
-/// Evicts the oldest telemetry held in memory down to 90 % of `max`, replacing it with one gap
-/// record; returns how many readings were evicted. Records the commit in progress is writing
-/// stay: if it succeeds they are on disk, and counting them evicted would be wrong.
-fn evict_held(g: &mut Inner, max: usize) -> u64 {
-    let target = max / 10 * 9;
-    let t = usize::from(Lane::Telemetry.index());
-    let writing = g.writing[t];
-    let keep = g.pending[t]
-        .iter()
-        .take_while(|s| s.record.seq <= writing)
-        .count();
-    let mut after = None;
-    let mut evicted = 0u64;
-    let mut fresh = 0u64;
-    let mut last = None;
-    while g.held() > target && g.pending[t].len() > keep + 1 {
-        let Some(s) = g.pending[t].remove(keep) else {
-            break;
-        };
-        // Not durable and now never will be: a device sending it again must be heard.
-        if let Some(m) = Mark::of(&s) {
-            g.seen.remove(&m.patient, m.ts);
-        }
-        let (n, a) = match s.record.body {
-            RecordBody::Gap { after, evicted, .. } => (evicted, after),
-            _ => {
-                fresh += 1;
-                (1, s.record.seq - 1)
-            }
-        };
-        after.get_or_insert(a);
-        evicted += n;
-        last = Some((s.record.seq, s.at));
-    }
-    if let (Some(after), Some((seq, at))) = (after, last) {
-        g.pending[t].insert(
-            keep,
-            Stamped {
-                at,
-                record: Record {
-                    seq,
-                    body: RecordBody::Gap {
-                        lane: Lane::Telemetry,
-                        after,
-                        evicted,
-                    },
-                },
-                seen: Remember::No,
-            },
-        );
-        // Waiting sessions are told their readings are lost (they close without
-        // acknowledging, and devices send again). All of them, not only the evicted ones': a
-        // duplicate's ticket waits on the lane's head, not on the reading it repeats.
-        g.waiters.clear();
-    }
-    fresh
-}
-
-struct Committer {
-    shared: Arc<Shared>,
-    /// What the database held after the last commit (kept while it is being reopened).
-    stats: [store::LaneStats; 2],
-    store: Option<store::Store>,
-    path: PathBuf,
-}
-
-impl Committer {
-    fn run(mut self) {
-        let window = self.shared.settings.commit_window;
-        let max_batch = self.shared.settings.max_batch;
-        let mut retry_at: Option<Instant> = None;
-        let mut closing_attempts = 0u32;
-        loop {
-            let (batch, marks, acked, closing) = {
-                let mut g = self.shared.lock();
-                loop {
-                    let now = Instant::now();
-                    let work = g.held() > 0 || g.acked != g.applied || !g.marks.is_empty();
-                    if g.closing && !work {
-                        return;
-                    }
-                    let due = match (work, g.waiting_since) {
-                        (false, _) => None,
-                        _ if g.closing || g.held() >= max_batch => Some(now),
-                        (true, Some(since)) => Some(since + window),
-                        (true, None) => Some(now),
-                    };
-                    let due = match (due, retry_at) {
-                        (Some(d), Some(r)) => Some(d.max(r)),
-                        (d, _) => d,
-                    };
-                    if let Some(d) = due
-                        && d <= now
-                    {
-                        break;
-                    }
-                    let wait = due.map_or(REFRESH, |d| (d - now).min(REFRESH));
-                    let (next, timed_out) = self
-                        .shared
-                        .work
-                        .wait_timeout(g, wait)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    g = next;
-                    if timed_out.timed_out() {
-                        drop(g);
-                        self.gauges();
-                        g = self.shared.lock();
-                    }
-                }
-                let mut batch: Vec<Stamped> = Vec::new();
-                for lane in Lane::ALL {
-                    let room = max_batch.saturating_sub(batch.len());
-                    let i = usize::from(lane.index());
-                    batch.extend(g.pending[i].iter().take(room).cloned());
-                    g.writing[i] = batch
-                        .iter()
-                        .filter(|s| s.record.body.lane() == lane)
-                        .map(|s| s.record.seq)
-                        .max()
-                        .unwrap_or(0);
-                }
-                g.waiting_since = None;
-                let marks = std::mem::take(&mut g.marks);
-                (batch, marks, g.acked, g.closing)
-            };
-            match self.commit(&batch, &marks, acked) {
-                Ok(()) => {
-                    retry_at = None;
-                    let mut g = self.shared.lock();
-                    g.writing = [0; 2];
-                    g.failing = false;
-                    g.applied = [0, 1].map(|i| g.applied[i].max(acked[i]));
-                    let through = |lane: Lane| {
-                        batch
-                            .iter()
-                            .filter(|s| s.record.body.lane() == lane)
-                            .map(|s| s.record.seq)
-                            .max()
-                            .unwrap_or(0)
-                    };
-                    for lane in Lane::ALL {
-                        let upto = through(lane);
-                        let i = usize::from(lane.index());
-                        while g.pending[i].front().is_some_and(|s| s.record.seq <= upto) {
-                            if let Some(s) = g.pending[i].pop_front()
-                                && lane == Lane::Alarms
-                                && s.record.seq > g.acked[i]
-                            {
-                                g.alarms.push_back(s.record);
-                            }
-                        }
-                    }
-                    for lane in Lane::ALL {
-                        let i = usize::from(lane.index());
-                        g.durable[i] = g.durable[i].max(through(lane));
-                    }
-                    g.fire();
-                    if g.held() > 0 || g.acked != g.applied || !g.marks.is_empty() {
-                        // What arrived during this commit waits at most one window more.
-                        g.waiting_since.get_or_insert_with(Instant::now);
-                    }
-                    drop(g);
-                    self.shared.room.notify_waiters();
-                    self.gauges();
-                }
-                Err(e) => {
-                    let mut g = self.shared.lock();
-                    g.writing = [0; 2];
-                    // The marks are written by the next attempt, before any taken since.
-                    let newer = std::mem::replace(&mut g.marks, marks);
-                    g.marks.extend(newer);
-                    if !g.failing {
-                        tracing::error!(error = %e, held = g.held(), "outbox commit failed; records stay in memory and are still forwarded; retrying");
-                    }
-                    g.failing = true;
-                    g.waiting_since.get_or_insert_with(Instant::now);
-                    let max = self.shared.settings.max_memory_records;
-                    if g.held() > max {
-                        let n = evict_held(&mut g, max);
-                        self.shared
-                            .metrics
-                            .outbox_evicted
-                            .with("memory_full")
-                            .add(n);
-                    }
-                    drop(g);
-                    self.shared.metrics.outbox_errors.inc();
-                    self.shared.metrics.outbox_failing.set(1);
-                    self.shared.room.notify_waiters();
-                    retry_at = Some(Instant::now() + RETRY);
-                    if closing {
-                        closing_attempts += 1;
-                        if closing_attempts >= CLOSING_ATTEMPTS {
-                            let mut g = self.shared.lock();
-                            let lost = g.held() as u64;
-                            g.pending = [VecDeque::new(), VecDeque::new()];
-                            g.marks.clear();
-                            g.waiters.clear();
-                            g.applied = g.acked;
-                            drop(g);
-                            self.shared.metrics.records_dropped.add(lost);
-                            tracing::error!(
-                                records = lost,
-                                "outbox: shutting down with records that could not be committed: lost"
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// One commit attempt, reopening the database first if an earlier failure closed it.
-    fn commit(
-        &mut self,
-        batch: &[Stamped],
-        marks: &[Mark],
-        acked: [u64; 2],
-    ) -> Result<(), OutboxError> {
-        let store = match self.store.as_mut() {
-            Some(s) => s,
-            None => {
-                let s = store::Store::reopen(&self.path)?;
-                self.shared.set_db(Some(s.db()));
-                tracing::info!("outbox database reopened");
-                self.store.insert(s)
-            }
-        };
-        let started = Instant::now();
-        match store.commit(batch, marks, acked, self.shared.settings.max_bytes) {
-            Ok(done) => {
-                self.stats = store.stats();
-                if done.inserted != [0, 0] {
-                    self.shared
-                        .metrics
-                        .outbox_commit_seconds
-                        .observe(started.elapsed());
-                }
-                let m = &self.shared.metrics;
-                for lane in Lane::ALL {
-                    let i = usize::from(lane.index());
-                    m.outbox_committed.with(lane.label()).add(done.inserted[i]);
-                }
-                if done.evicted > 0 {
-                    m.outbox_evicted.with("disk_budget").add(done.evicted);
-                    tracing::warn!(
-                        records = done.evicted,
-                        "outbox over its disk budget: oldest telemetry evicted"
-                    );
-                }
-                m.outbox_failing.set(0);
-                Ok(())
-            }
-            Err(e) => {
-                // After an I/O error redb refuses everything until reopened. Readers holding
-                // the old handle finish their transaction first.
-                self.shared.set_db(None);
-                self.store = None;
-                Err(e)
-            }
-        }
-    }
-
-    /// Refreshes the outbox gauges.
-    fn gauges(&self) {
-        let m = &self.shared.metrics;
-        let (held, oldest_held) = {
-            let g = self.shared.lock();
-            (
-                [g.pending[0].len(), g.pending[1].len()],
-                [0, 1].map(|i| g.pending[i].front().map(|s| s.at)),
-            )
-        };
-        let now = now_ms();
-        let mut bytes = 0u64;
-        for lane in Lane::ALL {
-            let i = usize::from(lane.index());
-            let stored = self.stats[i];
-            let count = stored.count;
-            bytes += stored.bytes;
-            m.outbox_depth
-                .with(lane.label())
-                .set(i64::try_from(count + held[i] as u64).unwrap_or(i64::MAX));
-            let oldest_stored = match (&self.store, count) {
-                (Some(s), 1..) => store::oldest(&s.db(), lane).ok().flatten(),
-                _ => None,
-            };
-            let oldest = oldest_stored.or(oldest_held[i]);
-            m.outbox_oldest_ms
-                .with(lane.label())
-                .set(oldest.map_or(0, |at| (now - at).max(0)));
-        }
-        m.outbox_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        m.outbox_held
-            .set(i64::try_from(held[0] + held[1]).unwrap_or(i64::MAX));
     }
 }
 

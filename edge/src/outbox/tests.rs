@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,8 +20,8 @@ use wardlink_shared::ids::PatientId;
 use wardlink_shared::vitals::{Reading, Vitals};
 use wardlink_shared::wire::{Lane, Record, RecordBody};
 
+use super::OutboxMetrics;
 use super::{EPOCH_SHIFT, Outbox, Settings};
-use crate::metrics::EdgeMetrics;
 
 const SEEDS: u64 = 20;
 const OPS: usize = 200;
@@ -132,12 +131,8 @@ impl Harness {
 
     /// Opens the outbox (a new boot epoch) and checks the seqs it will give out are new.
     fn open(&mut self) {
-        let opened = Outbox::open(
-            &self.path,
-            self.settings.clone(),
-            Arc::new(EdgeMetrics::new()),
-        )
-        .expect("open outbox");
+        let opened = Outbox::open(&self.path, self.settings.clone(), OutboxMetrics::detached())
+            .expect("open outbox");
         self.outbox = Some(opened);
         let heads = self.heads();
         let mut epoch = None;

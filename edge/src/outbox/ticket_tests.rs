@@ -2,16 +2,15 @@
 //! the alarm events appended with it are durable (committed here, or stored by the hub);
 //! a repeat waits for what came before it; the window survives a restart.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use wardlink_shared::ids::PatientId;
 use wardlink_shared::wire::Lane;
 
+use super::OutboxMetrics;
 use super::tests::{alarm, vitals};
 use super::{Outbox, Settings};
 use crate::durable::Tickets;
-use crate::metrics::EdgeMetrics;
 
 fn settings(commit_window: Duration) -> Settings {
     Settings {
@@ -41,7 +40,7 @@ async fn fired(tickets: &Tickets, n: u64) {
 async fn a_ticket_fires_after_the_commit_and_a_repeat_after_its_original() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("outbox.redb");
-    let metrics = Arc::new(EdgeMetrics::new());
+    let metrics = OutboxMetrics::detached();
     let (outbox, thread) = Outbox::open(&path, settings(Duration::from_millis(5)), metrics.clone())
         .unwrap_or_else(|e| panic!("{e}"));
     let mut tickets = Tickets::new();
@@ -81,7 +80,7 @@ async fn the_hubs_acknowledgement_makes_a_reading_durable_with_its_alarms() {
     let (outbox, thread) = Outbox::open(
         &dir.path().join("outbox.redb"),
         settings(Duration::from_secs(1)),
-        Arc::new(EdgeMetrics::new()),
+        OutboxMetrics::detached(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let mut tickets = Tickets::new();

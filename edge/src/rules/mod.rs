@@ -16,16 +16,41 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use wardlink_shared::PatientId;
 use wardlink_shared::alarm::{ActiveAlarm, AlarmEngine, AlarmEvent, PatientSettings, RuleSettings};
+use wardlink_shared::metrics::{Counter, Registry};
 use wardlink_shared::wire::{EdgeCommand, RecordBody};
 
 use crate::broker::Fanout;
 use crate::clock::now_ms;
 use crate::ingest::Ingested;
-use crate::metrics::EdgeMetrics;
 use crate::outbox::Outbox;
 
 /// How often pending alarm delays are checked between readings.
 const TICK: Duration = Duration::from_millis(250);
+
+/// What the rules count.
+#[derive(Debug)]
+pub struct RulesMetrics {
+    /// Alarm events produced by the rules.
+    pub alarm_events: Arc<Counter>,
+    /// Readings already held (a device sending one again), acknowledged and not stored twice.
+    pub duplicates: Arc<Counter>,
+}
+
+impl RulesMetrics {
+    /// Registers the rules' metrics on `r`.
+    pub fn register(r: &Registry) -> Self {
+        Self {
+            alarm_events: r.counter(
+                "wardlink_edge_alarm_events_total",
+                "Alarm events (raised, updated, resolved) produced by the rules.",
+            ),
+            duplicates: r.counter(
+                "wardlink_edge_readings_duplicate_total",
+                "Readings a device sent again that were already accepted: acknowledged, not stored twice.",
+            ),
+        }
+    }
+}
 
 /// What the rules task works with.
 pub struct Rules {
@@ -37,8 +62,8 @@ pub struct Rules {
     pub edge_id: String,
     /// Where records go.
     pub outbox: Outbox,
-    /// Metrics.
-    pub metrics: Arc<EdgeMetrics>,
+    /// The rules' metrics.
+    pub metrics: Arc<RulesMetrics>,
     /// The active episodes, for the admin listener.
     pub active: watch::Sender<Vec<ActiveAlarm>>,
     /// Accepted readings for local MQTT subscribers.
@@ -118,7 +143,7 @@ async fn accept(
     engine: &mut AlarmEngine,
     outbox: &Outbox,
     fanout: &Fanout,
-    metrics: &EdgeMetrics,
+    metrics: &RulesMetrics,
     active: &watch::Sender<Vec<ActiveAlarm>>,
     ingested: Ingested,
 ) -> Result<(), crate::outbox::Closed> {
@@ -131,7 +156,7 @@ async fn accept(
     if stamped {
         match outbox.repeat(&reading.patient, reading.ts, ticket) {
             Ok(()) => {
-                metrics.readings_duplicate.inc();
+                metrics.duplicates.inc();
                 return Ok(());
             }
             Err(t) => ticket = t,

@@ -6,6 +6,8 @@
 //! The hub's Welcome says how far it has stored each lane; sending resumes from there, so a
 //! reconnect re-sends only what was never acknowledged, and the hub ignores what it has.
 
+mod config;
+mod metrics;
 mod tls;
 
 use std::net::SocketAddr;
@@ -19,9 +21,10 @@ use wardlink_io::frames::{FrameIoError, read_frame, write_frame};
 use wardlink_shared::wire::{EdgeCommand, ErrorCode, Frame, FrameDecoder, Lane, PROTOCOL_VERSION};
 use wardlink_shared::{EdgeId, WardId};
 
-use crate::metrics::EdgeMetrics;
 use crate::outbox::{Closed, Outbox, OutboxError};
 use crate::rules::CommandRequest;
+pub use config::HubSection;
+pub use metrics::UplinkMetrics;
 pub use tls::{TlsError, client_config};
 
 /// Records per frame.
@@ -110,8 +113,8 @@ pub struct Uplink {
     pub heartbeat: Duration,
     /// The outbox to drain.
     pub outbox: Outbox,
-    /// Metrics.
-    pub metrics: Arc<EdgeMetrics>,
+    /// The uplink's metrics.
+    pub metrics: Arc<UplinkMetrics>,
     /// Where the hub's commands go (the rules task).
     pub commands: mpsc::Sender<CommandRequest>,
 }
@@ -151,7 +154,7 @@ impl Uplink {
                             State::Online(online)
                         }
                         Err(e) => {
-                            self.metrics.uplink_connect_failures.inc();
+                            self.metrics.connect_failures.inc();
                             failures = failures.saturating_add(1);
                             tracing::warn!(hub = %self.hub_addr, error = %e, "uplink connect failed");
                             State::Waiting(backoff(failures))
@@ -160,9 +163,9 @@ impl Uplink {
                 }
                 State::Online(online) => {
                     let conn = online.conn.clone();
-                    self.metrics.uplink_connected.set(1);
+                    self.metrics.connected.set(1);
                     let result = self.online(online, &shutdown).await;
-                    self.metrics.uplink_connected.set(0);
+                    self.metrics.connected.set(0);
                     if shutdown.is_cancelled() {
                         conn.close(0u32.into(), b"edge shutting down");
                         State::Stopped
@@ -393,7 +396,7 @@ impl Uplink {
                                     n += q.pop_front().map_or(0, |(_, k)| k);
                                 }
                             }
-                            self.metrics.records_acked.with(lane.label()).add(n);
+                            self.metrics.acked.with(lane.label()).add(n);
                             acked_tx.send_replace(seq);
                         }
                     }
@@ -448,7 +451,7 @@ impl Uplink {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push_back((last, n));
-                self.metrics.records_sent.with(lane.label()).add(n);
+                self.metrics.sent.with(lane.label()).add(n);
                 cursor = last;
             }
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use wardlink_io::pem::{PemError, load_certs, load_key, load_roots};
 use wardlink_shared::wire::ALPN;
 
-use crate::config::HubSection;
+use super::HubSection;
 
 /// A hub silent for this many heartbeats is gone; the edge reconnects.
 const IDLE_HEARTBEATS: u32 = 5;
