@@ -3,26 +3,17 @@
 //! Stored as `devices.json` in the data directory, written atomically (temporary file, fsync,
 //! rename) by `wardlink-edge device add`, and re-read by the running edge whenever the file
 //! changes, so a new device can connect within seconds without a restart. Passwords are stored
-//! only as Argon2id PHC strings.
-//!
-//! The KDF is tuned for machine secrets on a small box: a device password is 128 random bits,
-//! so a stolen registry cannot be brute-forced whatever the KDF costs; the KDF only has to
-//! keep the file from revealing the passwords. New hashes therefore use 1 MiB and 2 passes
-//! ([`kdf`]) instead of Argon2's defaults (19 MiB): a connection storm after an outage
-//! authenticates 1,000 devices in about a second, and the edge's memory stays flat (glibc
-//! keeps a freed 19 MiB block per thread arena, which once held the edge above 300 MiB with
-//! twenty devices). Hashes written with other parameters still verify with their own.
+//! only as Argon2id PHC strings ([`super::kdf`]: the parameters, and why).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use rand::RngExt as _;
 use serde::{Deserialize, Serialize};
 use wardlink_shared::{DeviceId, PatientId};
+
+use super::kdf;
 
 /// A registry problem.
 #[derive(Debug, thiserror::Error)]
@@ -164,39 +155,20 @@ pub fn add_devices(
     Ok(passwords)
 }
 
-/// Argon2id with 1 MiB of memory and 2 passes, for 128-bit machine secrets (see the module
-/// comment).
-fn kdf() -> Argon2<'static> {
-    let params = argon2::Params::new(1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-}
-
-/// Verifies `pass` against a hash no password matches, made with [`kdf`]'s parameters (those
-/// of every hash the edge writes), so that an unknown device costs what a wrong password costs.
+/// Verifies `pass` against a hash no password matches, made with [`kdf::hasher`]'s parameters
+/// (those of every hash the edge writes), so that an unknown device costs what a wrong
+/// password costs.
 fn decoy(pass: &str) {
     static DECOY: std::sync::LazyLock<Option<String>> =
-        std::sync::LazyLock::new(|| new_credentials().ok().map(|(_, hash)| hash));
-    if let Some(hash) = DECOY.as_deref().and_then(|h| PasswordHash::new(h).ok()) {
-        let _ = Argon2::default().verify_password(pass.as_bytes(), &hash);
+        std::sync::LazyLock::new(|| kdf::new_credentials().ok().map(|(_, hash)| hash));
+    if let Some(hash) = DECOY.as_deref() {
+        let _ = kdf::verify(pass.as_bytes(), hash);
     }
 }
 
 /// A new password and its Argon2id PHC string.
 fn new_credentials() -> Result<(String, String), RegistryError> {
-    let password = new_password();
-    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-    let password_hash = kdf()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| RegistryError::Hash(e.to_string()))?
-        .to_string();
-    Ok((password, password_hash))
-}
-
-/// 128 random bits, hex: a secret, not a memorable password, so brute force is hopeless even
-/// without the KDF; the KDF protects the file.
-fn new_password() -> String {
-    let bytes: [u8; 16] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    kdf::new_credentials().map_err(RegistryError::Hash)
 }
 
 fn read_file(path: &Path) -> Result<Option<RegistryFile>, RegistryError> {
@@ -370,10 +342,9 @@ impl DeviceRegistry {
                 return Err(AuthRefusal::UnknownDevice);
             }
         };
-        let hash = PasswordHash::new(&entry.password_hash).map_err(|_| AuthRefusal::BadPassword)?;
-        Argon2::default()
-            .verify_password(pass.as_bytes(), &hash)
-            .map_err(|_| AuthRefusal::BadPassword)?;
+        if !kdf::verify(pass.as_bytes(), &entry.password_hash) {
+            return Err(AuthRefusal::BadPassword);
+        }
         Ok(entry)
     }
 }
@@ -498,8 +469,9 @@ mod tests {
         assert!(reg.authenticate("mon-1", "mon-1", &pw).is_ok());
 
         // A registry written with Argon2's defaults (19 MiB) keeps working.
+        use argon2::password_hash::{PasswordHasher as _, SaltString};
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        let legacy = Argon2::default()
+        let legacy = argon2::Argon2::default()
             .hash_password(b"legacy-secret", &salt)
             .unwrap()
             .to_string();

@@ -29,6 +29,7 @@ mod config;
 mod devices;
 mod fanout;
 mod gate;
+mod kdf;
 mod metrics;
 mod policy;
 mod relay;
