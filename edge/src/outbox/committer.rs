@@ -76,6 +76,8 @@ pub(super) struct Committer {
     stats: [store::LaneStats; 2],
     store: Option<store::Store>,
     path: PathBuf,
+    /// When the oldest records' ages were last read from the database.
+    refreshed: Instant,
 }
 
 impl Committer {
@@ -86,6 +88,7 @@ impl Committer {
             stats: store.stats(),
             store: Some(store),
             path,
+            refreshed: Instant::now(),
         }
     }
 
@@ -127,7 +130,7 @@ impl Committer {
                     g = next;
                     if timed_out.timed_out() {
                         drop(g);
-                        self.gauges();
+                        self.gauges(false);
                         g = self.shared.lock();
                     }
                 }
@@ -183,7 +186,7 @@ impl Committer {
                     }
                     drop(g);
                     self.shared.room.notify_waiters();
-                    self.gauges();
+                    self.gauges(false);
                 }
                 Err(e) => {
                     let mut g = self.shared.lock();
@@ -279,8 +282,11 @@ impl Committer {
         }
     }
 
-    /// Refreshes the outbox gauges.
-    pub(super) fn gauges(&self) {
+    /// Refreshes the outbox gauges. Depth, bytes and held records come from memory and are
+    /// set every time; the oldest record's age reads the database, so it is refreshed at most
+    /// once per [`REFRESH`] (or when `ages` asks), not after each of a hundred commits a
+    /// second.
+    pub(super) fn gauges(&mut self, ages: bool) {
         let m = &self.shared.metrics;
         let (held, oldest_held) = {
             let g = self.shared.lock();
@@ -289,6 +295,10 @@ impl Committer {
                 [0, 1].map(|i| g.pending[i].front().map(|s| s.at)),
             )
         };
+        let ages = ages || self.refreshed.elapsed() >= REFRESH;
+        if ages {
+            self.refreshed = Instant::now();
+        }
         let now = now_ms();
         let mut bytes = 0u64;
         for lane in Lane::ALL {
@@ -299,6 +309,9 @@ impl Committer {
             m.depth
                 .with(lane.label())
                 .set(i64::try_from(count + held[i] as u64).unwrap_or(i64::MAX));
+            if !ages {
+                continue;
+            }
             let oldest_stored = match (&self.store, count) {
                 (Some(s), 1..) => store::oldest(&s.db(), lane).ok().flatten(),
                 _ => None,

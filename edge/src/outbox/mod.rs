@@ -170,6 +170,16 @@ impl Shared {
             .clone()
     }
 
+    /// Marks that work waits for a commit; whether the commit thread must be woken for it:
+    /// only when this opens a window or fills a batch. While a window is open the thread
+    /// already sleeps until its end, and waking it for each record (a thousand a second) costs
+    /// a context switch each for nothing.
+    fn opens_window(&self, g: &mut Inner) -> bool {
+        let opens = g.waiting_since.is_none();
+        g.waiting_since.get_or_insert_with(Instant::now);
+        opens || g.held() >= self.settings.max_batch
+    }
+
     fn set_db(&self, db: Option<Arc<Database>>) {
         *self
             .db
@@ -240,8 +250,8 @@ impl Outbox {
             settings,
             metrics,
         });
-        let committer = Committer::new(shared.clone(), store, path.to_owned());
-        committer.gauges();
+        let mut committer = Committer::new(shared.clone(), store, path.to_owned());
+        committer.gauges(true);
         let thread = std::thread::Builder::new()
             .name("outbox".into())
             .spawn(move || committer.run())
@@ -370,9 +380,11 @@ impl Outbox {
             let n = evict_held(g, self.shared.settings.max_memory_records);
             self.shared.metrics.evicted.with("memory_full").add(n);
         }
-        g.waiting_since.get_or_insert_with(Instant::now);
+        let wake = self.shared.opens_window(g);
         self.shared.heads.send_replace(g.heads());
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(())
     }
 
@@ -464,9 +476,11 @@ impl Outbox {
         let freed = before != g.held();
         // Stored by the hub: durable, whatever our disk does.
         g.tickets.durable(i, upto);
-        g.waiting_since.get_or_insert_with(Instant::now);
+        let wake = self.shared.opens_window(&mut g);
         drop(g);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         if freed {
             self.shared.room.notify_waiters();
         }
