@@ -25,6 +25,7 @@ fn rules(c: &mut Criterion) {
     };
     let mut engine = AlarmEngine::new(RuleSettings::default(), "edge-bench");
     let mut now = NOW;
+    let base = std::time::Instant::now();
     c.bench_function(
         "AlarmEngine::observe (normal reading, NEWS2, trends)",
         |b| {
@@ -32,7 +33,11 @@ fn rules(c: &mut Criterion) {
                 now += 1000;
                 let mut r = reading.clone();
                 r.ts = now;
-                black_box(engine.observe(black_box(&r), now))
+                let at = wardlink_shared::time::Now {
+                    mono: base + std::time::Duration::from_millis((now - NOW) as u64),
+                    wall: now,
+                };
+                black_box(engine.observe(black_box(&r), at))
             })
         },
     );

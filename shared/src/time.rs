@@ -9,6 +9,40 @@ use time::format_description::well_known::Rfc3339;
 /// Milliseconds since 1970-01-01T00:00:00Z.
 pub type Millis = i64;
 
+/// The two clocks at one instant, as a driver reads them and hands them to the core (which
+/// never reads a clock itself).
+///
+/// `mono` runs every timer (alarm delays, confirmations, `signal_lost`, silences, reminders):
+/// it never steps. `wall` only stamps what is recorded; a Raspberry Pi without a real-time
+/// clock steps it when NTP syncs, by hours or days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time.
+    pub mono: std::time::Instant,
+    /// Wall-clock time, ms since the Unix epoch.
+    pub wall: Millis,
+}
+
+impl Now {
+    /// `wall`, a wall-clock instant (ms), on the monotonic clock: as far before or after
+    /// `mono` as it is before or after `self.wall`. Earlier than the monotonic clock can say
+    /// (before the machine started) reads as `mono` minus as much as it can.
+    pub fn mono_of(&self, wall: Millis) -> std::time::Instant {
+        let offset = std::time::Duration::from_millis(wall.abs_diff(self.wall));
+        if wall >= self.wall {
+            self.mono + offset
+        } else {
+            self.mono.checked_sub(offset).unwrap_or(self.mono)
+        }
+    }
+
+    /// Milliseconds from `then` to this instant on the monotonic clock (0 if `then` is later).
+    pub fn since(&self, then: std::time::Instant) -> Millis {
+        Millis::try_from(self.mono.saturating_duration_since(then).as_millis())
+            .unwrap_or(Millis::MAX)
+    }
+}
+
 /// Parses an RFC 3339 timestamp into milliseconds since the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use wardlink_shared::PatientId;
@@ -20,12 +19,9 @@ use wardlink_shared::metrics::{Counter, Registry};
 use wardlink_shared::wire::{EdgeCommand, RecordBody};
 
 use crate::broker::Fanout;
-use crate::clock::now_ms;
+use crate::clock::now;
 use crate::ingest::Ingested;
 use crate::outbox::Outbox;
-
-/// How often pending alarm delays are checked between readings.
-const TICK: Duration = Duration::from_millis(250);
 
 /// What the rules count.
 #[derive(Debug)]
@@ -90,11 +86,13 @@ pub async fn run(
     let mut engine = AlarmEngine::new(settings, edge_id);
     let mut own = load_patient_settings(&patient_settings);
     for (patient, s) in &own {
-        engine.set_patient_settings(patient.clone(), s.clone(), now_ms());
+        engine.set_patient_settings(patient.clone(), s.clone(), now());
     }
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // The engine says when it next has work without a reading (a delay running out, a
+        // device falling silent, a silence ending); on the monotonic clock, so a step of the
+        // wall clock moves none of it.
+        let due = engine.next_deadline().map(tokio::time::Instant::from_std);
         // Commands and timers first: a flood of readings must not hold back an
         // acknowledgement, a silence or an alarm whose delay has run out.
         let records: Vec<RecordBody> = tokio::select! {
@@ -106,8 +104,8 @@ pub async fn run(
                 publish_active(&engine, &active);
                 events.into_iter().map(RecordBody::Alarm).collect()
             }
-            _ = tick.tick() => engine
-                .tick(now_ms())
+            () = sleep_until(due) => engine
+                .tick(now())
                 .into_iter()
                 .map(RecordBody::Alarm)
                 .collect(),
@@ -135,6 +133,14 @@ pub async fn run(
         if !records.is_empty() && outbox.append(records).await.is_err() {
             return;
         }
+    }
+}
+
+/// Sleeps until `due`, or for ever when nothing is due.
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -166,7 +172,7 @@ async fn accept(
         // patient and timestamp, and two unstamped readings may arrive in one millisecond.
         reading.ts = outbox.unique_ts(&reading.patient, reading.ts);
     }
-    let observation = engine.observe(&reading, now_ms());
+    let observation = engine.observe(&reading, now());
     let alarms = observation.events.len();
     let mut records: Vec<RecordBody> = observation
         .events
@@ -256,10 +262,7 @@ async fn handle_command(
                 return (Vec::new(), false);
             }
             tracing::info!(by = %by, "patient settings applied");
-            (
-                engine.set_patient_settings(patient, settings, now_ms()),
-                true,
-            )
+            (engine.set_patient_settings(patient, settings, now()), true)
         }
         EdgeCommand::Silence {
             patient,
@@ -268,12 +271,12 @@ async fn handle_command(
             by,
             ..
         } => {
-            engine.silence(&patient, from, until);
+            engine.silence(&patient, from, until, now());
             tracing::info!(by = %by, until, "patient alarms silenced by the hub");
             (Vec::new(), true)
         }
         EdgeCommand::Acknowledge { alert, by, .. } => {
-            if engine.acknowledge(&alert, &by, now_ms()) {
+            if engine.acknowledge(&alert, &by, now()) {
                 tracing::info!(alert = %alert, by = %by, "alarm acknowledged at the hub");
             } else {
                 tracing::debug!(alert = %alert, "acknowledged alarm is no longer active here");

@@ -15,6 +15,7 @@ mod limits;
 mod trend;
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +25,7 @@ pub use trend::{TrendRule, TrendSettings};
 
 use crate::ids::PatientId;
 use crate::news2::{self, News2, Risk, Spo2Scale};
-use crate::time::Millis;
+use crate::time::{Millis, Now};
 use crate::vitals::{Reading, VitalSign, Vitals};
 
 /// Alarm priority, as in IEC 60601-1-8.
@@ -111,8 +112,8 @@ impl Default for SilenceSettings {
 /// A silence of one patient's alarms, decided at the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Silence {
-    from: Millis,
-    until: Millis,
+    from: Instant,
+    until: Instant,
 }
 
 /// NEWS2 settings of a ward (`[news2]`).
@@ -341,7 +342,7 @@ enum ConditionKey {
 enum Condition {
     /// Violating since `since`; not yet raised.
     Pending {
-        since: Millis,
+        since: Instant,
         eval: Evaluation,
         values: Vitals,
     },
@@ -351,7 +352,7 @@ enum Condition {
         kind: String,
         priority: Priority,
         /// Who acknowledged it, and when.
-        acknowledged: Option<(String, Millis)>,
+        acknowledged: Option<(String, Instant)>,
         /// Whether its last notification went out silenced: when the silence no longer
         /// covers it, it is announced again.
         silenced: bool,
@@ -362,8 +363,8 @@ enum Condition {
 struct PatientState {
     conditions: BTreeMap<ConditionKey, Condition>,
     latest: latest::Latest,
-    /// When the last reading arrived (edge time).
-    last_seen: Option<Millis>,
+    /// When the last reading arrived (the edge's monotonic clock).
+    last_seen: Option<Instant>,
     /// Smoothed time between readings.
     interval_ms: Option<f64>,
     /// Bucketed history per vital sign with a trend rule.
@@ -432,7 +433,7 @@ impl AlarmEngine {
         &mut self,
         patient: PatientId,
         settings: PatientSettings,
-        now: Millis,
+        now: Now,
     ) -> Vec<AlarmEvent> {
         if settings == PatientSettings::default() {
             self.overrides.remove(&patient);
@@ -467,7 +468,7 @@ impl AlarmEngine {
                     state: AlertState::Resolved,
                     message: "alarm limits changed; judged anew from the next reading".into(),
                     values: Vitals::default(),
-                    ts: now,
+                    ts: now.wall,
                     silenced,
                 });
             }
@@ -488,17 +489,17 @@ impl AlarmEngine {
     }
 
     /// Feeds one reading received at `now`.
-    pub fn observe(&mut self, reading: &Reading, now: Millis) -> Observation {
+    pub fn observe(&mut self, reading: &Reading, now: Now) -> Observation {
         let mut events = Vec::new();
         let settings = self.settings_for(&reading.patient);
         let state = self.patients.entry(reading.patient.clone()).or_default();
         if let Some(prev) = state.last_seen {
             // Exponentially smoothed, so one late reading does not halve the timeout.
             #[allow(clippy::cast_precision_loss)]
-            let gap = (now - prev).max(0) as f64;
+            let gap = now.since(prev) as f64;
             state.interval_ms = Some(state.interval_ms.map_or(gap, |i| 0.8 * i + 0.2 * gap));
         }
-        state.last_seen = Some(now);
+        state.last_seen = Some(now.mono);
         state.latest.update(&reading.vitals, reading.ts);
         // Scored as of the reading's own measurement time, so a reading delivered late (a
         // device catching up after an outage) is scored with what was known then.
@@ -548,7 +549,7 @@ impl AlarmEngine {
 
     /// Raises what became due by `now` without a new reading: pending conditions whose delay
     /// elapsed, and silent devices.
-    pub fn tick(&mut self, now: Millis) -> Vec<AlarmEvent> {
+    pub fn tick(&mut self, now: Now) -> Vec<AlarmEvent> {
         let signal = self.settings.signal;
         let repeat = Millis::from(self.settings.episodes.repeat_acknowledged_s) * 1000;
         let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
@@ -562,13 +563,13 @@ impl AlarmEngine {
                         since,
                         eval,
                         values,
-                    } if now - since >= eval.delay_ms => {
+                    } if now.since(*since) >= eval.delay_ms => {
                         due.push((patient.clone(), *key, eval.clone(), *values));
                     }
                     Condition::Active {
                         acknowledged: Some((_, at)),
                         ..
-                    } if repeat > 0 && now - at >= repeat => {
+                    } if repeat > 0 && now.since(*at) >= repeat => {
                         reminders.push((patient.clone(), *key));
                     }
                     Condition::Active {
@@ -579,7 +580,7 @@ impl AlarmEngine {
                         state.silence.as_ref(),
                         *priority,
                         *key == ConditionKey::SignalLost,
-                        now,
+                        now.mono,
                         max_high,
                     ) =>
                     {
@@ -591,7 +592,7 @@ impl AlarmEngine {
             if let Some(last) = state.last_seen
                 && !state.conditions.contains_key(&ConditionKey::SignalLost)
             {
-                let silent = now - last;
+                let silent = now.since(last);
                 if silent >= lost_after(&signal, state.interval_ms) {
                     due.push((
                         patient.clone(),
@@ -621,13 +622,59 @@ impl AlarmEngine {
         events
     }
 
+    /// The earliest instant at which [`AlarmEngine::tick`] has something to do without a new
+    /// reading: a pending condition's delay running out, a reminder of an acknowledged
+    /// episode, a silence ending over a silenced episode, or a patient's device falling
+    /// silent. `None`: nothing is due until the next reading or command. The driver sleeps
+    /// until then instead of polling.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let signal = self.settings.signal;
+        let repeat = Millis::from(self.settings.episodes.repeat_acknowledged_s) * 1000;
+        let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
+        let mut next: Option<Instant> = None;
+        let mut consider = |at: Instant| {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        };
+        for state in self.patients.values() {
+            for (key, cond) in &state.conditions {
+                match cond {
+                    Condition::Pending { since, eval, .. } => {
+                        consider(*since + millis(eval.delay_ms));
+                    }
+                    Condition::Active {
+                        acknowledged,
+                        silenced,
+                        priority,
+                        ..
+                    } => {
+                        if let Some((_, at)) = acknowledged
+                            && repeat > 0
+                        {
+                            consider(*at + millis(repeat));
+                        }
+                        if let (true, Some(s)) = (*silenced, &state.silence) {
+                            // The silence stops covering it at its end, or (high priority,
+                            // physiological) after its first `max_high`.
+                            let mut end = s.until;
+                            if *priority == Priority::High && *key != ConditionKey::SignalLost {
+                                end = end.min(s.from + millis(max_high));
+                            }
+                            consider(end);
+                        }
+                    }
+                }
+            }
+            if let Some(last) = state.last_seen
+                && !state.conditions.contains_key(&ConditionKey::SignalLost)
+            {
+                consider(last + millis(lost_after(&signal, state.interval_ms)));
+            }
+        }
+        next
+    }
+
     /// An acknowledged episode still present after the repeat interval: notify again, once.
-    fn remind(
-        &mut self,
-        patient: &PatientId,
-        key: ConditionKey,
-        now: Millis,
-    ) -> Option<AlarmEvent> {
+    fn remind(&mut self, patient: &PatientId, key: ConditionKey, now: Now) -> Option<AlarmEvent> {
         let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
         let state = self.patients.get_mut(patient)?;
         let silence = state.silence.clone();
@@ -646,12 +693,12 @@ impl AlarmEngine {
             silence.as_ref(),
             *priority,
             key == ConditionKey::SignalLost,
-            now,
+            now.mono,
             max_high,
         );
         let message = format!(
             "still present {} min after acknowledgement",
-            (now - at) / 60_000
+            now.since(at) / 60_000
         );
         Some(still_present(
             patient, id, kind, *priority, message, now, *silenced,
@@ -663,7 +710,7 @@ impl AlarmEngine {
         &mut self,
         patient: &PatientId,
         key: ConditionKey,
-        now: Millis,
+        now: Now,
     ) -> Option<AlarmEvent> {
         let Condition::Active {
             id,
@@ -684,7 +731,7 @@ impl AlarmEngine {
 
     /// Records a clinician's acknowledgement of episode `alert`. Returns false when no active
     /// episode has that id (it resolved meanwhile, or the edge restarted).
-    pub fn acknowledge(&mut self, alert: &str, by: &str, now: Millis) -> bool {
+    pub fn acknowledge(&mut self, alert: &str, by: &str, now: Now) -> bool {
         for state in self.patients.values_mut() {
             for cond in state.conditions.values_mut() {
                 if let Condition::Active {
@@ -692,7 +739,7 @@ impl AlarmEngine {
                 } = cond
                     && id == alert
                 {
-                    *acknowledged = Some((by.to_owned(), now));
+                    *acknowledged = Some((by.to_owned(), now.mono));
                     return true;
                 }
             }
@@ -700,11 +747,23 @@ impl AlarmEngine {
         false
     }
 
-    /// Silences `patient`'s alarms from `from` until `until` (edge clock, milliseconds). A
-    /// later silence replaces an earlier one; `until` in the past ends it.
-    pub fn silence(&mut self, patient: &PatientId, from: Millis, until: Millis) {
+    /// Silences `patient`'s alarms from `from` until `until` (wall clock, ms since the epoch,
+    /// as the hub sends them). The interval is placed on the monotonic clock as it stands at
+    /// `now`, so a later step of the wall clock neither ends nor stretches it. A later silence
+    /// replaces an earlier one; `until` in the past ends it.
+    pub fn silence(&mut self, patient: &PatientId, from: Millis, until: Millis, now: Now) {
         let state = self.patients.entry(patient.clone()).or_default();
-        state.silence = (until > from).then_some(Silence { from, until });
+        let (from, until) = (now.mono_of(from), now.mono_of(until));
+        // An empty or ended silence is kept as one that ended now, so that the episodes it
+        // covered are announced again at the next tick (see `next_deadline`).
+        state.silence = Some(if until > from {
+            Silence { from, until }
+        } else {
+            Silence {
+                from: now.mono,
+                until: now.mono,
+            }
+        });
     }
 
     /// Every active episode, for operators and tests.
@@ -745,14 +804,15 @@ impl AlarmEngine {
         key: ConditionKey,
         eval: Evaluation,
         values: Vitals,
-        now: Millis,
+        now: Now,
     ) -> Option<AlarmEvent> {
         let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
         let state = self.patients.entry(patient.clone()).or_default();
         let current = state.conditions.get(&key).cloned();
         let silence = state.silence.clone();
         let technical = key == ConditionKey::SignalLost;
-        let quiet = |priority| silenced_now(silence.as_ref(), priority, technical, now, max_high);
+        let quiet =
+            |priority| silenced_now(silence.as_ref(), priority, technical, now.mono, max_high);
         let event = |id: String, priority, state, message: String| AlarmEvent {
             id,
             patient: patient.clone(),
@@ -761,7 +821,7 @@ impl AlarmEngine {
             state,
             message,
             values,
-            ts: now,
+            ts: now.wall,
             silenced: quiet(priority),
         };
         // (Re)raises the episode `id` at the evaluation's priority.
@@ -791,11 +851,11 @@ impl AlarmEngine {
             None | Some(Condition::Pending { .. }) => {
                 let since = match current {
                     Some(Condition::Pending { since, .. }) => since,
-                    _ => now,
+                    _ => now.mono,
                 };
-                if eval.bypass_delay || now - since >= eval.delay_ms {
+                if eval.bypass_delay || now.since(since) >= eval.delay_ms {
                     self.next_id += 1;
-                    let id = format!("{}-{:x}-{}", self.id_prefix, now, self.next_id);
+                    let id = format!("{}-{:x}-{}", self.id_prefix, now.wall, self.next_id);
                     Some(raise(state, id))
                 } else {
                     state.conditions.insert(
@@ -838,7 +898,7 @@ fn still_present(
     kind: &str,
     priority: Priority,
     message: String,
-    now: Millis,
+    now: Now,
     silenced: bool,
 ) -> AlarmEvent {
     AlarmEvent {
@@ -849,7 +909,7 @@ fn still_present(
         state: AlertState::Raised,
         message,
         values: Vitals::default(),
-        ts: now,
+        ts: now.wall,
         silenced,
     }
 }
@@ -860,14 +920,21 @@ fn silenced_now(
     silence: Option<&Silence>,
     priority: Priority,
     technical: bool,
-    now: Millis,
+    now: Instant,
     max_high: Millis,
 ) -> bool {
     silence.is_some_and(|s| {
         now >= s.from
             && now < s.until
-            && (priority != Priority::High || technical || now - s.from < max_high)
+            && (priority != Priority::High
+                || technical
+                || now.saturating_duration_since(s.from) < millis(max_high))
     })
+}
+
+/// A non-negative number of milliseconds as a duration.
+fn millis(ms: Millis) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// NEWS2 triggers (RCP 2017, chart 2): aggregate 5–6 or a single parameter scoring 3 → medium;

@@ -25,6 +25,16 @@ fn hr(v: f32, ts: Millis) -> Reading {
     )
 }
 
+/// Virtual time `ms` on both clocks: the monotonic one counts from a fixed instant, the wall
+/// clock reads `ms`.
+fn at(ms: Millis) -> Now {
+    static BASE: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    Now {
+        mono: *BASE + Duration::from_millis(u64::try_from(ms).unwrap()),
+        wall: ms,
+    }
+}
+
 fn engine() -> AlarmEngine {
     AlarmEngine::new(RuleSettings::default(), "edge")
 }
@@ -34,8 +44,8 @@ fn trace(e: &mut AlarmEngine, from: Millis, values: &[f32]) -> Vec<AlarmEvent> {
     let mut out = Vec::new();
     for (i, v) in values.iter().enumerate() {
         let t = from + i64::try_from(i).unwrap() * 1000;
-        out.extend(e.observe(&hr(*v, t), t).events);
-        out.extend(e.tick(t + 500));
+        out.extend(e.observe(&hr(*v, t), at(t)).events);
+        out.extend(e.tick(at(t + 500)));
     }
     out
 }
@@ -73,12 +83,12 @@ fn a_sustained_condition_raises_once() {
 #[test]
 fn tick_raises_when_the_delay_elapses_between_samples() {
     let mut e = engine();
-    assert!(e.observe(&hr(150.0, 0), 0).events.is_empty());
-    assert!(e.tick(9_999).is_empty());
-    let ev = e.tick(10_000);
+    assert!(e.observe(&hr(150.0, 0), at(0)).events.is_empty());
+    assert!(e.tick(at(9_999)).is_empty());
+    let ev = e.tick(at(10_000));
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].values.hr, Some(150.0));
-    assert!(e.tick(20_000).is_empty());
+    assert!(e.tick(at(20_000)).is_empty());
 }
 
 #[test]
@@ -106,7 +116,7 @@ fn extreme_bypasses_the_delay_and_worsening_keeps_the_episode() {
     let mut e = engine();
     let first = trace(&mut e, 0, &[150.0; 11]);
     assert_eq!(first.len(), 1);
-    let worse = e.observe(&hr(190.0, 20_000), 20_000).events;
+    let worse = e.observe(&hr(190.0, 20_000), at(20_000)).events;
     assert_eq!(worse.len(), 1);
     assert_eq!(worse[0].id, first[0].id);
     assert_eq!(worse[0].priority, Priority::High);
@@ -114,8 +124,8 @@ fn extreme_bypasses_the_delay_and_worsening_keeps_the_episode() {
 
     // Falling through the alarm band into the extreme: at once.
     let mut falling = engine();
-    assert!(falling.observe(&hr(38.0, 0), 0).events.is_empty());
-    let ev = falling.observe(&hr(25.0, 1_000), 1_000).events;
+    assert!(falling.observe(&hr(38.0, 0), at(0)).events.is_empty());
+    let ev = falling.observe(&hr(25.0, 1_000), at(1_000)).events;
     assert_eq!(ev.len(), 1);
     assert_eq!(
         (ev[0].kind.as_str(), ev[0].priority),
@@ -147,13 +157,13 @@ fn a_jump_straight_to_extreme_must_persist_briefly() {
 #[test]
 fn patients_are_independent() {
     let mut e = engine();
-    e.observe(&hr(150.0, 0), 0);
+    e.observe(&hr(150.0, 0), at(0));
     let other = Reading {
         patient: PatientId::new("bed-2").unwrap(),
         ..hr(70.0, 5_000)
     };
-    assert!(e.observe(&other, 5_000).events.is_empty());
-    let ev = e.tick(10_000);
+    assert!(e.observe(&other, at(5_000)).events.is_empty());
+    let ev = e.tick(at(10_000));
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].patient, patient());
 }
@@ -163,16 +173,22 @@ fn signal_lost_is_raised_and_cleared() {
     let mut e = engine();
     // A device reporting every 2 s: 3 intervals is 6 s, below the 30 s floor.
     for i in 0..10 {
-        assert!(e.observe(&hr(70.0, i * 2000), i * 2000).events.is_empty());
+        assert!(
+            e.observe(&hr(70.0, i * 2000), at(i * 2000))
+                .events
+                .is_empty()
+        );
     }
     let last = 18_000;
-    assert!(e.tick(last + 29_999).is_empty());
-    let lost = e.tick(last + 30_000);
+    assert!(e.tick(at(last + 29_999)).is_empty());
+    let lost = e.tick(at(last + 30_000));
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].kind, "signal_lost");
     assert_eq!(lost[0].priority, Priority::Medium);
-    assert!(e.tick(last + 90_000).is_empty(), "raised once");
-    let back = e.observe(&hr(70.0, last + 95_000), last + 95_000).events;
+    assert!(e.tick(at(last + 90_000)).is_empty(), "raised once");
+    let back = e
+        .observe(&hr(70.0, last + 95_000), at(last + 95_000))
+        .events;
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].state, AlertState::Resolved);
     assert_eq!(back[0].id, lost[0].id);
@@ -183,11 +199,11 @@ fn signal_lost_follows_a_slow_device_interval() {
     let mut e = engine();
     // One reading a minute: lost after three minutes, not after 30 s.
     for i in 0..5 {
-        e.observe(&hr(70.0, i * 60_000), i * 60_000);
+        e.observe(&hr(70.0, i * 60_000), at(i * 60_000));
     }
     let last = 240_000;
-    assert!(e.tick(last + 179_000).is_empty());
-    assert_eq!(e.tick(last + 180_000).len(), 1);
+    assert!(e.tick(at(last + 179_000)).is_empty());
+    assert_eq!(e.tick(at(last + 180_000)).len(), 1);
 }
 
 fn full(ts: Millis, hr: f32, rr: f32, acvpu: Acvpu) -> Reading {
@@ -216,12 +232,12 @@ fn news2_is_scored_and_triggers() {
         ..RuleSettings::default()
     };
     let mut e = AlarmEngine::new(settings, "edge");
-    let calm = e.observe(&full(0, 70.0, 16.0, Acvpu::A), 0);
+    let calm = e.observe(&full(0, 70.0, 16.0, Acvpu::A), at(0));
     assert_eq!(calm.news2.map(|n| n.total), Some(0));
     assert!(calm.events.is_empty());
 
     // New confusion alone scores 3: medium.
-    let confused = e.observe(&full(1_000, 70.0, 16.0, Acvpu::C), 1_000);
+    let confused = e.observe(&full(1_000, 70.0, 16.0, Acvpu::C), at(1_000));
     let n = confused
         .events
         .iter()
@@ -234,7 +250,7 @@ fn news2_is_scored_and_triggers() {
     assert!(n.message.starts_with("NEWS2 3"), "{}", n.message);
 
     // Worse: HR 111–130 (2) + RR ≥25 (3) + C (3) = 8: high, same episode.
-    let worse = e.observe(&full(2_000, 115.0, 26.0, Acvpu::C), 2_000);
+    let worse = e.observe(&full(2_000, 115.0, 26.0, Acvpu::C), at(2_000));
     let w = worse
         .events
         .iter()
@@ -243,7 +259,7 @@ fn news2_is_scored_and_triggers() {
     assert_eq!((w.priority, &w.id), (Priority::High, &n.id));
 
     // Back to calm: resolved.
-    let back = e.observe(&full(3_000, 70.0, 16.0, Acvpu::A), 3_000);
+    let back = e.observe(&full(3_000, 70.0, 16.0, Acvpu::A), at(3_000));
     let r = back
         .events
         .iter()
@@ -255,14 +271,14 @@ fn news2_is_scored_and_triggers() {
 #[test]
 fn news2_needs_every_parameter_fresh() {
     let mut e = engine();
-    assert!(e.observe(&hr(70.0, 0), 0).news2.is_none());
+    assert!(e.observe(&hr(70.0, 0), at(0)).news2.is_none());
     assert!(
-        e.observe(&full(1_000, 70.0, 16.0, Acvpu::A), 1_000)
+        e.observe(&full(1_000, 70.0, 16.0, Acvpu::A), at(1_000))
             .news2
             .is_some()
     );
     // Eleven minutes later only HR is new: the rest is stale.
-    assert!(e.observe(&hr(70.0, 661_000), 661_000).news2.is_none());
+    assert!(e.observe(&hr(70.0, 661_000), at(661_000)).news2.is_none());
 }
 
 #[test]
@@ -270,14 +286,14 @@ fn acknowledgement_is_kept_until_the_alarm_worsens() {
     let mut e = engine();
     let raised = trace(&mut e, 0, &[150.0; 11]);
     let id = raised[0].id.clone();
-    assert!(e.acknowledge(&id, "ann", 12_000));
-    assert!(!e.acknowledge("no-such-episode", "ann", 12_000));
+    assert!(e.acknowledge(&id, "ann", at(12_000)));
+    assert!(!e.acknowledge("no-such-episode", "ann", at(12_000)));
     assert_eq!(e.active()[0].acknowledged_by.as_deref(), Some("ann"));
     assert_eq!(e.active()[0].kind, "hr_high");
     // Still true: no new event.
     assert!(trace(&mut e, 20_000, &[150.0; 5]).is_empty());
     // Worse: notified again, acknowledgement cleared.
-    let worse = e.observe(&hr(190.0, 30_000), 30_000).events;
+    let worse = e.observe(&hr(190.0, 30_000), at(30_000)).events;
     assert_eq!(worse[0].id, id);
     assert_eq!(e.active()[0].acknowledged_by, None);
 }
@@ -302,7 +318,7 @@ fn a_rising_heart_rate_pre_alerts_before_the_limit() {
         let t = i * 2000;
         #[allow(clippy::cast_precision_loss)]
         let v = 75.0 + 50.0 * (i as f32 / 600.0) + if i % 2 == 0 { 3.0 } else { -3.0 };
-        events.extend(e.observe(&hr(v, t), t).events);
+        events.extend(e.observe(&hr(v, t), at(t)).events);
     }
     let trend: Vec<_> = events
         .iter()
@@ -320,12 +336,12 @@ fn a_rising_heart_rate_pre_alerts_before_the_limit() {
 #[test]
 fn a_silence_marks_events_but_not_high_ones_beyond_the_maximum() {
     let mut e = engine();
-    e.silence(&patient(), 0, 600_000);
+    e.silence(&patient(), 0, 600_000, at(0));
     let medium = trace(&mut e, 0, &[150.0; 11]);
     assert_eq!(medium.len(), 1);
     assert!(medium[0].silenced);
     // High priority within max_high_s (120 s) of the silence's start: still silenced.
-    let early = e.observe(&hr(190.0, 60_000), 60_000).events;
+    let early = e.observe(&hr(190.0, 60_000), at(60_000)).events;
     assert!(early[0].silenced && early[0].priority == Priority::High);
     // A new high episode after that: notified.
     trace(&mut e, 130_000, &[80.0]);
@@ -369,14 +385,17 @@ fn patient_settings_replace_the_ward_limits_for_that_patient() {
         },
     );
     own.validate().unwrap();
-    assert!(e.set_patient_settings(patient(), own.clone(), 0).is_empty());
-    assert!(e.observe(&hr(38.0, 0), 0).events.is_empty());
+    assert!(
+        e.set_patient_settings(patient(), own.clone(), at(0))
+            .is_empty()
+    );
+    assert!(e.observe(&hr(38.0, 0), at(0)).events.is_empty());
     let other = Reading {
         patient: PatientId::new("bed-2").unwrap(),
         ..hr(38.0, 0)
     };
     assert_eq!(
-        e.observe(&other, 0).events.len(),
+        e.observe(&other, at(0)).events.len(),
         1,
         "the ward's limits still apply to others"
     );
@@ -396,7 +415,7 @@ fn patient_settings_replace_the_ward_limits_for_that_patient() {
 fn an_acknowledged_alarm_still_present_reminds_after_the_repeat_interval() {
     let mut e = engine();
     let raised = trace(&mut e, 0, &[150.0; 11]);
-    assert!(e.acknowledge(&raised[0].id, "ann", 20_000));
+    assert!(e.acknowledge(&raised[0].id, "ann", at(20_000)));
     // (The device is silent in this test, so `signal_lost` events come too; ignore them.)
     let hr_events = |events: Vec<AlarmEvent>| -> Vec<AlarmEvent> {
         events
@@ -404,8 +423,8 @@ fn an_acknowledged_alarm_still_present_reminds_after_the_repeat_interval() {
             .filter(|ev| ev.kind == "hr_high")
             .collect()
     };
-    assert!(hr_events(e.tick(20_000 + 1_799_999)).is_empty());
-    let reminder = hr_events(e.tick(20_000 + 1_800_000));
+    assert!(hr_events(e.tick(at(20_000 + 1_799_999))).is_empty());
+    let reminder = hr_events(e.tick(at(20_000 + 1_800_000)));
     assert_eq!(reminder.len(), 1);
     assert_eq!(reminder[0].id, raised[0].id);
     assert_eq!(reminder[0].state, AlertState::Raised);
@@ -415,7 +434,7 @@ fn an_acknowledged_alarm_still_present_reminds_after_the_repeat_interval() {
         reminder[0].message
     );
     assert!(
-        e.tick(20_000 + 3_000_000).is_empty(),
+        e.tick(at(20_000 + 3_000_000)).is_empty(),
         "once per acknowledgement"
     );
 }
@@ -433,7 +452,7 @@ fn changing_limits_resolves_episodes_judged_by_the_old_ones() {
             ..AlarmLimits::default().hr
         },
     );
-    let resolved = e.set_patient_settings(patient(), own, 20_000);
+    let resolved = e.set_patient_settings(patient(), own, at(20_000));
     assert_eq!(resolved.len(), 1);
     assert_eq!(
         (resolved[0].state, &resolved[0].id),
@@ -446,17 +465,17 @@ fn changing_limits_resolves_episodes_judged_by_the_old_ones() {
 #[test]
 fn a_silenced_alarm_is_announced_again_when_the_silence_no_longer_covers_it() {
     let mut e = engine();
-    e.silence(&patient(), 0, 300_000);
+    e.silence(&patient(), 0, 300_000, at(0));
     let medium = trace(&mut e, 0, &[150.0; 11]);
     assert!(medium[0].silenced);
     // Through the band to extreme at 60 s: high, still silenced (within max_high_s = 120 s).
-    let high = e.observe(&hr(190.0, 60_000), 60_000).events;
+    let high = e.observe(&hr(190.0, 60_000), at(60_000)).events;
     assert!(high[0].silenced);
     // Keep the device talking so signal_lost does not interfere.
     let mut again = Vec::new();
     for t in (61..=130).map(|s| s * 1000) {
-        again.extend(e.observe(&hr(190.0, t), t).events);
-        again.extend(e.tick(t + 500));
+        again.extend(e.observe(&hr(190.0, t), at(t)).events);
+        again.extend(e.tick(at(t + 500)));
     }
     let announced: Vec<_> = again.iter().filter(|ev| ev.id == medium[0].id).collect();
     assert_eq!(announced.len(), 1, "{again:?}");
@@ -529,4 +548,145 @@ fn messages_read_as_before_they_became_lazy() {
     for (text, want) in cases {
         assert_eq!(text.render(), want);
     }
+}
+
+/// Monotonic time `mono_ms` with the wall clock `offset` ms away from it.
+fn stepped(mono_ms: Millis, offset: Millis) -> Now {
+    let mut now = at(mono_ms);
+    now.wall = mono_ms + offset;
+    now
+}
+
+/// Runs `tick` at every deadline the engine names up to `until`, as the edge's driver does.
+fn run_deadlines(e: &mut AlarmEngine, until: Now, offset: Millis) -> Vec<AlarmEvent> {
+    let mut out = Vec::new();
+    while let Some(due) = e.next_deadline() {
+        if due > until.mono {
+            break;
+        }
+        let mono_ms = Millis::try_from(due.duration_since(at(0).mono).as_millis()).unwrap();
+        out.extend(e.tick(stepped(mono_ms, offset)));
+    }
+    out
+}
+
+#[test]
+fn wall_clock_steps_change_nothing_clinical() {
+    const DAY: Millis = 24 * 3_600_000;
+    for step in [1_000, -1_000, 7_200_000, -7_200_000, 3 * DAY, -3 * DAY] {
+        let mut e = engine();
+        let mut events = Vec::new();
+        // A monitor every 0.5 s; the wall clock steps by `step` at 30 s (NTP after boot).
+        let mut offset = 0;
+        for k in 0..240 {
+            let m = k * 500;
+            if m == 30_000 {
+                offset = step;
+            }
+            let now = stepped(m, offset);
+            events.extend(run_deadlines(&mut e, now, offset));
+            let value = if m < 60_000 { 70.0 } else { 150.0 };
+            // The device stamps with its own clock, which did not step.
+            events.extend(e.observe(&hr(value, m), now).events);
+            // The old driver's 250 ms poll, too: polling must not find anything either.
+            events.extend(e.tick(stepped(m + 250, offset)));
+        }
+        assert!(
+            events.iter().all(|ev| ev.kind != "signal_lost"),
+            "step {step}: {events:?}"
+        );
+        // HR 150 from 60 s, delay 10 s: raised at 70 s of monotonic time, not earlier, not
+        // later, whatever the wall clock did; stamped with the (stepped) wall clock.
+        let raised: Vec<_> = events
+            .iter()
+            .filter(|ev| ev.kind == "hr_high" && ev.state == AlertState::Raised)
+            .collect();
+        assert_eq!(raised.len(), 1, "step {step}: {events:?}");
+        assert!(
+            (70_000 + step..=70_500 + step).contains(&raised[0].ts),
+            "step {step}: raised at wall {} ms",
+            raised[0].ts
+        );
+    }
+}
+
+#[test]
+fn a_silence_keeps_its_length_when_the_wall_clock_steps() {
+    let mut e = engine();
+    let mut events = e.observe(&hr(150.0, 0), at(0)).events;
+    events.extend(run_deadlines(&mut e, at(10_000), 0));
+    assert_eq!(events.len(), 1, "{events:?}");
+    // Silenced for 5 minutes (hub time) at 20 s; then the wall clock jumps 2 h ahead.
+    e.silence(&patient(), 20_000, 320_000, at(20_000));
+    let step = 7_200_000;
+    let mut later = Vec::new();
+    for k in 0..30 {
+        let m = 21_000 + k * 10_000;
+        later.extend(e.observe(&hr(190.0, m), stepped(m, step)).events);
+        later.extend(run_deadlines(&mut e, stepped(m, step), step));
+    }
+    // The worsening to HR 190 is announced silenced (high priority, within `max_high_s`);
+    // the silence ended by the wall clock's jump would have announced it unsilenced at once.
+    let first = later.iter().find(|ev| ev.kind == "hr_high").unwrap();
+    assert!(first.silenced, "{later:?}");
+}
+
+#[test]
+fn next_deadline_names_when_tick_has_work() {
+    let mut e = engine();
+    assert_eq!(e.next_deadline(), None, "no patient, nothing due");
+    assert!(e.observe(&hr(150.0, 0), at(0)).events.is_empty());
+    // Pending HR high (delay 10 s) before the device's silence (30 s).
+    assert_eq!(e.next_deadline(), Some(at(10_000).mono));
+    assert!(e.tick(at(9_999)).is_empty());
+    let raised = e.tick(at(10_000));
+    assert_eq!(raised.len(), 1);
+    // Next: the device falling silent, 30 s after its last reading.
+    assert_eq!(e.next_deadline(), Some(at(30_000).mono));
+    let id = raised[0].id.clone();
+    assert!(e.acknowledge(&id, "ann", at(12_000)));
+    assert_eq!(e.next_deadline(), Some(at(30_000).mono));
+    assert_eq!(e.tick(at(30_000)).len(), 1, "signal lost");
+    // Then the reminder of the acknowledged episode, 30 min after the acknowledgement.
+    assert_eq!(e.next_deadline(), Some(at(12_000 + 1_800_000).mono));
+}
+
+#[test]
+fn ticking_at_deadlines_raises_what_polling_raises() {
+    // A noisy trace: spikes, a sustained run, gaps that lose the signal.
+    let mut values: Vec<Option<f32>> = Vec::new();
+    for i in 0..2_000u32 {
+        values.push(match i % 400 {
+            0..=5 => Some(160.0),
+            50..=90 => Some(170.0),
+            150..=199 => None,
+            250..=260 => Some(35.0),
+            _ => Some(72.0),
+        });
+    }
+    let summary = |events: Vec<AlarmEvent>| -> Vec<(String, AlertState, Priority)> {
+        events
+            .into_iter()
+            .map(|e| (e.kind, e.state, e.priority))
+            .collect()
+    };
+    let mut polled = engine();
+    let mut by_poll = Vec::new();
+    let mut driven = engine();
+    let mut by_deadline = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let m = Millis::try_from(i).unwrap() * 1000;
+        by_deadline.extend(run_deadlines(&mut driven, at(m), 0));
+        if let Some(v) = v {
+            by_poll.extend(polled.observe(&hr(*v, m), at(m)).events);
+            by_deadline.extend(driven.observe(&hr(*v, m), at(m)).events);
+        }
+        for q in 1..4 {
+            by_poll.extend(polled.tick(at(m + q * 250)));
+        }
+    }
+    let by_poll = summary(by_poll);
+    assert!(by_poll.iter().any(|(k, _, _)| k == "signal_lost"));
+    assert!(by_poll.iter().any(|(k, _, _)| k == "hr_high"));
+    assert_eq!(summary(by_deadline), by_poll);
 }

@@ -17,7 +17,7 @@
 //! ```
 
 use wardlink_shared::alarm::{AlarmEngine, AlertState, RuleSettings};
-use wardlink_shared::time::Millis;
+use wardlink_shared::time::{Millis, Now};
 use wardlink_shared::vitals::VitalSign;
 use wardlink_shared::{PatientId, Reading, Vitals};
 
@@ -64,6 +64,16 @@ struct Artefact {
     len: Millis,
     sign: VitalSign,
     value: f64,
+}
+
+/// Virtual time `ms` on both clocks: the monotonic one counts from the first call.
+fn virtual_now(ms: Millis) -> Now {
+    static BASE: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    Now {
+        mono: *BASE + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+        wall: ms,
+    }
 }
 
 fn main() {
@@ -174,8 +184,8 @@ fn main() {
                 ts: t,
                 vitals,
             };
-            let mut events = engine.observe(&reading, t).events;
-            events.extend(engine.tick(t + STEP_MS / 2));
+            let mut events = engine.observe(&reading, virtual_now(t)).events;
+            events.extend(engine.tick(virtual_now(t + STEP_MS / 2)));
             for ev in events
                 .iter()
                 .filter(|e| e.state == AlertState::Raised && !e.kind.starts_with("trend_"))
