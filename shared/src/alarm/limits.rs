@@ -224,7 +224,9 @@ fn limit_kind(sign: VitalSign, side: Side) -> &'static str {
 }
 
 /// Which side of a limit a condition watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub(crate) enum Side {
     Low,
     High,

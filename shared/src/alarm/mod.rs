@@ -12,6 +12,7 @@
 
 mod latest;
 mod limits;
+mod snapshot;
 mod trend;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use limits::Side;
 pub use limits::{AlarmLimits, VitalLimits};
+pub use snapshot::EngineSnapshot;
 pub use trend::{TrendRule, TrendSettings};
 
 use crate::ids::PatientId;
@@ -330,7 +332,7 @@ impl Text {
 }
 
 /// The conditions one patient can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum ConditionKey {
     Limit(VitalSign, Side),
     News2,
@@ -374,6 +376,9 @@ struct PatientState {
     in_band: BTreeMap<(VitalSign, Side), bool>,
     /// The current silence, if any.
     silence: Option<Silence>,
+    /// Since when conditions were pending before a restart ([`AlarmEngine::restore`]): a
+    /// condition that is violated again takes up its wait where it was.
+    carried: BTreeMap<ConditionKey, Instant>,
 }
 
 /// An active episode as the edge reports it.
@@ -846,12 +851,13 @@ impl AlarmEngine {
         match current {
             None | Some(Condition::Pending { .. }) if !eval.violating => {
                 state.conditions.remove(&key);
+                state.carried.remove(&key);
                 None
             }
             None | Some(Condition::Pending { .. }) => {
                 let since = match current {
                     Some(Condition::Pending { since, .. }) => since,
-                    _ => now.mono,
+                    _ => state.carried.remove(&key).unwrap_or(now.mono),
                 };
                 if eval.bypass_delay || now.since(since) >= eval.delay_ms {
                     self.next_id += 1;

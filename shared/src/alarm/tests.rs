@@ -690,3 +690,111 @@ fn ticking_at_deadlines_raises_what_polling_raises() {
     assert!(by_poll.iter().any(|(k, _, _)| k == "hr_high"));
     assert_eq!(summary(by_deadline), by_poll);
 }
+
+/// The snapshot as the edge stores it (postcard), read back.
+fn stored(snapshot: &EngineSnapshot) -> EngineSnapshot {
+    postcard::from_bytes(&postcard::to_allocvec(snapshot).unwrap()).unwrap()
+}
+
+/// A fresh engine restored from `snapshot` after a restart: wall clock `wall_ms`, on a
+/// monotonic clock that started again (`mono_ms` into it).
+fn restarted(snapshot: &EngineSnapshot, mono_ms: Millis, wall_ms: Millis) -> (AlarmEngine, Now) {
+    let mut e = engine();
+    let mut now = at(mono_ms);
+    now.wall = wall_ms;
+    e.restore(stored(snapshot), now);
+    (e, now)
+}
+
+#[test]
+fn an_episode_keeps_its_id_across_a_restart() {
+    let mut e = engine();
+    let raised = trace(&mut e, 0, &[150.0; 12]);
+    assert_eq!(raised.len(), 1);
+    let id = raised[0].id.clone();
+    let snapshot = e.snapshot(at(12_000));
+
+    // Down for 5 s; the monotonic clock starts again.
+    let (mut e, _) = restarted(&snapshot, 1_000, 17_000);
+    assert_eq!(e.active().len(), 1);
+    let still = e.observe(&hr(150.0, 18_000), stepped(2_000, 16_000)).events;
+    assert!(still.is_empty(), "raised twice: {still:?}");
+    let resolved = e.observe(&hr(80.0, 19_000), stepped(3_000, 16_000)).events;
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0].id, id);
+    assert_eq!(resolved[0].state, AlertState::Resolved);
+    // A new episode after the restart gets an id of its own.
+    let again = trace(&mut e, 30_000, &[150.0; 12]);
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].id, id);
+}
+
+#[test]
+fn a_pending_condition_keeps_its_wait_across_a_restart() {
+    let mut e = engine();
+    assert!(trace(&mut e, 0, &[150.0; 6]).is_empty());
+    // Pending since 0; snapshot at 6 s; down 1 s.
+    let (mut e, _) = restarted(&e.snapshot(at(6_000)), 10_000, 7_000);
+    assert!(
+        e.observe(&hr(150.0, 8_000), stepped(11_000, -3_000))
+            .events
+            .is_empty()
+    );
+    assert!(e.tick(stepped(12_999, -3_000)).is_empty());
+    let raised = e.tick(stepped(13_000, -3_000));
+    assert_eq!(
+        raised.len(),
+        1,
+        "raised 10 s after the condition began: {raised:?}"
+    );
+    // A condition that cleared after the restart starts its wait afresh.
+    let mut e2 = engine();
+    trace(&mut e2, 0, &[150.0; 6]);
+    let (mut e2, _) = restarted(&e2.snapshot(at(6_000)), 10_000, 7_000);
+    assert!(
+        e2.observe(&hr(80.0, 8_000), stepped(11_000, -3_000))
+            .events
+            .is_empty()
+    );
+    assert!(
+        e2.observe(&hr(150.0, 9_000), stepped(12_000, -3_000))
+            .events
+            .is_empty()
+    );
+    assert!(e2.tick(stepped(21_999, -3_000)).is_empty());
+    assert_eq!(e2.tick(stepped(22_000, -3_000)).len(), 1);
+}
+
+#[test]
+fn acknowledgements_and_silences_survive_a_restart() {
+    let mut e = engine();
+    let raised = trace(&mut e, 0, &[150.0; 12]);
+    assert!(e.acknowledge(&raised[0].id, "ann", at(12_000)));
+    e.silence(&patient(), 12_000, 312_000, at(12_000));
+    let snapshot = e.snapshot(at(52_000));
+    // Down 20 s; back at wall 72 s, 5 s into a new monotonic clock.
+    let (mut e, now) = restarted(&snapshot, 5_000, 72_000);
+    let active = e.active();
+    assert_eq!(active[0].acknowledged_by.as_deref(), Some("ann"));
+    // First due: the device's silence, a full 30 s after the restart (not 30 s after its last
+    // reading before the edge went down, which would alarm every bed at each restart).
+    assert_eq!(
+        e.next_deadline(),
+        Some(now.mono + Duration::from_millis(30_000))
+    );
+    // The silence still covers a worsening to high priority within its first 120 s
+    // (`max_high_s`: wall 132 s)...
+    let worse = e.observe(&hr(190.0, 73_000), stepped(6_000, 67_000)).events;
+    assert_eq!(worse.len(), 1, "{worse:?}");
+    assert!(worse[0].silenced, "{worse:?}");
+    // ...and stops covering it then: 60 s after the restart (the device keeps sending).
+    assert!(
+        e.observe(&hr(190.0, 107_000), stepped(40_000, 67_000))
+            .events
+            .is_empty()
+    );
+    assert_eq!(e.next_deadline(), Some(at(65_000).mono));
+    let unsilenced = e.tick(stepped(65_000, 67_000));
+    assert_eq!(unsilenced.len(), 1, "{unsilenced:?}");
+    assert!(!unsilenced[0].silenced);
+}

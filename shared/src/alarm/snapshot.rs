@@ -1,0 +1,152 @@
+//! What the alarm engine must not forget across an edge restart: open episodes (with who
+//! acknowledged them and whether they went out silenced), how long pending conditions have
+//! been pending, silences, and the episode counter.
+//!
+//! Times are kept as ages and remainders relative to the snapshot, never as instants: the
+//! monotonic clock starts again at a reboot. At restore, the time the edge was down is taken
+//! from the wall clock (the only clock that survives a restart), and counts as zero if the
+//! wall clock went back meanwhile. What is rebuilt from the next readings is not kept (latest
+//! values for NEWS2, trend series, reading intervals).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{AlarmEngine, Condition, ConditionKey, Priority, Silence, millis};
+use crate::ids::PatientId;
+use crate::time::{Millis, Now};
+
+/// The engine's lasting state at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineSnapshot {
+    /// Wall clock when taken (ms since the epoch).
+    taken: Millis,
+    next_id: u64,
+    patients: Vec<PatientSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PatientSnapshot {
+    patient: PatientId,
+    episodes: Vec<EpisodeSnapshot>,
+    /// Conditions pending, with how long they had been (ms).
+    pending: Vec<(ConditionKey, Millis)>,
+    /// Silence: how long ago it began and how long it still had to run (ms).
+    silence: Option<(Millis, Millis)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct EpisodeSnapshot {
+    key: ConditionKey,
+    id: String,
+    kind: String,
+    priority: Priority,
+    /// Who acknowledged it, and how long before the snapshot (ms).
+    acknowledged: Option<(String, Millis)>,
+    silenced: bool,
+}
+
+impl AlarmEngine {
+    /// The state to persist at `now` (see the module comment).
+    pub fn snapshot(&self, now: Now) -> EngineSnapshot {
+        let mut patients: Vec<PatientSnapshot> = self
+            .patients
+            .iter()
+            .map(|(patient, state)| {
+                let mut episodes = Vec::new();
+                let mut pending = Vec::new();
+                for (key, cond) in &state.conditions {
+                    match cond {
+                        Condition::Pending { since, .. } => pending.push((*key, now.since(*since))),
+                        Condition::Active {
+                            id,
+                            kind,
+                            priority,
+                            acknowledged,
+                            silenced,
+                        } => episodes.push(EpisodeSnapshot {
+                            key: *key,
+                            id: id.clone(),
+                            kind: kind.clone(),
+                            priority: *priority,
+                            acknowledged: acknowledged
+                                .as_ref()
+                                .map(|(by, at)| (by.clone(), now.since(*at))),
+                            silenced: *silenced,
+                        }),
+                    }
+                }
+                for (key, since) in &state.carried {
+                    pending.push((*key, now.since(*since)));
+                }
+                let silence = state
+                    .silence
+                    .as_ref()
+                    .filter(|s| s.until > now.mono)
+                    .map(|s| (now.since(s.from), remaining(now.mono, s.until)));
+                PatientSnapshot {
+                    patient: patient.clone(),
+                    episodes,
+                    pending,
+                    silence,
+                }
+            })
+            .filter(|p| !p.episodes.is_empty() || !p.pending.is_empty() || p.silence.is_some())
+            .collect();
+        patients.sort_by(|a, b| a.patient.as_str().cmp(b.patient.as_str()));
+        EngineSnapshot {
+            taken: now.wall,
+            next_id: self.next_id,
+            patients,
+        }
+    }
+
+    /// Takes up `snapshot` at `now`, in a fresh engine: its episodes are open again under
+    /// their ids (the next reading resolves them or keeps them; nothing is raised twice), a
+    /// condition pending before keeps the time it had already waited, silences run to their
+    /// end. Every restored patient counts as heard from `now`: their devices get a full
+    /// `signal_lost` period to come back after the edge's restart.
+    pub fn restore(&mut self, snapshot: EngineSnapshot, now: Now) {
+        let down = millis((now.wall - snapshot.taken).max(0));
+        let back = |age: Millis| before(now.mono, millis(age) + down);
+        self.next_id = self.next_id.max(snapshot.next_id);
+        for p in snapshot.patients {
+            let state = self.patients.entry(p.patient).or_default();
+            state.last_seen = Some(now.mono);
+            for e in p.episodes {
+                state.conditions.insert(
+                    e.key,
+                    Condition::Active {
+                        id: e.id,
+                        kind: e.kind,
+                        priority: e.priority,
+                        acknowledged: e.acknowledged.map(|(by, age)| (by, back(age))),
+                        silenced: e.silenced,
+                    },
+                );
+            }
+            state.carried = p
+                .pending
+                .into_iter()
+                .map(|(key, age)| (key, back(age)))
+                .collect::<BTreeMap<_, _>>();
+            state.silence = p.silence.and_then(|(age, left)| {
+                let left = millis(left).checked_sub(down)?;
+                Some(Silence {
+                    from: back(age),
+                    until: now.mono + left,
+                })
+            });
+        }
+    }
+}
+
+/// `at` minus `d`, or as far back as the monotonic clock goes.
+fn before(at: Instant, d: Duration) -> Instant {
+    at.checked_sub(d).unwrap_or(at)
+}
+
+fn remaining(now: Instant, until: Instant) -> Millis {
+    Millis::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(Millis::MAX)
+}
