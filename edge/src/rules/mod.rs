@@ -88,11 +88,12 @@ pub async fn run(
     for (patient, s) in &own {
         engine.set_patient_settings(patient.clone(), s.clone(), now());
     }
+    // The engine says when it next has work without a reading (a delay running out, a device
+    // falling silent, a silence ending); on the monotonic clock, so a step of the wall clock
+    // moves none of it. Asked of every patient after a tick or a command; after a reading only
+    // of that reading's patient (what it may have brought forward).
+    let mut due = engine.next_deadline();
     loop {
-        // The engine says when it next has work without a reading (a delay running out, a
-        // device falling silent, a silence ending); on the monotonic clock, so a step of the
-        // wall clock moves none of it.
-        let due = engine.next_deadline().map(tokio::time::Instant::from_std);
         // Commands and timers first: a flood of readings must not hold back an
         // acknowledgement, a silence or an alarm whose delay has run out.
         let records: Vec<RecordBody> = tokio::select! {
@@ -111,17 +112,23 @@ pub async fn run(
                 .collect(),
             r = readings.recv() => match r {
                 Some(ingested) => {
+                    let patient = ingested.reading.patient.clone();
                     if accept(&mut engine, &outbox, &fanout, &metrics, &active, ingested)
                         .await
                         .is_err()
                     {
                         return;
                     }
+                    due = match (due, engine.next_deadline_of(&patient)) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                     continue;
                 }
                 None => return,
             },
         };
+        due = engine.next_deadline();
         let alarms = records
             .iter()
             .filter(|r| matches!(r, RecordBody::Alarm(_)))
@@ -137,9 +144,9 @@ pub async fn run(
 }
 
 /// Sleeps until `due`, or for ever when nothing is due.
-async fn sleep_until(due: Option<tokio::time::Instant>) {
+async fn sleep_until(due: Option<std::time::Instant>) {
     match due {
-        Some(due) => tokio::time::sleep_until(due).await,
+        Some(due) => tokio::time::sleep_until(due.into()).await,
         None => std::future::pending().await,
     }
 }

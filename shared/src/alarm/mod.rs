@@ -633,6 +633,23 @@ impl AlarmEngine {
     /// silent. `None`: nothing is due until the next reading or command. The driver sleeps
     /// until then instead of polling.
     pub fn next_deadline(&self) -> Option<Instant> {
+        self.patients
+            .values()
+            .filter_map(|state| self.deadline_of(state))
+            .min()
+    }
+
+    /// [`AlarmEngine::next_deadline`] of one patient: what a reading of theirs may have
+    /// brought forward. A driver keeps the earlier of this and what it had, and asks
+    /// [`AlarmEngine::next_deadline`] again after each tick (a deadline that passed with
+    /// nothing to do only costs an empty tick).
+    pub fn next_deadline_of(&self, patient: &PatientId) -> Option<Instant> {
+        self.patients
+            .get(patient)
+            .and_then(|state| self.deadline_of(state))
+    }
+
+    fn deadline_of(&self, state: &PatientState) -> Option<Instant> {
         let signal = self.settings.signal;
         let repeat = Millis::from(self.settings.episodes.repeat_acknowledged_s) * 1000;
         let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
@@ -640,40 +657,38 @@ impl AlarmEngine {
         let mut consider = |at: Instant| {
             next = Some(next.map_or(at, |n| n.min(at)));
         };
-        for state in self.patients.values() {
-            for (key, cond) in &state.conditions {
-                match cond {
-                    Condition::Pending { since, eval, .. } => {
-                        consider(*since + millis(eval.delay_ms));
+        for (key, cond) in &state.conditions {
+            match cond {
+                Condition::Pending { since, eval, .. } => {
+                    consider(*since + millis(eval.delay_ms));
+                }
+                Condition::Active {
+                    acknowledged,
+                    silenced,
+                    priority,
+                    ..
+                } => {
+                    if let Some((_, at)) = acknowledged
+                        && repeat > 0
+                    {
+                        consider(*at + millis(repeat));
                     }
-                    Condition::Active {
-                        acknowledged,
-                        silenced,
-                        priority,
-                        ..
-                    } => {
-                        if let Some((_, at)) = acknowledged
-                            && repeat > 0
-                        {
-                            consider(*at + millis(repeat));
+                    if let (true, Some(s)) = (*silenced, &state.silence) {
+                        // The silence stops covering it at its end, or (high priority,
+                        // physiological) after its first `max_high`.
+                        let mut end = s.until;
+                        if *priority == Priority::High && *key != ConditionKey::SignalLost {
+                            end = end.min(s.from + millis(max_high));
                         }
-                        if let (true, Some(s)) = (*silenced, &state.silence) {
-                            // The silence stops covering it at its end, or (high priority,
-                            // physiological) after its first `max_high`.
-                            let mut end = s.until;
-                            if *priority == Priority::High && *key != ConditionKey::SignalLost {
-                                end = end.min(s.from + millis(max_high));
-                            }
-                            consider(end);
-                        }
+                        consider(end);
                     }
                 }
             }
-            if let Some(last) = state.last_seen
-                && !state.conditions.contains_key(&ConditionKey::SignalLost)
-            {
-                consider(last + millis(lost_after(&signal, state.interval_ms)));
-            }
+        }
+        if let Some(last) = state.last_seen
+            && !state.conditions.contains_key(&ConditionKey::SignalLost)
+        {
+            consider(last + millis(lost_after(&signal, state.interval_ms)));
         }
         next
     }
@@ -758,7 +773,9 @@ impl AlarmEngine {
     /// replaces an earlier one; `until` in the past ends it.
     pub fn silence(&mut self, patient: &PatientId, from: Millis, until: Millis, now: Now) {
         let state = self.patients.entry(patient.clone()).or_default();
-        let (from, until) = (now.mono_of(from), now.mono_of(until));
+        // A silence takes effect when it arrives: a hub clock slightly ahead must not leave a
+        // start in the future (an episode would wait for it to be announced unsilenced).
+        let (from, until) = (now.mono_of(from).min(now.mono), now.mono_of(until));
         // An empty or ended silence is kept as one that ended now, so that the episodes it
         // covered are announced again at the next tick (see `next_deadline`).
         state.silence = Some(if until > from {

@@ -80,10 +80,11 @@ impl AlarmEngine {
                 for (key, since) in &state.carried {
                     pending.push((*key, now.since(*since)));
                 }
+                // An ended silence is kept (with nothing left to run) while it may still have
+                // an episode to announce unsilenced.
                 let silence = state
                     .silence
                     .as_ref()
-                    .filter(|s| s.until > now.mono)
                     .map(|s| (now.since(s.from), remaining(now.mono, s.until)));
                 PatientSnapshot {
                     patient: patient.clone(),
@@ -131,13 +132,20 @@ impl AlarmEngine {
                 .into_iter()
                 .map(|(key, age)| (key, back(age)))
                 .collect::<BTreeMap<_, _>>();
-            state.silence = p.silence.and_then(|(age, left)| {
-                let left = millis(left).checked_sub(down)?;
-                Some(Silence {
-                    from: back(age),
-                    until: now.mono + left,
-                })
-            });
+            // A silence that ended while the edge was down is kept as one that ended now, so
+            // that the episodes it covered are announced again at once.
+            state.silence = p
+                .silence
+                .map(|(age, left)| match millis(left).checked_sub(down) {
+                    Some(left) if !left.is_zero() => Silence {
+                        from: back(age),
+                        until: now.mono + left,
+                    },
+                    _ => Silence {
+                        from: now.mono,
+                        until: now.mono,
+                    },
+                });
         }
     }
 }

@@ -798,3 +798,51 @@ fn acknowledgements_and_silences_survive_a_restart() {
     assert_eq!(unsilenced.len(), 1, "{unsilenced:?}");
     assert!(!unsilenced[0].silenced);
 }
+
+#[test]
+fn a_silence_that_ended_during_a_restart_is_announced_at_once() {
+    let mut e = engine();
+    e.silence(&patient(), 0, 60_000, at(0));
+    let raised = trace(&mut e, 1_000, &[150.0; 12]);
+    assert!(raised[0].silenced, "{raised:?}");
+    let snapshot = e.snapshot(at(13_000));
+    // Down for 2 minutes: the silence ended meanwhile.
+    let (mut e, now) = restarted(&snapshot, 1_000, 133_000);
+    assert_eq!(e.next_deadline(), Some(now.mono));
+    let again = e.tick(now);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(!again[0].silenced);
+    assert_eq!(again[0].id, raised[0].id);
+}
+
+#[test]
+fn a_silence_from_a_hub_clock_ahead_covers_from_its_arrival() {
+    let mut e = engine();
+    // The hub's clock is 30 s ahead: its silence "starts" 30 s after it arrives, after the
+    // episode is raised.
+    e.silence(&patient(), 30_000, 330_000, at(0));
+    let raised = trace(&mut e, 0, &[150.0; 12]);
+    assert_eq!(raised.len(), 1);
+    assert!(raised[0].silenced, "{raised:?}");
+}
+
+#[test]
+fn a_readings_patient_deadline_is_all_a_driver_needs_after_it() {
+    let mut e = engine();
+    let other = PatientId::new("bed-2").unwrap();
+    e.observe(
+        &Reading {
+            patient: other.clone(),
+            ts: 0,
+            vitals: Vitals {
+                hr: Some(70.0),
+                ..Vitals::default()
+            },
+        },
+        at(0),
+    );
+    assert!(e.observe(&hr(150.0, 1_000), at(1_000)).events.is_empty());
+    assert_eq!(e.next_deadline_of(&patient()), Some(at(11_000).mono));
+    assert_eq!(e.next_deadline_of(&other), Some(at(30_000).mono));
+    assert_eq!(e.next_deadline(), Some(at(11_000).mono));
+}
