@@ -12,7 +12,9 @@
 
 mod latest;
 mod limits;
+mod settings;
 mod snapshot;
+mod text;
 mod trend;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,11 +24,15 @@ use serde::{Deserialize, Serialize};
 
 use limits::Side;
 pub use limits::{AlarmLimits, VitalLimits};
+pub use settings::{
+    EpisodeSettings, News2Settings, PatientSettings, RuleSettings, SignalSettings, SilenceSettings,
+};
 pub use snapshot::EngineSnapshot;
+use text::Text;
 pub use trend::{TrendRule, TrendSettings};
 
 use crate::ids::PatientId;
-use crate::news2::{self, News2, Risk, Spo2Scale};
+use crate::news2::{self, News2, Risk};
 use crate::time::{Millis, Now};
 use crate::vitals::{Reading, VitalSign, Vitals};
 
@@ -79,153 +85,11 @@ pub struct AlarmEvent {
     pub silenced: bool,
 }
 
-/// Episode settings of a ward (`[episodes]`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EpisodeSettings {
-    /// An acknowledged alarm that is still present notifies again after this long (seconds;
-    /// 0 never).
-    pub repeat_acknowledged_s: u32,
-}
-
-impl Default for EpisodeSettings {
-    fn default() -> Self {
-        Self {
-            repeat_acknowledged_s: 1800,
-        }
-    }
-}
-
-/// Silence settings of a ward (`[silence]`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SilenceSettings {
-    /// A silence covers high-priority physiological alarms only for this long after it
-    /// began (seconds); after that they notify again however long the silence was.
-    pub max_high_s: u32,
-}
-
-impl Default for SilenceSettings {
-    fn default() -> Self {
-        Self { max_high_s: 120 }
-    }
-}
-
 /// A silence of one patient's alarms, decided at the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Silence {
     from: Instant,
     until: Instant,
-}
-
-/// NEWS2 settings of a ward (`[news2]`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct News2Settings {
-    /// SpO2 scale for patients without their own setting.
-    pub scale: Spo2Scale,
-    /// A parameter older than this (seconds) no longer counts towards the score.
-    pub freshness_s: u32,
-    /// How long a trigger must persist before the `news2` alarm is raised, in seconds.
-    pub delay_s: u32,
-}
-
-impl Default for News2Settings {
-    fn default() -> Self {
-        Self {
-            scale: Spo2Scale::One,
-            freshness_s: 600,
-            delay_s: 10,
-        }
-    }
-}
-
-/// Technical alarm settings (`[signal]`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SignalSettings {
-    /// `signal_lost` after this many of the device's observed intervals without data…
-    pub lost_after_intervals: f32,
-    /// …but never sooner than this many seconds.
-    pub lost_min_s: u32,
-    /// Priority of `signal_lost` (`low` or `medium`: technical alarms never outrank
-    /// physiological ones).
-    pub priority: Priority,
-}
-
-impl Default for SignalSettings {
-    fn default() -> Self {
-        Self {
-            lost_after_intervals: 3.0,
-            lost_min_s: 30,
-            priority: Priority::Medium,
-        }
-    }
-}
-
-/// One patient's own settings, set at the hub by a clinician and applied at the edge. Each
-/// vital listed replaces the ward's limits for that vital.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PatientSettings {
-    /// Limits per vital sign, replacing the ward's.
-    pub limits: BTreeMap<VitalSign, VitalLimits>,
-    /// SpO2 scale, replacing the ward's (scale 2 must be prescribed).
-    pub spo2_scale: Option<Spo2Scale>,
-}
-
-impl PatientSettings {
-    /// The ward's limits with this patient's replacements.
-    pub fn apply(&self, ward: &AlarmLimits) -> AlarmLimits {
-        let mut limits = *ward;
-        for (sign, l) in &self.limits {
-            *limits.of_mut(*sign) = *l;
-        }
-        limits
-    }
-
-    /// Checks the replacements on their own; returns the offending key and reason.
-    pub fn validate(&self) -> Result<(), (String, &'static str)> {
-        self.apply(&AlarmLimits::default()).validate()
-    }
-}
-
-/// Everything the engine decides with.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct RuleSettings {
-    /// Per-vital limits.
-    pub limits: AlarmLimits,
-    /// NEWS2.
-    pub news2: News2Settings,
-    /// Technical alarms.
-    pub signal: SignalSettings,
-    /// Trend pre-alerts.
-    pub trends: TrendSettings,
-    /// Silences.
-    pub silence: SilenceSettings,
-    /// Episodes.
-    pub episodes: EpisodeSettings,
-}
-
-impl RuleSettings {
-    /// Checks coherence; returns the offending key (relative to the config file) and reason.
-    pub fn validate(&self) -> Result<(), (String, &'static str)> {
-        self.limits
-            .validate()
-            .map_err(|(k, r)| (format!("alarms.{k}"), r))?;
-        if self.signal.priority == Priority::High {
-            return Err((
-                "signal.priority".into(),
-                "technical alarms are low or medium",
-            ));
-        }
-        if !(self.signal.lost_after_intervals >= 1.0
-            && self.signal.lost_after_intervals.is_finite())
-        {
-            return Err(("signal.lost_after_intervals".into(), "must be at least 1"));
-        }
-        Ok(())
-    }
 }
 
 /// What one condition looks like at one instant; produced by the rule, applied by the engine.
@@ -241,94 +105,6 @@ pub(crate) struct Evaluation {
     delay_ms: Millis,
     raise_message: Text,
     clear_message: Text,
-}
-
-/// An alarm message, formatted only when an event carries it: most evaluations of a reading
-/// emit nothing, and formatting a dozen messages per reading was most of the engine's time.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Text {
-    /// A fixed text.
-    Fixed(&'static str),
-    /// Already formatted.
-    Owned(String),
-    /// `HR high: 150 /min > 130`.
-    Limit {
-        sign: VitalSign,
-        side: limits::Side,
-        value: f32,
-        limit: f32,
-    },
-    /// `HR 120 /min back within limits`.
-    LimitClear { sign: VitalSign, value: f32 },
-    /// `RR rising: +8 /min over 30 min`.
-    Trend {
-        sign: VitalSign,
-        rising: bool,
-        change: f64,
-        minutes: u32,
-    },
-    /// `RR steady again`.
-    TrendClear(VitalSign),
-    /// `NEWS2 7` (with why, when a single parameter scores 3).
-    News2 { total: u8, single: bool },
-    /// `NEWS2 2: low risk again`.
-    News2Clear(u8),
-}
-
-impl Text {
-    /// The text people read.
-    pub(crate) fn render(&self) -> String {
-        match self {
-            Text::Fixed(t) => (*t).to_owned(),
-            Text::Owned(t) => t.clone(),
-            Text::Limit {
-                sign,
-                side,
-                value,
-                limit,
-            } => {
-                let (word, cmp) = match side {
-                    limits::Side::Low => ("low", "<"),
-                    limits::Side::High => ("high", ">"),
-                };
-                format!(
-                    "{} {word}: {} {} {cmp} {}",
-                    sign.label(),
-                    limits::fmt_value(*value),
-                    sign.unit(),
-                    limits::fmt_value(*limit)
-                )
-            }
-            Text::LimitClear { sign, value } => format!(
-                "{} {} {} back within limits",
-                sign.label(),
-                limits::fmt_value(*value),
-                sign.unit()
-            ),
-            Text::Trend {
-                sign,
-                rising,
-                change,
-                minutes,
-            } => format!(
-                "{} {}: {:+.0} {} over {minutes} min",
-                sign.label(),
-                if *rising { "rising" } else { "falling" },
-                change,
-                sign.unit()
-            ),
-            Text::TrendClear(sign) => format!("{} steady again", sign.label()),
-            Text::News2 { total, single } => {
-                let why = if *single {
-                    " (a single parameter scores 3)"
-                } else {
-                    ""
-                };
-                format!("NEWS2 {total}{why}")
-            }
-            Text::News2Clear(total) => format!("NEWS2 {total}: low risk again"),
-        }
-    }
 }
 
 /// The conditions one patient can be in.
