@@ -1,7 +1,9 @@
 //! Dashboard tokens: Ed25519-signed JWTs naming a user, a role and the wards it may see.
 //!
 //! Verification pins the algorithm (EdDSA only: no `none`, no HMAC confusion), requires `exp`,
-//! `iss`, `aud` and `sub`, and checks `nbf` when present (RFC 8725).
+//! `iss`, `aud` and `sub`, and checks `nbf` when present (RFC 8725). It also refuses a token
+//! without `jti` (it could never be revoked) and one whose `sub` is empty, too long or holds
+//! control characters (it names the person in the audit log and on every dashboard).
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +16,8 @@ use crate::config::AuthSection;
 
 /// Clock skew tolerated between the token issuer and the hub.
 const LEEWAY_S: u64 = 30;
+/// The longest `sub` and `jti` accepted.
+const MAX_CLAIM_CHARS: usize = 128;
 
 /// What a token holder may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -83,6 +87,9 @@ pub enum TokenError {
     /// chosen by the verifier, never by the token).
     #[error("invalid token: unknown or missing key id")]
     UnknownKey,
+    /// A claim the signature covers is unusable (see the module comment).
+    #[error("invalid token: {0}")]
+    Claim(&'static str),
     /// A key file could not be read.
     #[error("{path}: {reason}")]
     Key {
@@ -232,8 +239,31 @@ impl TokenVerifier {
             .iter()
             .find(|(id, _)| *id == kid)
             .ok_or(TokenError::UnknownKey)?;
-        Ok(jsonwebtoken::decode::<Claims>(token, key, &self.validation)?.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?.claims;
+        check_claims(&claims)?;
+        Ok(claims)
     }
+}
+
+/// The checks on claims that the JWT library does not make.
+fn check_claims(claims: &Claims) -> Result<(), TokenError> {
+    let usable = |s: &str| {
+        !s.is_empty() && s.chars().count() <= MAX_CLAIM_CHARS && !s.chars().any(char::is_control)
+    };
+    if claims.jti.is_empty() {
+        return Err(TokenError::Claim(
+            "no jti: the token could never be revoked",
+        ));
+    }
+    if !usable(&claims.jti) {
+        return Err(TokenError::Claim("jti too long or with control characters"));
+    }
+    if !usable(&claims.sub) || claims.sub.trim().is_empty() {
+        return Err(TokenError::Claim(
+            "sub empty, too long or with control characters",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -355,6 +385,32 @@ mod tests {
         h.kid = Some("k1".into());
         let stringly = jsonwebtoken::encode(&h, &text, &key).unwrap();
         assert!(verifier.verify(&stringly).is_err());
+
+        // Signed by the hub's key, but unusable: no jti, an empty sub, control characters.
+        let with = |f: &dyn Fn(&mut Claims)| {
+            let mut c = claims.clone();
+            f(&mut c);
+            jsonwebtoken::encode(&h, &c, &key).unwrap()
+        };
+        for (token, what) in [
+            (with(&|c| c.jti.clear()), "no jti"),
+            (with(&|c| c.sub.clear()), "sub empty"),
+            (with(&|c| c.sub = "  ".into()), "sub empty"),
+            (with(&|c| c.sub = "ann\nadmin".into()), "control characters"),
+            (with(&|c| c.sub = "ann\u{7}".into()), "control characters"),
+            (with(&|c| c.jti = "x\r".into()), "control characters"),
+            (with(&|c| c.sub = "a".repeat(129)), "too long"),
+        ] {
+            match verifier.verify(&token) {
+                Err(e @ TokenError::Claim(_)) => assert!(e.to_string().contains(what), "{e}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        assert!(
+            verifier
+                .verify(&with(&|c| c.sub = "Ann O'Neil-Łukasz".into()))
+                .is_ok()
+        );
 
         // Every token has its own id, which `peek` reads without the key.
         let (jti, exp) = peek(&t).unwrap();

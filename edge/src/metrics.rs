@@ -61,8 +61,10 @@ mod tests {
     use super::*;
 
     /// Users' dashboards and alerts depend on these names: components may move, names stay.
-    const NAMES: [&str; 26] = [
+    const NAMES: [&str; 28] = [
         "wardlink_edge_alarm_events_total",
+        "wardlink_edge_alarm_state_saved_total",
+        "wardlink_edge_alarm_state_unsaved",
         "wardlink_edge_commands_failed_total",
         "wardlink_edge_mqtt_auth_refused_total",
         "wardlink_edge_mqtt_connections_refused_total",

@@ -232,6 +232,23 @@ impl Hub {
         Ok((dir, cfg))
     }
 
+    /// [`Hub::enroll_edge`] with device `mon-1` registered for patient `bed-01`; returns the
+    /// device's password too. For tests that start the edge as a process.
+    pub fn enroll_edge_with_monitor(
+        &self,
+        edge: &str,
+        ward: &str,
+    ) -> anyhow::Result<(tempfile::TempDir, EdgeConfig, String)> {
+        let (dir, cfg) = self.enroll_edge(edge, ward, |_| {})?;
+        let password = wardlink_edge::broker::add_device(
+            &cfg.devices_path(),
+            wardlink_shared::DeviceId::new("mon-1")?,
+            wardlink_shared::PatientId::new("bed-01")?,
+            cfg.mqtt.max_devices,
+        )?;
+        Ok((dir, cfg, password))
+    }
+
     /// Enrolls and starts an edge whose uplink goes through a [`relay::Relay`], cut at first:
     /// the edge reaches the hub only once the test sets the relay to pass. The edge sends a
     /// heartbeat every 200 ms and raises a heart-rate alarm at the first sample.

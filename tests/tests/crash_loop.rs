@@ -19,7 +19,6 @@ use std::time::Duration;
 use rand::RngExt as _;
 use wardlink_edge::config::EdgeConfig;
 use wardlink_shared::wire::RecordBody;
-use wardlink_shared::{DeviceId, PatientId};
 use wardlink_tests::process::{EdgeProcess, binary};
 use wardlink_tests::resending::ResendingDevice;
 use wardlink_tests::{
@@ -29,14 +28,7 @@ use wardlink_tests::{
 /// An enrolled edge (not started) with device `mon-1` for `bed-01`; returns its directory,
 /// config and the device's password.
 fn enrolled(hub: &Hub, edge: &str) -> anyhow::Result<(tempfile::TempDir, EdgeConfig, String)> {
-    let (dir, cfg) = hub.enroll_edge(edge, "ward-c", |_| {})?;
-    let password = wardlink_edge::broker::add_device(
-        &cfg.devices_path(),
-        DeviceId::new("mon-1")?,
-        PatientId::new("bed-01")?,
-        cfg.mqtt.max_devices,
-    )?;
-    Ok((dir, cfg, password))
+    hub.enroll_edge_with_monitor(edge, "ward-c")
 }
 
 /// The edge program: the build's own, or the command in `WARDLINK_CRASH_EDGE`.

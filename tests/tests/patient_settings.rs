@@ -71,7 +71,11 @@ async fn settings_apply_at_the_edge_and_survive_its_restart() -> anyhow::Result<
         "{saved}"
     );
 
-    // Restart the edge: the settings are still in force.
+    // Back to normal (an open episode would be restored with its id after the restart and
+    // prove nothing), then restart the edge: the settings are still in force.
+    monitor.publish(r#"{"hr":70}"#).await?;
+    dash.until(|v| v["type"] == "alert" && v["kind"] == "hr_high" && v["state"] == "resolved")
+        .await?;
     let Edge {
         dir,
         mut config,

@@ -7,8 +7,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use wardlink_edge::broker::add_device;
-use wardlink_shared::{DeviceId, PatientId};
 use wardlink_tests::process::{EdgeProcess, binary};
 use wardlink_tests::{
     Device, Hub, PATIENCE, free_port, http_get, metric, stored_readings, unix_now,
@@ -49,13 +47,7 @@ async fn wall_clock_steps_raise_no_signal_lost_and_freeze_no_alarm() -> anyhow::
         "{LIBFAKETIME} is missing: apt-get install faketime (.ci/run does)"
     );
     let hub = Hub::start().await?;
-    let (dir, cfg) = hub.enroll_edge("edge-t", "ward-t", |_| {})?;
-    let password = add_device(
-        &cfg.devices_path(),
-        DeviceId::new("mon-1")?,
-        PatientId::new("bed-01")?,
-        cfg.mqtt.max_devices,
-    )?;
+    let (dir, cfg, password) = hub.enroll_edge_with_monitor("edge-t", "ward-t")?;
     let offset = dir.path().join("faketime");
     step_wall_clock(&offset, 0)?;
     let mut program = Command::new(binary("wardlink-edge")?);

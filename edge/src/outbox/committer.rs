@@ -10,7 +10,7 @@ use std::time::Instant;
 use wardlink_shared::wire::{Lane, Record, RecordBody};
 
 use super::store::{self, Mark, OutboxError, Remember, Stamped};
-use super::{CLOSING_ATTEMPTS, Inner, REFRESH, RETRY, Shared, now_ms};
+use super::{CLOSING_ATTEMPTS, EngineState, Inner, REFRESH, RETRY, Shared, now_ms};
 
 /// Evicts the oldest telemetry held in memory down to 90 % of `max`, replacing it with one gap
 /// record; returns how many readings were evicted. Records the commit in progress is writing
@@ -98,11 +98,11 @@ impl Committer {
         let mut retry_at: Option<Instant> = None;
         let mut closing_attempts = 0u32;
         loop {
-            let (batch, marks, acked, closing) = {
+            let (batch, marks, acked, state, closing) = {
                 let mut g = self.shared.lock();
                 loop {
                     let now = Instant::now();
-                    let work = g.held() > 0 || g.acked != g.applied || !g.marks.is_empty();
+                    let work = g.has_work();
                     if g.closing && !work {
                         return;
                     }
@@ -135,8 +135,20 @@ impl Committer {
                     }
                 }
                 let mut batch: Vec<Stamped> = Vec::new();
+                // The engine state goes with every alarm record it describes, whatever the
+                // batch size: alarms are few, and a state committed without them (or they
+                // without it) would raise an episode twice after a crash.
+                let described = g.state.as_ref().map_or(0, |s| {
+                    g.pending[usize::from(Lane::Alarms.index())]
+                        .iter()
+                        .take_while(|p| p.record.seq <= s.tag)
+                        .count()
+                });
                 for lane in Lane::ALL {
-                    let room = max_batch.saturating_sub(batch.len());
+                    let mut room = max_batch.saturating_sub(batch.len());
+                    if lane == Lane::Alarms {
+                        room = room.max(described);
+                    }
                     let i = usize::from(lane.index());
                     batch.extend(g.pending[i].iter().take(room).cloned());
                     g.writing[i] = batch
@@ -148,10 +160,26 @@ impl Committer {
                 }
                 g.waiting_since = None;
                 let marks = std::mem::take(&mut g.marks);
-                (batch, marks, g.acked, g.closing)
+                let state = g.state.take();
+                (batch, marks, g.acked, state, g.closing)
             };
-            match self.commit(&batch, &marks, acked) {
+            let mut state = state;
+            let result = self.commit(&batch, &marks, acked, state.as_ref());
+            // Whoever waits for the state hears how the attempt went. A failed one is
+            // retried with the state, but a clinician's acknowledgement is not held back
+            // from the hub by a full disk: it is applied here, in memory, all the same.
+            for waiter in state
+                .as_mut()
+                .map(|s| std::mem::take(&mut s.durable))
+                .unwrap_or_default()
+            {
+                let _ = waiter.send(result.is_ok());
+            }
+            match result {
                 Ok(()) => {
+                    if state.is_some() {
+                        self.shared.metrics.state_saved.inc();
+                    }
                     retry_at = None;
                     let mut g = self.shared.lock();
                     g.writing = [0; 2];
@@ -180,7 +208,10 @@ impl Committer {
                     for lane in Lane::ALL {
                         g.tickets.durable(usize::from(lane.index()), through(lane));
                     }
-                    if g.held() > 0 || g.acked != g.applied || !g.marks.is_empty() {
+                    if g.state.is_none() {
+                        self.shared.metrics.state_unsaved.set(0);
+                    }
+                    if g.has_work() {
                         // What arrived during this commit waits at most one window more.
                         g.waiting_since.get_or_insert_with(Instant::now);
                     }
@@ -194,6 +225,10 @@ impl Committer {
                     // The marks are written by the next attempt, before any taken since.
                     let newer = std::mem::replace(&mut g.marks, marks);
                     g.marks.extend(newer);
+                    // The state is written by the next attempt, unless a newer one came.
+                    if g.state.is_none() {
+                        g.state = state;
+                    }
                     if !g.failing {
                         tracing::error!(error = %e, held = g.held(), "outbox commit failed; records stay in memory and are still forwarded; retrying");
                     }
@@ -216,6 +251,7 @@ impl Committer {
                             let lost = g.held() as u64;
                             g.pending = [VecDeque::new(), VecDeque::new()];
                             g.marks.clear();
+                            g.state = None;
                             g.tickets.abandon();
                             g.applied = g.acked;
                             drop(g);
@@ -237,6 +273,7 @@ impl Committer {
         batch: &[Stamped],
         marks: &[Mark],
         acked: [u64; 2],
+        state: Option<&EngineState>,
     ) -> Result<(), OutboxError> {
         let store = match self.store.as_mut() {
             Some(s) => s,
@@ -248,7 +285,8 @@ impl Committer {
             }
         };
         let started = Instant::now();
-        match store.commit(batch, marks, acked, self.shared.settings.max_bytes) {
+        let state = state.map(|s| s.bytes.as_slice());
+        match store.commit(batch, marks, acked, state, self.shared.settings.max_bytes) {
             Ok(done) => {
                 self.stats = store.stats();
                 if done.inserted != [0, 0] {

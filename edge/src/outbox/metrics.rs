@@ -29,6 +29,10 @@ pub struct OutboxMetrics {
     pub evicted: LabeledCounter,
     /// Records that could not be stored at all (counted, logged at ERROR).
     pub dropped: Arc<Counter>,
+    /// 1 while the alarm engine's newest state waits for its commit.
+    pub state_unsaved: Arc<Gauge>,
+    /// Alarm engine states committed.
+    pub state_saved: Arc<Counter>,
 }
 
 impl OutboxMetrics {
@@ -83,6 +87,14 @@ impl OutboxMetrics {
             dropped: r.counter(
                 "wardlink_edge_records_dropped_total",
                 "Accepted records that could not be stored (data loss).",
+            ),
+            state_unsaved: r.gauge(
+                "wardlink_edge_alarm_state_unsaved",
+                "1 while the alarm engine's newest state (open episodes, acknowledgements, silences) waits for its commit.",
+            ),
+            state_saved: r.counter(
+                "wardlink_edge_alarm_state_saved_total",
+                "Alarm engine states committed with their alarm records.",
             ),
         }
     }

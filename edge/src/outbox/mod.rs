@@ -22,6 +22,10 @@
 //!   first; never earlier. Tickets fire in seq order. A record the hub has is not written
 //!   here, but its dedupe entry is (without an fsync of its own: should a crash undo it, the
 //!   hub still recognises a re-send by patient and timestamp).
+//! - the alarm engine's state (see [`Outbox::append_with_state`]) is written only in a commit
+//!   that makes every alarm record appended before it durable, and only the newest: after a
+//!   crash the state on disk and the alarm records on disk (or at the hub) tell the same
+//!   story, so a restarted edge neither raises an open episode again nor forgets one.
 
 mod committer;
 mod config;
@@ -36,7 +40,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redb::Database;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use wardlink_shared::wire::{Lane, Record, RecordBody};
 
 use wardlink_shared::PatientId;
@@ -89,6 +93,9 @@ impl Heads {
     }
 }
 
+/// An engine state handed to the outbox, and who waits for its commit.
+type NewState = (Vec<u8>, Option<oneshot::Sender<bool>>);
+
 /// The outbox is closed (the edge is stopping) or cannot give out seqs any more.
 #[derive(Debug, thiserror::Error)]
 #[error("outbox is closed")]
@@ -122,11 +129,31 @@ struct Inner {
     marks: Vec<Mark>,
     /// Readings' tickets waiting for their records to be durable.
     tickets: Tickets,
+    /// The newest alarm engine state not yet committed.
+    state: Option<EngineState>,
+}
+
+/// The alarm engine's state as the rules handed it over, with the highest alarm seq given out
+/// when it was taken: the state describes every alarm record up to that seq.
+#[derive(Debug)]
+pub(super) struct EngineState {
+    bytes: Vec<u8>,
+    tag: u64,
+    /// Told once a commit attempt wrote this state (or a newer one), or failed to.
+    durable: Vec<oneshot::Sender<bool>>,
 }
 
 impl Inner {
     fn held(&self) -> usize {
         self.pending[0].len() + self.pending[1].len()
+    }
+
+    /// Whether anything waits for a commit.
+    fn has_work(&self) -> bool {
+        self.held() > 0
+            || self.acked != self.applied
+            || !self.marks.is_empty()
+            || self.state.is_some()
     }
 
     /// The highest seq given out on each lane, by lane index.
@@ -153,6 +180,8 @@ struct Shared {
     db: Mutex<Option<Arc<Database>>>,
     settings: Settings,
     metrics: Arc<OutboxMetrics>,
+    /// The alarm engine's state as the last boot committed it, until the rules take it.
+    restored: Mutex<Option<Vec<u8>>>,
 }
 
 impl Shared {
@@ -218,6 +247,7 @@ impl Outbox {
         let store = store::Store::open(path, now_ms())?;
         let alarms = store::read(&store.db(), Lane::Alarms, 0, usize::MAX)?.into();
         let seen = store.load_seen()?;
+        let restored = store.load_state()?;
         let stats = store.stats();
         let next = [0, 1].map(|i| stats[i].head + 1);
         let inner = Inner {
@@ -234,6 +264,7 @@ impl Outbox {
             seen,
             marks: Vec::new(),
             tickets: Tickets::new([next[0] - 1, next[1] - 1]),
+            state: None,
         };
         let (heads, _) = watch::channel(inner.heads());
         tracing::info!(
@@ -249,6 +280,7 @@ impl Outbox {
             db: Mutex::new(Some(store.db())),
             settings,
             metrics,
+            restored: Mutex::new(restored),
         });
         let mut committer = Committer::new(shared.clone(), store, path.to_owned());
         committer.gauges(true);
@@ -269,7 +301,45 @@ impl Outbox {
     /// send them at once. Waits while too many records are held in memory for a disk that
     /// keeps up slowly (backpressure); while commits fail, evicts old telemetry instead.
     pub async fn append(&self, records: Vec<RecordBody>) -> Result<(), Closed> {
-        self.append_with(records, None).await
+        self.append_with(records, None, None).await
+    }
+
+    /// [`Outbox::append`], and `state` (the alarm engine's, encoded) replaces the state to
+    /// persist: it is committed with these records, or with later ones, never before them.
+    /// `records` may be empty (an acknowledgement changes the state and makes no record).
+    pub async fn append_with_state(
+        &self,
+        records: Vec<RecordBody>,
+        state: Option<Vec<u8>>,
+    ) -> Result<(), Closed> {
+        self.append_with(records, None, state.map(|s| (s, None)))
+            .await
+    }
+
+    /// [`Outbox::append_with_state`] for a change a clinician made (an acknowledgement, a
+    /// silence): the returned receiver says, once the commit that should have written it was
+    /// attempted, whether it did (`true`) or the disk failed (`false`; the state is written by
+    /// a later attempt). The hub is told the command was applied only then, so a crash in
+    /// between makes it send the command again.
+    pub async fn append_state_confirmed(
+        &self,
+        records: Vec<RecordBody>,
+        state: Vec<u8>,
+    ) -> Result<oneshot::Receiver<bool>, Closed> {
+        let (tx, rx) = oneshot::channel();
+        self.append_with(records, None, Some((state, Some(tx))))
+            .await?;
+        Ok(rx)
+    }
+
+    /// The alarm engine's state as the last boot committed it; `None` when there was none (or
+    /// after the first call).
+    pub fn take_restored_state(&self) -> Option<Vec<u8>> {
+        self.shared
+            .restored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// If a reading of `patient` stamped `ts` was already accepted (it is in the dedupe
@@ -306,20 +376,23 @@ impl Outbox {
     }
 
     /// Appends a reading's records (its alarm events, then its `Vitals` record), as
-    /// [`Outbox::append`]. The reading enters the dedupe window; `ticket` fires once it is
-    /// durable.
+    /// [`Outbox::append_with_state`]. The reading enters the dedupe window; `ticket` fires
+    /// once it is durable.
     pub async fn append_reading(
         &self,
         records: Vec<RecordBody>,
         ticket: Option<Ticket>,
+        state: Option<Vec<u8>>,
     ) -> Result<(), Closed> {
-        self.append_with(records, Some(ticket)).await
+        self.append_with(records, Some(ticket), state.map(|s| (s, None)))
+            .await
     }
 
     async fn append_with(
         &self,
         records: Vec<RecordBody>,
         mut reading: Option<Option<Ticket>>,
+        mut state: Option<NewState>,
     ) -> Result<(), Closed> {
         let max = self.shared.settings.max_memory_records;
         loop {
@@ -332,7 +405,7 @@ impl Outbox {
                     return Err(Closed);
                 }
                 if g.held() == 0 || g.held() + records.len() <= max || g.failing {
-                    return self.give_seqs(&mut g, records, reading.take());
+                    return self.give_seqs(&mut g, records, reading.take(), state.take());
                 }
             }
             room.await;
@@ -344,8 +417,9 @@ impl Outbox {
         g: &mut Inner,
         records: Vec<RecordBody>,
         mut reading: Option<Option<Ticket>>,
+        state: Option<NewState>,
     ) -> Result<(), Closed> {
-        if records.is_empty() {
+        if records.is_empty() && state.is_none() {
             // Nothing to commit: opening a window here would leave the commit thread asleep
             // for a second while later appends took the window for open.
             return Ok(());
@@ -380,6 +454,18 @@ impl Outbox {
                 record: Record { seq, body },
                 seen,
             });
+        }
+        if let Some((bytes, waiter)) = state {
+            let tag = g.given()[usize::from(Lane::Alarms.index())];
+            // The newer state includes what the older one said: its waiters come along.
+            let mut durable = g.state.take().map(|s| s.durable).unwrap_or_default();
+            durable.extend(waiter);
+            g.state = Some(EngineState {
+                bytes,
+                tag,
+                durable,
+            });
+            self.shared.metrics.state_unsaved.set(1);
         }
         if g.failing && g.held() > self.shared.settings.max_memory_records {
             let n = evict_held(g, self.shared.settings.max_memory_records);

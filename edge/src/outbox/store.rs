@@ -22,6 +22,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// records (the hub's acknowledgement deletes those), and holds at most the window per
 /// patient.
 const SEEN: TableDefinition<(&str, i64), ()> = TableDefinition::new("seen");
+/// The alarm engine's state (postcard, see the rules), under [`STATE_KEY`]: written in the
+/// commit that makes the alarm records it describes durable.
+const ENGINE: TableDefinition<&str, &[u8]> = TableDefinition::new("engine");
+const STATE_KEY: &str = "state";
 const STREAM_KEY: &str = "stream";
 const EPOCH_KEY: &str = "epoch";
 
@@ -283,6 +287,7 @@ impl Store {
         batch: &[Stamped],
         marks: &[Mark],
         acked: [u64; 2],
+        state: Option<&[u8]>,
         max_bytes: u64,
     ) -> Result<Committed, OutboxError> {
         let mut stats = self.stats;
@@ -335,8 +340,12 @@ impl Store {
                 lanes.insert(lane.index(), (s.head, s.count, s.bytes))?;
             }
         }
-        if done.inserted == [0, 0] {
-            // Dedupe entries alone need no fsync: the hub has their records (see `Mark`).
+        if let Some(state) = state {
+            txn.open_table(ENGINE)?.insert(STATE_KEY, state)?;
+        }
+        if done.inserted == [0, 0] && state.is_none() {
+            // Dedupe entries alone need no fsync: the hub has their records (see `Mark`). The
+            // engine state does: the hub may have alarm records it describes.
             txn.set_durability(Durability::None)?;
         }
         txn.commit()?;
@@ -369,6 +378,17 @@ impl Store {
         }
         txn.commit()?;
         Ok(seen)
+    }
+
+    /// The alarm engine's state as last committed.
+    pub(super) fn load_state(&self) -> Result<Option<Vec<u8>>, OutboxError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(ENGINE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table.get(STATE_KEY)?.map(|v| v.value().to_vec()))
     }
 
     /// Starts a new stream: the records still here are sent again under it. Used when the hub

@@ -51,7 +51,7 @@ async fn a_ticket_fires_after_the_commit_and_a_repeat_after_its_original() {
     };
     assert!(outbox.repeat(&patient, ts, None).is_err(), "not seen yet");
     outbox
-        .append_reading(vec![vitals(7)], Some(tickets.issue()))
+        .append_reading(vec![vitals(7)], Some(tickets.issue()), None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     fired(&tickets, 1).await;
@@ -85,7 +85,7 @@ async fn the_hubs_acknowledgement_makes_a_reading_durable_with_its_alarms() {
     .unwrap_or_else(|e| panic!("{e}"));
     let mut tickets = Tickets::new();
     outbox
-        .append_reading(vec![alarm(1), vitals(1)], Some(tickets.issue()))
+        .append_reading(vec![alarm(1), vitals(1)], Some(tickets.issue()), None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let heads = *outbox.heads().borrow();
@@ -93,6 +93,60 @@ async fn the_hubs_acknowledgement_makes_a_reading_durable_with_its_alarms() {
     assert_eq!(tickets.durable(), 0, "its alarm event is not yet safe");
     outbox.ack(Lane::Alarms, heads.of(Lane::Alarms));
     assert_eq!(tickets.durable(), 1, "both lanes stored by the hub");
+    drop(outbox);
+    thread.join().unwrap_or_else(|_| panic!("outbox thread"));
+}
+
+#[tokio::test]
+async fn the_alarm_state_is_committed_with_its_records_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("outbox.redb");
+    let metrics = OutboxMetrics::detached();
+    let open = |window| {
+        Outbox::open(&path, settings(window), metrics.clone()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (outbox, thread) = open(Duration::from_millis(5));
+    assert_eq!(outbox.take_restored_state(), None, "a new outbox has none");
+    let mut tickets = Tickets::new();
+    outbox
+        .append_reading(
+            vec![alarm(1), vitals(1)],
+            Some(tickets.issue()),
+            Some(b"raised".to_vec()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    fired(&tickets, 1).await;
+    // A change without records (an acknowledgement), then the edge stops.
+    outbox
+        .append_with_state(Vec::new(), Some(b"acknowledged".to_vec()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(outbox);
+    thread.join().unwrap_or_else(|_| panic!("outbox thread"));
+
+    // The hub acknowledges the alarm before the commit: the record is not written here, the
+    // state is (the hub has what it describes).
+    let (outbox, thread) = open(Duration::from_secs(3600));
+    assert_eq!(
+        outbox.take_restored_state().as_deref(),
+        Some(&b"acknowledged"[..])
+    );
+    assert_eq!(outbox.take_restored_state(), None, "taken once");
+    outbox
+        .append_with_state(vec![alarm(2)], Some(b"resolved".to_vec()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = *outbox.heads().borrow();
+    outbox.ack(Lane::Alarms, head.of(Lane::Alarms));
+    drop(outbox);
+    thread.join().unwrap_or_else(|_| panic!("outbox thread"));
+
+    let (outbox, thread) = open(Duration::from_millis(5));
+    assert_eq!(
+        outbox.take_restored_state().as_deref(),
+        Some(&b"resolved"[..])
+    );
     drop(outbox);
     thread.join().unwrap_or_else(|_| panic!("outbox thread"));
 }

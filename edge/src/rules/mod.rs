@@ -3,6 +3,11 @@
 //!
 //! Works the same with or without an uplink: it only ever talks to the outbox.
 //!
+//! The engine's lasting state (open episodes, pending waits, acknowledgements, silences) goes
+//! to the outbox with the records of the step that changed it, and is committed with them
+//! (see [`state`]); at start it is taken up again, so an episode open before a restart keeps
+//! its id.
+//!
 //! A reading the outbox already holds (same patient and device timestamp: a device sending it
 //! again after a reconnect or an edge crash) is not evaluated or stored again; its
 //! acknowledgement waits until what was appended before it is durable, which includes the
@@ -22,6 +27,8 @@ use crate::broker::Fanout;
 use crate::clock::now;
 use crate::ingest::Ingested;
 use crate::outbox::Outbox;
+
+mod state;
 
 /// What the rules count.
 #[derive(Debug)]
@@ -88,6 +95,9 @@ pub async fn run(
     for (patient, s) in &own {
         engine.set_patient_settings(patient.clone(), s.clone(), now());
     }
+    // After the settings: restored episodes were judged by them already.
+    let mut saved = state::restore(&mut engine, outbox.take_restored_state());
+    publish_active(&engine, &active);
     // The engine says when it next has work without a reading (a delay running out, a device
     // falling silent, a silence ending); on the monotonic clock, so a step of the wall clock
     // moves none of it. Asked of every patient after a tick or a command; after a reading only
@@ -96,24 +106,29 @@ pub async fn run(
     loop {
         // Commands and timers first: a flood of readings must not hold back an
         // acknowledgement, a silence or an alarm whose delay has run out.
-        let records: Vec<RecordBody> = tokio::select! {
+        let (records, confirm) = tokio::select! {
             biased;
             Some(request) = commands.recv() => {
                 let (events, applied) =
                     handle_command(&mut engine, &mut own, &patient_settings, request.command).await;
-                let _ = request.applied.send(applied);
-                publish_active(&engine, &active);
-                events.into_iter().map(RecordBody::Alarm).collect()
+                let events: Vec<RecordBody> = events.into_iter().map(RecordBody::Alarm).collect();
+                if applied {
+                    (events, Some(request.applied))
+                } else {
+                    let _ = request.applied.send(false);
+                    (events, None)
+                }
             }
-            () = sleep_until(due) => engine
-                .tick(now())
-                .into_iter()
-                .map(RecordBody::Alarm)
-                .collect(),
+            () = sleep_until(due) => {
+                let events: Vec<RecordBody> =
+                    engine.tick(now()).into_iter().map(RecordBody::Alarm).collect();
+                (events, None)
+            }
             r = readings.recv() => match r {
                 Some(ingested) => {
                     let patient = ingested.reading.patient.clone();
-                    if accept(&mut engine, &outbox, &fanout, &metrics, &active, ingested)
+                    let step = Step { engine: &mut engine, saved: &mut saved };
+                    if accept(step, &outbox, &fanout, &metrics, &active, ingested)
                         .await
                         .is_err()
                     {
@@ -134,13 +149,40 @@ pub async fn run(
             .filter(|r| matches!(r, RecordBody::Alarm(_)))
             .count();
         metrics.alarm_events.add(alarms as u64);
-        if alarms > 0 {
-            publish_active(&engine, &active);
-        }
-        if !records.is_empty() && outbox.append(records).await.is_err() {
+        let state = state::if_changed(&engine, &mut saved);
+        let appended = match (confirm, state) {
+            // A command that changed the state is confirmed to the hub once the state's
+            // commit was attempted: a crash before it makes the hub send it again.
+            (Some(applied), Some(state)) => outbox
+                .append_state_confirmed(records, state)
+                .await
+                .map(|durable| confirm_when_saved(durable, applied)),
+            (confirm, state) => {
+                if let Some(applied) = confirm {
+                    let _ = applied.send(true);
+                }
+                outbox.append_with_state(records, state).await
+            }
+        };
+        if appended.is_err() {
             return;
         }
+        // After the append: what the admin listener shows is on its way to the disk.
+        publish_active(&engine, &active);
     }
+}
+
+/// Tells the uplink the command was applied once its state's commit was attempted. A commit
+/// that failed (a full disk) still confirms: the command is applied in memory, the state is
+/// written when the disk recovers, and holding the confirmation would hold back every later
+/// command from the hub.
+fn confirm_when_saved(durable: oneshot::Receiver<bool>, applied: oneshot::Sender<bool>) {
+    tokio::spawn(async move {
+        if let Ok(false) = durable.await {
+            tracing::warn!("command applied; its alarm state waits for the disk");
+        }
+        let _ = applied.send(true);
+    });
 }
 
 /// Sleeps until `due`, or for ever when nothing is due.
@@ -151,9 +193,15 @@ async fn sleep_until(due: Option<std::time::Instant>) {
     }
 }
 
+/// The engine, and the change count of the state last handed to the outbox.
+struct Step<'a> {
+    engine: &'a mut AlarmEngine,
+    saved: &'a mut u64,
+}
+
 /// Evaluates and appends one reading, or recognises it as one already held.
 async fn accept(
-    engine: &mut AlarmEngine,
+    step: Step<'_>,
     outbox: &Outbox,
     fanout: &Fanout,
     metrics: &RulesMetrics,
@@ -179,8 +227,8 @@ async fn accept(
         // patient and timestamp, and two unstamped readings may arrive in one millisecond.
         reading.ts = outbox.unique_ts(&reading.patient, reading.ts);
     }
+    let Step { engine, saved } = step;
     let observation = engine.observe(&reading, now());
-    let alarms = observation.events.len();
     let mut records: Vec<RecordBody> = observation
         .events
         .into_iter()
@@ -190,11 +238,13 @@ async fn accept(
         reading,
         news2: observation.news2,
     });
+    let alarms = records.len() - 1;
+    let state = state::if_changed(engine, saved);
+    outbox.append_reading(records, ticket, state).await?;
     if alarms > 0 {
         metrics.alarm_events.add(alarms as u64);
         publish_active(engine, active);
     }
-    outbox.append_reading(records, ticket).await?;
     if let Some((topic, payload)) = copy {
         fanout.offer(topic, payload);
     }

@@ -1,6 +1,9 @@
 //! The latest value of each NEWS2 parameter, with when it was measured, so a score can be
 //! computed from readings that arrive separately (a monitor's SpO2 every second, a nurse's
 //! consciousness check every hour) as long as each is fresh.
+//!
+//! Times are the engine's measurement times (see `AlarmEngine::measured`): monotonic, so a
+//! step of the wall clock neither freezes a value nor makes one look fresh.
 
 use crate::news2::Observations;
 use crate::time::Millis;

@@ -190,6 +190,13 @@ pub struct AlarmEngine {
     patients: HashMap<PatientId, PatientState>,
     /// Patients with settings of their own.
     overrides: HashMap<PatientId, PatientSettings>,
+    /// Counts changes to what [`AlarmEngine::snapshot`] keeps (episodes opened, worsened,
+    /// acknowledged, resolved; conditions starting or ending a wait; silences), so a driver
+    /// persists the state only when it changed.
+    changes: u64,
+    /// The origin of measurement times (see [`AlarmEngine::measured`]): the first instant the
+    /// engine was given.
+    origin: Option<Instant>,
 }
 
 impl AlarmEngine {
@@ -202,6 +209,8 @@ impl AlarmEngine {
             next_id: 0,
             patients: HashMap::new(),
             overrides: HashMap::new(),
+            changes: 0,
+            origin: None,
         }
     }
 
@@ -224,6 +233,7 @@ impl AlarmEngine {
         let Some(state) = self.patients.get_mut(&patient) else {
             return Vec::new();
         };
+        self.changes += 1;
         let limit_keys: Vec<ConditionKey> = state
             .conditions
             .keys()
@@ -271,6 +281,7 @@ impl AlarmEngine {
 
     /// Feeds one reading received at `now`.
     pub fn observe(&mut self, reading: &Reading, now: Now) -> Observation {
+        let measured = self.measured(reading.ts, now);
         let mut events = Vec::new();
         let settings = self.settings_for(&reading.patient);
         let state = self.patients.entry(reading.patient.clone()).or_default();
@@ -281,12 +292,12 @@ impl AlarmEngine {
             state.interval_ms = Some(state.interval_ms.map_or(gap, |i| 0.8 * i + 0.2 * gap));
         }
         state.last_seen = Some(now.mono);
-        state.latest.update(&reading.vitals, reading.ts);
+        state.latest.update(&reading.vitals, measured);
         // Scored as of the reading's own measurement time, so a reading delivered late (a
         // device catching up after an outage) is scored with what was known then.
         let news2 = state
             .latest
-            .observations(reading.ts, Millis::from(settings.news2.freshness_s) * 1000)
+            .observations(measured, Millis::from(settings.news2.freshness_s) * 1000)
             .map(|o| news2::score(&o, settings.news2.scale));
 
         let mut evaluations = vec![(ConditionKey::SignalLost, signal_back())];
@@ -308,7 +319,7 @@ impl AlarmEngine {
         for (sign, rule) in settings.trends.rules() {
             if let Some(value) = reading.vitals.value(sign) {
                 let series = state.series.entry(sign).or_default();
-                series.push(reading.ts, value, keep);
+                series.push(measured, value, keep);
                 if let Some(e) = trend::evaluate(sign, &rule, series) {
                     evaluations.push((ConditionKey::Trend(sign), e));
                 }
@@ -326,6 +337,18 @@ impl AlarmEngine {
             }
         }
         Observation { news2, events }
+    }
+
+    /// When a reading stamped `ts` was measured, in ms on the engine's monotonic scale: now,
+    /// less the reading's age by the wall clock (none if its stamp is ahead). NEWS2 freshness
+    /// and trends order readings by this, not by their stamps: a reading the edge stamped
+    /// itself is always the newest, however the wall clock stepped since the last one, while
+    /// a device's backlog delivered late still counts as old.
+    fn measured(&mut self, ts: Millis, now: Now) -> Millis {
+        let origin = *self.origin.get_or_insert(now.mono);
+        let on_scale = Millis::try_from(now.mono.saturating_duration_since(origin).as_millis())
+            .unwrap_or(Millis::MAX);
+        on_scale.saturating_sub((now.wall - ts).max(0))
     }
 
     /// Raises what became due by `now` without a new reading: pending conditions whose delay
@@ -485,6 +508,7 @@ impl AlarmEngine {
             return None;
         };
         let (_, at) = acknowledged.take()?;
+        self.changes += 1;
         *silenced = silenced_now(
             silence.as_ref(),
             *priority,
@@ -519,6 +543,7 @@ impl AlarmEngine {
             return None;
         };
         *silenced = false;
+        self.changes += 1;
         let message = "still present; no longer silenced".to_owned();
         Some(still_present(
             patient, id, kind, *priority, message, now, false,
@@ -536,6 +561,7 @@ impl AlarmEngine {
                     && id == alert
                 {
                     *acknowledged = Some((by.to_owned(), now.mono));
+                    self.changes += 1;
                     return true;
                 }
             }
@@ -548,6 +574,7 @@ impl AlarmEngine {
     /// `now`, so a later step of the wall clock neither ends nor stretches it. A later silence
     /// replaces an earlier one; `until` in the past ends it.
     pub fn silence(&mut self, patient: &PatientId, from: Millis, until: Millis, now: Now) {
+        self.changes += 1;
         let state = self.patients.entry(patient.clone()).or_default();
         // A silence takes effect when it arrives: a hub clock slightly ahead must not leave a
         // start in the future (an episode would wait for it to be announced unsilenced).
@@ -562,6 +589,13 @@ impl AlarmEngine {
                 until: now.mono,
             }
         });
+    }
+
+    /// A counter that moves whenever what [`AlarmEngine::snapshot`] keeps has changed (and
+    /// only then, give or take a change that undoes another): a driver compares it with the
+    /// value at its last persisted snapshot.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Every active episode, for operators and tests.
@@ -643,8 +677,10 @@ impl AlarmEngine {
         };
         match current {
             None | Some(Condition::Pending { .. }) if !eval.violating => {
-                state.conditions.remove(&key);
-                state.carried.remove(&key);
+                let ended = state.conditions.remove(&key).is_some();
+                if state.carried.remove(&key).is_some() || ended {
+                    self.changes += 1;
+                }
                 None
             }
             None | Some(Condition::Pending { .. }) => {
@@ -652,7 +688,12 @@ impl AlarmEngine {
                     Some(Condition::Pending { since, .. }) => since,
                     _ => state.carried.remove(&key).unwrap_or(now.mono),
                 };
+                if current.is_none() {
+                    // A wait starts (or a carried one is taken up): worth keeping.
+                    self.changes += 1;
+                }
                 if eval.bypass_delay || now.since(since) >= eval.delay_ms {
+                    self.changes += 1;
                     self.next_id += 1;
                     let id = format!("{}-{:x}-{}", self.id_prefix, now.wall, self.next_id);
                     Some(raise(state, id))
@@ -670,6 +711,7 @@ impl AlarmEngine {
             }
             Some(Condition::Active { id, priority, .. }) => {
                 if eval.cleared {
+                    self.changes += 1;
                     state.conditions.remove(&key);
                     Some(event(
                         id,
@@ -680,6 +722,7 @@ impl AlarmEngine {
                 } else if eval.violating && eval.priority > priority {
                     // Worsening: the same episode at a higher priority, notified again; an
                     // earlier acknowledgement no longer covers it.
+                    self.changes += 1;
                     Some(raise(state, id))
                 } else {
                     None
@@ -802,3 +845,5 @@ fn signal_back() -> Evaluation {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_tests;

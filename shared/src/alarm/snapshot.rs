@@ -47,6 +47,18 @@ struct EpisodeSnapshot {
     silenced: bool,
 }
 
+impl EngineSnapshot {
+    /// How many open episodes it holds.
+    pub fn episodes(&self) -> usize {
+        self.patients.iter().map(|p| p.episodes.len()).sum()
+    }
+
+    /// How many patients it holds anything for.
+    pub fn patients(&self) -> usize {
+        self.patients.len()
+    }
+}
+
 impl AlarmEngine {
     /// The state to persist at `now` (see the module comment).
     pub fn snapshot(&self, now: Now) -> EngineSnapshot {
@@ -112,6 +124,7 @@ impl AlarmEngine {
         let down = millis((now.wall - snapshot.taken).max(0));
         let back = |age: Millis| before(now.mono, millis(age) + down);
         self.next_id = self.next_id.max(snapshot.next_id);
+        self.changes += 1;
         for p in snapshot.patients {
             let state = self.patients.entry(p.patient).or_default();
             state.last_seen = Some(now.mono);

@@ -3,11 +3,11 @@
 use super::*;
 use crate::vitals::Acvpu;
 
-fn patient() -> PatientId {
+pub(super) fn patient() -> PatientId {
     PatientId::new("bed-1").unwrap()
 }
 
-fn reading(ts: Millis, vitals: Vitals) -> Reading {
+pub(super) fn reading(ts: Millis, vitals: Vitals) -> Reading {
     Reading {
         patient: patient(),
         ts,
@@ -15,7 +15,7 @@ fn reading(ts: Millis, vitals: Vitals) -> Reading {
     }
 }
 
-fn hr(v: f32, ts: Millis) -> Reading {
+pub(super) fn hr(v: f32, ts: Millis) -> Reading {
     reading(
         ts,
         Vitals {
@@ -27,7 +27,7 @@ fn hr(v: f32, ts: Millis) -> Reading {
 
 /// Virtual time `ms` on both clocks: the monotonic one counts from a fixed instant, the wall
 /// clock reads `ms`.
-fn at(ms: Millis) -> Now {
+pub(super) fn at(ms: Millis) -> Now {
     static BASE: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
     Now {
         mono: *BASE + Duration::from_millis(u64::try_from(ms).unwrap()),
@@ -35,12 +35,12 @@ fn at(ms: Millis) -> Now {
     }
 }
 
-fn engine() -> AlarmEngine {
+pub(super) fn engine() -> AlarmEngine {
     AlarmEngine::new(RuleSettings::default(), "edge")
 }
 
 /// Feeds a reading every second from `from` (ms) for each value; returns all events.
-fn trace(e: &mut AlarmEngine, from: Millis, values: &[f32]) -> Vec<AlarmEvent> {
+pub(super) fn trace(e: &mut AlarmEngine, from: Millis, values: &[f32]) -> Vec<AlarmEvent> {
     let mut out = Vec::new();
     for (i, v) in values.iter().enumerate() {
         let t = from + i64::try_from(i).unwrap() * 1000;
@@ -206,7 +206,7 @@ fn signal_lost_follows_a_slow_device_interval() {
     assert_eq!(e.tick(at(last + 180_000)).len(), 1);
 }
 
-fn full(ts: Millis, hr: f32, rr: f32, acvpu: Acvpu) -> Reading {
+pub(super) fn full(ts: Millis, hr: f32, rr: f32, acvpu: Acvpu) -> Reading {
     reading(
         ts,
         Vitals {
@@ -548,301 +548,4 @@ fn messages_read_as_before_they_became_lazy() {
     for (text, want) in cases {
         assert_eq!(text.render(), want);
     }
-}
-
-/// Monotonic time `mono_ms` with the wall clock `offset` ms away from it.
-fn stepped(mono_ms: Millis, offset: Millis) -> Now {
-    let mut now = at(mono_ms);
-    now.wall = mono_ms + offset;
-    now
-}
-
-/// Runs `tick` at every deadline the engine names up to `until`, as the edge's driver does.
-fn run_deadlines(e: &mut AlarmEngine, until: Now, offset: Millis) -> Vec<AlarmEvent> {
-    let mut out = Vec::new();
-    while let Some(due) = e.next_deadline() {
-        if due > until.mono {
-            break;
-        }
-        let mono_ms = Millis::try_from(due.duration_since(at(0).mono).as_millis()).unwrap();
-        out.extend(e.tick(stepped(mono_ms, offset)));
-    }
-    out
-}
-
-#[test]
-fn wall_clock_steps_change_nothing_clinical() {
-    const DAY: Millis = 24 * 3_600_000;
-    for step in [1_000, -1_000, 7_200_000, -7_200_000, 3 * DAY, -3 * DAY] {
-        let mut e = engine();
-        let mut events = Vec::new();
-        // A monitor every 0.5 s; the wall clock steps by `step` at 30 s (NTP after boot).
-        let mut offset = 0;
-        for k in 0..240 {
-            let m = k * 500;
-            if m == 30_000 {
-                offset = step;
-            }
-            let now = stepped(m, offset);
-            events.extend(run_deadlines(&mut e, now, offset));
-            let value = if m < 60_000 { 70.0 } else { 150.0 };
-            // The device stamps with its own clock, which did not step.
-            events.extend(e.observe(&hr(value, m), now).events);
-            // The old driver's 250 ms poll, too: polling must not find anything either.
-            events.extend(e.tick(stepped(m + 250, offset)));
-        }
-        assert!(
-            events.iter().all(|ev| ev.kind != "signal_lost"),
-            "step {step}: {events:?}"
-        );
-        // HR 150 from 60 s, delay 10 s: raised at 70 s of monotonic time, not earlier, not
-        // later, whatever the wall clock did; stamped with the (stepped) wall clock.
-        let raised: Vec<_> = events
-            .iter()
-            .filter(|ev| ev.kind == "hr_high" && ev.state == AlertState::Raised)
-            .collect();
-        assert_eq!(raised.len(), 1, "step {step}: {events:?}");
-        assert!(
-            (70_000 + step..=70_500 + step).contains(&raised[0].ts),
-            "step {step}: raised at wall {} ms",
-            raised[0].ts
-        );
-    }
-}
-
-#[test]
-fn a_silence_keeps_its_length_when_the_wall_clock_steps() {
-    let mut e = engine();
-    let mut events = e.observe(&hr(150.0, 0), at(0)).events;
-    events.extend(run_deadlines(&mut e, at(10_000), 0));
-    assert_eq!(events.len(), 1, "{events:?}");
-    // Silenced for 5 minutes (hub time) at 20 s; then the wall clock jumps 2 h ahead.
-    e.silence(&patient(), 20_000, 320_000, at(20_000));
-    let step = 7_200_000;
-    let mut later = Vec::new();
-    for k in 0..30 {
-        let m = 21_000 + k * 10_000;
-        later.extend(e.observe(&hr(190.0, m), stepped(m, step)).events);
-        later.extend(run_deadlines(&mut e, stepped(m, step), step));
-    }
-    // The worsening to HR 190 is announced silenced (high priority, within `max_high_s`);
-    // the silence ended by the wall clock's jump would have announced it unsilenced at once.
-    let first = later.iter().find(|ev| ev.kind == "hr_high").unwrap();
-    assert!(first.silenced, "{later:?}");
-}
-
-#[test]
-fn next_deadline_names_when_tick_has_work() {
-    let mut e = engine();
-    assert_eq!(e.next_deadline(), None, "no patient, nothing due");
-    assert!(e.observe(&hr(150.0, 0), at(0)).events.is_empty());
-    // Pending HR high (delay 10 s) before the device's silence (30 s).
-    assert_eq!(e.next_deadline(), Some(at(10_000).mono));
-    assert!(e.tick(at(9_999)).is_empty());
-    let raised = e.tick(at(10_000));
-    assert_eq!(raised.len(), 1);
-    // Next: the device falling silent, 30 s after its last reading.
-    assert_eq!(e.next_deadline(), Some(at(30_000).mono));
-    let id = raised[0].id.clone();
-    assert!(e.acknowledge(&id, "ann", at(12_000)));
-    assert_eq!(e.next_deadline(), Some(at(30_000).mono));
-    assert_eq!(e.tick(at(30_000)).len(), 1, "signal lost");
-    // Then the reminder of the acknowledged episode, 30 min after the acknowledgement.
-    assert_eq!(e.next_deadline(), Some(at(12_000 + 1_800_000).mono));
-}
-
-#[test]
-fn ticking_at_deadlines_raises_what_polling_raises() {
-    // A noisy trace: spikes, a sustained run, gaps that lose the signal.
-    let mut values: Vec<Option<f32>> = Vec::new();
-    for i in 0..2_000u32 {
-        values.push(match i % 400 {
-            0..=5 => Some(160.0),
-            50..=90 => Some(170.0),
-            150..=199 => None,
-            250..=260 => Some(35.0),
-            _ => Some(72.0),
-        });
-    }
-    let summary = |events: Vec<AlarmEvent>| -> Vec<(String, AlertState, Priority)> {
-        events
-            .into_iter()
-            .map(|e| (e.kind, e.state, e.priority))
-            .collect()
-    };
-    let mut polled = engine();
-    let mut by_poll = Vec::new();
-    let mut driven = engine();
-    let mut by_deadline = Vec::new();
-    for (i, v) in values.iter().enumerate() {
-        let m = Millis::try_from(i).unwrap() * 1000;
-        by_deadline.extend(run_deadlines(&mut driven, at(m), 0));
-        if let Some(v) = v {
-            by_poll.extend(polled.observe(&hr(*v, m), at(m)).events);
-            by_deadline.extend(driven.observe(&hr(*v, m), at(m)).events);
-        }
-        for q in 1..4 {
-            by_poll.extend(polled.tick(at(m + q * 250)));
-        }
-    }
-    let by_poll = summary(by_poll);
-    assert!(by_poll.iter().any(|(k, _, _)| k == "signal_lost"));
-    assert!(by_poll.iter().any(|(k, _, _)| k == "hr_high"));
-    assert_eq!(summary(by_deadline), by_poll);
-}
-
-/// The snapshot as the edge stores it (postcard), read back.
-fn stored(snapshot: &EngineSnapshot) -> EngineSnapshot {
-    postcard::from_bytes(&postcard::to_allocvec(snapshot).unwrap()).unwrap()
-}
-
-/// A fresh engine restored from `snapshot` after a restart: wall clock `wall_ms`, on a
-/// monotonic clock that started again (`mono_ms` into it).
-fn restarted(snapshot: &EngineSnapshot, mono_ms: Millis, wall_ms: Millis) -> (AlarmEngine, Now) {
-    let mut e = engine();
-    let mut now = at(mono_ms);
-    now.wall = wall_ms;
-    e.restore(stored(snapshot), now);
-    (e, now)
-}
-
-#[test]
-fn an_episode_keeps_its_id_across_a_restart() {
-    let mut e = engine();
-    let raised = trace(&mut e, 0, &[150.0; 12]);
-    assert_eq!(raised.len(), 1);
-    let id = raised[0].id.clone();
-    let snapshot = e.snapshot(at(12_000));
-
-    // Down for 5 s; the monotonic clock starts again.
-    let (mut e, _) = restarted(&snapshot, 1_000, 17_000);
-    assert_eq!(e.active().len(), 1);
-    let still = e.observe(&hr(150.0, 18_000), stepped(2_000, 16_000)).events;
-    assert!(still.is_empty(), "raised twice: {still:?}");
-    let resolved = e.observe(&hr(80.0, 19_000), stepped(3_000, 16_000)).events;
-    assert_eq!(resolved.len(), 1, "{resolved:?}");
-    assert_eq!(resolved[0].id, id);
-    assert_eq!(resolved[0].state, AlertState::Resolved);
-    // A new episode after the restart gets an id of its own.
-    let again = trace(&mut e, 30_000, &[150.0; 12]);
-    assert_eq!(again.len(), 1);
-    assert_ne!(again[0].id, id);
-}
-
-#[test]
-fn a_pending_condition_keeps_its_wait_across_a_restart() {
-    let mut e = engine();
-    assert!(trace(&mut e, 0, &[150.0; 6]).is_empty());
-    // Pending since 0; snapshot at 6 s; down 1 s.
-    let (mut e, _) = restarted(&e.snapshot(at(6_000)), 10_000, 7_000);
-    assert!(
-        e.observe(&hr(150.0, 8_000), stepped(11_000, -3_000))
-            .events
-            .is_empty()
-    );
-    assert!(e.tick(stepped(12_999, -3_000)).is_empty());
-    let raised = e.tick(stepped(13_000, -3_000));
-    assert_eq!(
-        raised.len(),
-        1,
-        "raised 10 s after the condition began: {raised:?}"
-    );
-    // A condition that cleared after the restart starts its wait afresh.
-    let mut e2 = engine();
-    trace(&mut e2, 0, &[150.0; 6]);
-    let (mut e2, _) = restarted(&e2.snapshot(at(6_000)), 10_000, 7_000);
-    assert!(
-        e2.observe(&hr(80.0, 8_000), stepped(11_000, -3_000))
-            .events
-            .is_empty()
-    );
-    assert!(
-        e2.observe(&hr(150.0, 9_000), stepped(12_000, -3_000))
-            .events
-            .is_empty()
-    );
-    assert!(e2.tick(stepped(21_999, -3_000)).is_empty());
-    assert_eq!(e2.tick(stepped(22_000, -3_000)).len(), 1);
-}
-
-#[test]
-fn acknowledgements_and_silences_survive_a_restart() {
-    let mut e = engine();
-    let raised = trace(&mut e, 0, &[150.0; 12]);
-    assert!(e.acknowledge(&raised[0].id, "ann", at(12_000)));
-    e.silence(&patient(), 12_000, 312_000, at(12_000));
-    let snapshot = e.snapshot(at(52_000));
-    // Down 20 s; back at wall 72 s, 5 s into a new monotonic clock.
-    let (mut e, now) = restarted(&snapshot, 5_000, 72_000);
-    let active = e.active();
-    assert_eq!(active[0].acknowledged_by.as_deref(), Some("ann"));
-    // First due: the device's silence, a full 30 s after the restart (not 30 s after its last
-    // reading before the edge went down, which would alarm every bed at each restart).
-    assert_eq!(
-        e.next_deadline(),
-        Some(now.mono + Duration::from_millis(30_000))
-    );
-    // The silence still covers a worsening to high priority within its first 120 s
-    // (`max_high_s`: wall 132 s)...
-    let worse = e.observe(&hr(190.0, 73_000), stepped(6_000, 67_000)).events;
-    assert_eq!(worse.len(), 1, "{worse:?}");
-    assert!(worse[0].silenced, "{worse:?}");
-    // ...and stops covering it then: 60 s after the restart (the device keeps sending).
-    assert!(
-        e.observe(&hr(190.0, 107_000), stepped(40_000, 67_000))
-            .events
-            .is_empty()
-    );
-    assert_eq!(e.next_deadline(), Some(at(65_000).mono));
-    let unsilenced = e.tick(stepped(65_000, 67_000));
-    assert_eq!(unsilenced.len(), 1, "{unsilenced:?}");
-    assert!(!unsilenced[0].silenced);
-}
-
-#[test]
-fn a_silence_that_ended_during_a_restart_is_announced_at_once() {
-    let mut e = engine();
-    e.silence(&patient(), 0, 60_000, at(0));
-    let raised = trace(&mut e, 1_000, &[150.0; 12]);
-    assert!(raised[0].silenced, "{raised:?}");
-    let snapshot = e.snapshot(at(13_000));
-    // Down for 2 minutes: the silence ended meanwhile.
-    let (mut e, now) = restarted(&snapshot, 1_000, 133_000);
-    assert_eq!(e.next_deadline(), Some(now.mono));
-    let again = e.tick(now);
-    assert_eq!(again.len(), 1, "{again:?}");
-    assert!(!again[0].silenced);
-    assert_eq!(again[0].id, raised[0].id);
-}
-
-#[test]
-fn a_silence_from_a_hub_clock_ahead_covers_from_its_arrival() {
-    let mut e = engine();
-    // The hub's clock is 30 s ahead: its silence "starts" 30 s after it arrives, after the
-    // episode is raised.
-    e.silence(&patient(), 30_000, 330_000, at(0));
-    let raised = trace(&mut e, 0, &[150.0; 12]);
-    assert_eq!(raised.len(), 1);
-    assert!(raised[0].silenced, "{raised:?}");
-}
-
-#[test]
-fn a_readings_patient_deadline_is_all_a_driver_needs_after_it() {
-    let mut e = engine();
-    let other = PatientId::new("bed-2").unwrap();
-    e.observe(
-        &Reading {
-            patient: other.clone(),
-            ts: 0,
-            vitals: Vitals {
-                hr: Some(70.0),
-                ..Vitals::default()
-            },
-        },
-        at(0),
-    );
-    assert!(e.observe(&hr(150.0, 1_000), at(1_000)).events.is_empty());
-    assert_eq!(e.next_deadline_of(&patient()), Some(at(11_000).mono));
-    assert_eq!(e.next_deadline_of(&other), Some(at(30_000).mono));
-    assert_eq!(e.next_deadline(), Some(at(11_000).mono));
 }

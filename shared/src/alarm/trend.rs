@@ -88,6 +88,7 @@ pub(super) struct Series {
 }
 
 impl Series {
+    /// Adds a value measured at `ts` (the engine's measurement time, monotonic).
     pub(super) fn push(&mut self, ts: Millis, value: f32, keep_ms: Millis) {
         let start = ts - ts.rem_euclid(BUCKET_MS);
         match self.buckets.back_mut() {

@@ -1,0 +1,95 @@
+//! Episodes survive an edge crash: the edge is killed with SIGKILL in the middle of an
+//! acknowledged episode and started again on the same data directory. The episode is open
+//! again at once under its id, still acknowledged by the same nurse; the condition persisting
+//! raises nothing new, and its end resolves that same id at the hub. The hub sees one episode.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use wardlink_cloud::token::Role;
+use wardlink_tests::process::EdgeProcess;
+use wardlink_tests::{
+    Dashboard, Device, Hub, PATIENCE, free_port, http_get, metric, wait_for_metric_eq,
+};
+
+async fn edge_alarms(edge: &EdgeProcess) -> anyhow::Result<Vec<Value>> {
+    let v: Value = serde_json::from_str(&http_get(edge.admin, "/alarms").await?)?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_keeps_its_id_and_acknowledgement_across_kill_9() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let (dir, _, password) = hub.enroll_edge_with_monitor("edge-k", "ward-k")?;
+    let config = dir.path().join("edge.toml");
+    let quic = hub.running.quic_addr.to_string();
+    let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut edge = EdgeProcess::start_on(&config, &quic, mqtt).await?;
+    let ann = hub.token("ann", Role::Nurse, &["ward-k"], Duration::from_secs(3600));
+    let mut nurse = Dashboard::connect(&hub.ws_url(""), &ann).await?;
+    let mut device = Device::connect(mqtt, "mon-1", &password, "bed-01").await?;
+
+    // Falling through the alarm band into the extreme: raised at once; the nurse acknowledges.
+    device.publish(r#"{"hr":38}"#).await?;
+    device.publish(r#"{"hr":25}"#).await?;
+    let raised = nurse
+        .until(|v| v["type"] == "alert" && v["state"] == "raised")
+        .await?;
+    assert_eq!(raised["kind"], "hr_low");
+    let id = raised["id"].as_str().unwrap_or_default().to_owned();
+    nurse
+        .send(&format!(r#"{{"type":"ack","alert":"{id}"}}"#))
+        .await?;
+    nurse
+        .until(|v| v["type"] == "alert" && v["state"] == "acknowledged")
+        .await?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !edge_alarms(&edge)
+        .await?
+        .iter()
+        .any(|e| e["id"] == id.as_str() && e["acknowledged_by"] == "ann")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edge never applied the acknowledgement"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What the edge shows is committed (or being committed): wait for the commit, then kill.
+    wait_for_metric_eq(|| edge.metrics(), "wardlink_edge_alarm_state_unsaved", 0).await?;
+    edge.process.kill()?;
+    drop(device);
+
+    // Started again: the episode is open under its id before any reading, still acknowledged.
+    let edge = EdgeProcess::start_on(&config, &quic, mqtt).await?;
+    let alarms = edge_alarms(&edge).await?;
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0]["id"], id.as_str());
+    assert_eq!(alarms[0]["kind"], "hr_low");
+    assert_eq!(alarms[0]["acknowledged_by"], "ann");
+
+    // The condition persists: nothing new. Then it ends: that same episode resolves.
+    let mut device = Device::connect(mqtt, "mon-1", &password, "bed-01").await?;
+    device.publish(r#"{"hr":25}"#).await?;
+    device.publish(r#"{"hr":24}"#).await?;
+    device.publish(r#"{"hr":70}"#).await?;
+    let resolved = nurse
+        .until(|v| v["type"] == "alert" && v["state"] == "resolved")
+        .await?;
+    assert_eq!(resolved["id"], id.as_str(), "{:?}", nurse.seen);
+    let alerts: Vec<&Value> = nurse.seen.iter().filter(|v| v["type"] == "alert").collect();
+    assert!(
+        alerts.iter().all(|v| v["id"] == id.as_str()),
+        "another episode appeared: {alerts:?}"
+    );
+    let raised = alerts.iter().filter(|v| v["state"] == "raised").count();
+    assert_eq!(raised, 1, "raised again after the restart: {alerts:?}");
+    // The restarted edge produced exactly one alarm event: the resolution.
+    assert_eq!(
+        metric(&edge.metrics().await?, "wardlink_edge_alarm_events_total"),
+        Some(1)
+    );
+    assert!(edge_alarms(&edge).await?.is_empty());
+    Ok(())
+}
