@@ -13,6 +13,7 @@ QUIC_PORT=${DEMO_QUIC_PORT:-4433}
 MQTT_PORT=${DEMO_MQTT_PORT:-1883}
 MQTT_TLS_PORT=${DEMO_MQTT_TLS_PORT:-8883}
 ADMIN_PORT=${DEMO_ADMIN_PORT:-9180}
+WARD_PORT=${DEMO_WARD_PORT:-8090}
 PATIENTS=${DEMO_PATIENTS:-24}
 DETERIORATE=${DEMO_DETERIORATE:-3}
 INTERVAL=${DEMO_INTERVAL:-3s}
@@ -51,9 +52,9 @@ if ! command -v cargo >/dev/null; then
     say "cargo not found: install Rust from https://rustup.rs first"
     exit 1
 fi
-for p in "$HTTP_PORT" "$MQTT_PORT" "$ADMIN_PORT"; do
+for p in "$HTTP_PORT" "$MQTT_PORT" "$ADMIN_PORT" "$WARD_PORT"; do
     if port_busy "$p"; then
-        say "port $p is in use; set DEMO_HTTP_PORT / DEMO_MQTT_PORT / DEMO_ADMIN_PORT"
+        say "port $p is in use; set DEMO_HTTP_PORT / DEMO_MQTT_PORT / DEMO_ADMIN_PORT / DEMO_WARD_PORT"
         exit 1
     fi
 done
@@ -84,7 +85,7 @@ wait_healthy hub "$HTTP_PORT" "$!"
 say "hub ready on http://127.0.0.1:$HTTP_PORT (QUIC udp/$QUIC_PORT)"
 
 WARDLINK_MQTT_LISTEN="127.0.0.1:$MQTT_PORT" WARDLINK_MQTT_TLS_LISTEN="127.0.0.1:$MQTT_TLS_PORT" \
-    WARDLINK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
+    WARDLINK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" WARDLINK_WARD_LISTEN="127.0.0.1:$WARD_PORT" \
     "$BIN/wardlink-edge" run --config "$WORK/edge/edge.toml" >"$WORK/edge.log" 2>&1 &
 PIDS+=($!)
 wait_healthy edge "$ADMIN_PORT" "$!"
@@ -98,6 +99,7 @@ say "simulating $PATIENTS patients every $INTERVAL; $DETERIORATE of them deterio
 
 TOKEN=$("$BIN/wardlink-cloud" token "$WORK/hub" --user demo-nurse --role nurse --ward ward-7 --ttl 12h)
 say "web dashboard: http://127.0.0.1:$HTTP_PORT/?token=$TOKEN"
+say "the same page from the edge (the ward view; works with the hub stopped): http://127.0.0.1:$WARD_PORT/?token=$TOKEN"
 say "dashboard feed (a nurse token for ward-7); Ctrl-C to stop"
 VITALS=(--vitals)
 [ "${DEMO_QUIET:-0}" = "1" ] && VITALS=()

@@ -33,7 +33,6 @@ use crate::bus::Bus;
 use crate::config::CloudConfig;
 use crate::metrics::HubMetrics;
 use crate::store::Store;
-use crate::token::TokenVerifier;
 
 /// A running hub.
 pub struct RunningHub {
@@ -90,7 +89,7 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
     )
     .with_context(|| format!("opening store {}", cfg.store_path().display()))?;
     let verifier =
-        TokenVerifier::for_hub(&cfg.auth).context("loading the token verification keys")?;
+        crate::token::hub_verifier(&cfg.auth).context("loading the token verification keys")?;
 
     let quic = ingress::server_config(
         &cfg.tls.ca_cert,
@@ -116,6 +115,13 @@ pub async fn start(cfg: CloudConfig) -> anyhow::Result<RunningHub> {
         ingress::Limits {
             offline_after: cfg.edge_offline_after(),
             revoked,
+            token_keys: Arc::new(wardlink_shared::wire::TokenKeys {
+                issuer: cfg.auth.issuer.clone(),
+                audience: cfg.auth.audience.clone(),
+                keys: token::public_keys(&cfg.auth).context("reading the token public keys")?,
+                revoked: Vec::new(),
+            }),
+            revoked_tokens: revoked_tokens.clone(),
         },
         shutdown.clone(),
     ));

@@ -1,104 +1,15 @@
-//! Dashboard tokens: Ed25519-signed JWTs naming a user, a role and the wards it may see.
-//!
-//! Verification pins the algorithm (EdDSA only: no `none`, no HMAC confusion), requires `exp`,
-//! `iss`, `aud` and `sub`, and checks `nbf` when present (RFC 8725). It also refuses a token
-//! without `jti` (it could never be revoked) and one whose `sub` is empty, too long or holds
-//! control characters (it names the person in the audit log and on every dashboard).
+//! Dashboard tokens at the hub: issuing them (`wardlink-cloud token`) and the hub's verifier,
+//! loaded from its key files. The token format and its checks live in
+//! [`wardlink_shared::token`], which edges use too.
 
 use std::path::Path;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use wardlink_shared::WardId;
+pub use wardlink_shared::token::{Claims, Role, TokenError, TokenVerifier};
 
 use crate::config::AuthSection;
-
-/// Clock skew tolerated between the token issuer and the hub.
-const LEEWAY_S: u64 = 30;
-/// The longest `sub` and `jti` accepted.
-const MAX_CLAIM_CHARS: usize = 128;
-
-/// What a token holder may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Live data and alerts of their wards; may acknowledge and silence.
-    Nurse,
-    /// Same as nurse.
-    Doctor,
-    /// Everything, plus configuration.
-    Admin,
-    /// The audit log; no live patient data.
-    Auditor,
-}
-
-impl Role {
-    /// Whether this role sees every ward.
-    pub fn all_wards(self) -> bool {
-        matches!(self, Role::Admin | Role::Auditor)
-    }
-
-    /// Whether this role may receive live patient data.
-    pub fn sees_live_data(self) -> bool {
-        !matches!(self, Role::Auditor)
-    }
-}
-
-/// The claims of a dashboard token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// The user.
-    pub sub: String,
-    /// Their role.
-    pub role: Role,
-    /// Wards they may see (ignored for roles that see all).
-    #[serde(default)]
-    pub wards: Vec<WardId>,
-    /// Issuer.
-    pub iss: String,
-    /// Audience.
-    pub aud: String,
-    /// Issued at (seconds since the epoch).
-    pub iat: u64,
-    /// Not before.
-    pub nbf: u64,
-    /// Expires at.
-    pub exp: u64,
-    /// Token id, for revocation.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub jti: String,
-}
-
-impl Claims {
-    /// Whether the holder may see `ward`'s live data.
-    pub fn may_see(&self, ward: &WardId) -> bool {
-        self.role.sees_live_data() && (self.role.all_wards() || self.wards.contains(ward))
-    }
-}
-
-/// Why a token was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    /// Signature, expiry, issuer, audience or shape is wrong.
-    #[error("invalid token: {0}")]
-    Invalid(#[from] jsonwebtoken::errors::Error),
-    /// The token names no key id, or one this hub does not know (RFC 8725 §3.10: keys are
-    /// chosen by the verifier, never by the token).
-    #[error("invalid token: unknown or missing key id")]
-    UnknownKey,
-    /// A claim the signature covers is unusable (see the module comment).
-    #[error("invalid token: {0}")]
-    Claim(&'static str),
-    /// A key file could not be read.
-    #[error("{path}: {reason}")]
-    Key {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
 
 fn read_key(path: &Path) -> Result<Vec<u8>, TokenError> {
     std::fs::read(path).map_err(|e| TokenError::Key {
@@ -187,83 +98,51 @@ pub fn peek(token: &str) -> Option<(String, u64)> {
     (!claims.jti.is_empty()).then_some((claims.jti, claims.exp))
 }
 
-/// Verifies tokens (used by the hub).
-pub struct TokenVerifier {
-    /// (key id, key): the current key and those still valid during a rollover.
-    keys: Vec<(String, DecodingKey)>,
-    validation: Validation,
-}
-
-impl TokenVerifier {
-    /// The verifier of the hub configured by `auth`: its current key and the previous ones.
-    pub fn for_hub(auth: &AuthSection) -> Result<Self, TokenError> {
-        let mut keys = vec![(auth.key_id.as_str(), auth.jwt_public_key.as_path())];
-        keys.extend(
-            auth.previous_keys
-                .iter()
-                .map(|k| (k.id.as_str(), k.public_key.as_path())),
-        );
-        Self::load(&keys, &auth.issuer, &auth.audience)
-    }
-
-    /// Loads Ed25519 public keys by key id.
-    pub fn load(keys: &[(&str, &Path)], issuer: &str, audience: &str) -> Result<Self, TokenError> {
-        let mut loaded = Vec::with_capacity(keys.len());
-        for (id, path) in keys {
-            let pem = read_key(path)?;
-            let key = DecodingKey::from_ed_pem(&pem).map_err(|e| TokenError::Key {
+/// The hub's public keys as (key id, PEM): the current one and those of a rollover. Edges get
+/// them over the control stream to check the same tokens on their ward view.
+pub fn public_keys(auth: &AuthSection) -> Result<Vec<(String, String)>, TokenError> {
+    let mut keys = vec![(auth.key_id.as_str(), auth.jwt_public_key.as_path())];
+    keys.extend(
+        auth.previous_keys
+            .iter()
+            .map(|k| (k.id.as_str(), k.public_key.as_path())),
+    );
+    keys.into_iter()
+        .map(|(id, path)| {
+            let pem = String::from_utf8(read_key(path)?).map_err(|e| TokenError::Key {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-            loaded.push(((*id).to_owned(), key));
-        }
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY_S;
-        Ok(Self {
-            keys: loaded,
-            validation,
+            Ok((id.to_owned(), pem))
         })
-    }
-
-    /// Checks a token and returns its claims. The key is the one the token's `kid` names among
-    /// this hub's; the algorithm is pinned to EdDSA whatever the header says.
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let header = jsonwebtoken::decode_header(token)?;
-        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-        let (_, key) = self
-            .keys
-            .iter()
-            .find(|(id, _)| *id == kid)
-            .ok_or(TokenError::UnknownKey)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?.claims;
-        check_claims(&claims)?;
-        Ok(claims)
-    }
+        .collect()
 }
 
-/// The checks on claims that the JWT library does not make.
-fn check_claims(claims: &Claims) -> Result<(), TokenError> {
-    let usable = |s: &str| {
-        !s.is_empty() && s.chars().count() <= MAX_CLAIM_CHARS && !s.chars().any(char::is_control)
-    };
-    if claims.jti.is_empty() {
-        return Err(TokenError::Claim(
-            "no jti: the token could never be revoked",
-        ));
+/// The verifier of the hub configured by `auth`: its current key and the previous ones.
+pub fn hub_verifier(auth: &AuthSection) -> Result<TokenVerifier, TokenError> {
+    let keys = public_keys(auth)?;
+    let pems: Vec<(&str, &str, &[u8])> = keys
+        .iter()
+        .map(|(id, pem)| (id.as_str(), "jwt public key", pem.as_bytes()))
+        .collect();
+    TokenVerifier::from_pems(&pems, &auth.issuer, &auth.audience)
+}
+
+/// Loads a verifier from Ed25519 public key files by key id.
+pub fn load_verifier(
+    keys: &[(&str, &Path)],
+    issuer: &str,
+    audience: &str,
+) -> Result<TokenVerifier, TokenError> {
+    let mut pems = Vec::with_capacity(keys.len());
+    for (id, path) in keys {
+        pems.push((*id, path.display().to_string(), read_key(path)?));
     }
-    if !usable(&claims.jti) {
-        return Err(TokenError::Claim("jti too long or with control characters"));
-    }
-    if !usable(&claims.sub) || claims.sub.trim().is_empty() {
-        return Err(TokenError::Claim(
-            "sub empty, too long or with control characters",
-        ));
-    }
-    Ok(())
+    let pems: Vec<(&str, &str, &[u8])> = pems
+        .iter()
+        .map(|(id, origin, pem)| (*id, origin.as_str(), pem.as_slice()))
+        .collect();
+    TokenVerifier::from_pems(&pems, issuer, audience)
 }
 
 #[cfg(test)]
@@ -292,7 +171,7 @@ mod tests {
         )
         .unwrap();
         let pub_key = dir.path().join("jwt.pub");
-        let verifier = TokenVerifier::load(
+        let verifier = load_verifier(
             &[("k1", pub_key.as_path())],
             "wardlink-hub",
             "wardlink-dashboard",
@@ -437,7 +316,7 @@ mod tests {
             .unwrap()
         };
         let (old_pub, new_pub) = (old.path().join("jwt.pub"), new.path().join("jwt.pub"));
-        let both = TokenVerifier::load(
+        let both = load_verifier(
             &[("k2", new_pub.as_path()), ("k1", old_pub.as_path())],
             "wardlink-hub",
             "wardlink-dashboard",
@@ -447,7 +326,7 @@ mod tests {
         assert!(both.verify(&issue(&new, "k2")).is_ok());
         // A token signed with the new key but naming the old kid does not verify.
         assert!(both.verify(&issue(&new, "k1")).is_err());
-        let after = TokenVerifier::load(
+        let after = load_verifier(
             &[("k2", new_pub.as_path())],
             "wardlink-hub",
             "wardlink-dashboard",

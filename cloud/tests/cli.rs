@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wardlink_cloud::config::CloudConfig;
-use wardlink_cloud::token::{Role, TokenVerifier};
+use wardlink_cloud::token::Role;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wardlink-cloud");
 
@@ -53,7 +53,7 @@ fn init_enroll_token() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
     let cfg = CloudConfig::load_with_env(&hub.join("cloud.toml"), &Default::default()).unwrap();
-    let verifier = TokenVerifier::for_hub(&cfg.auth).unwrap();
+    let verifier = wardlink_cloud::token::hub_verifier(&cfg.auth).unwrap();
     let claims = verifier.verify(stdout.trim()).unwrap();
     assert_eq!(claims.sub, "ann");
     assert_eq!(claims.role, Role::Nurse);

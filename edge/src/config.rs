@@ -22,6 +22,7 @@ pub use crate::admin::AdminSection;
 pub use crate::broker::MqttSection;
 pub use crate::outbox::OutboxSection;
 pub use crate::uplink::HubSection;
+pub use crate::ward::WardSection;
 
 /// `edge.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +59,9 @@ pub struct EdgeConfig {
     /// Episode settings.
     #[serde(default)]
     pub episodes: EpisodeSettings,
+    /// The ward view (the dashboard served by the edge itself).
+    #[serde(default)]
+    pub ward: WardSection,
 }
 
 /// `[edge]`.
@@ -73,8 +77,9 @@ pub struct EdgeSection {
 }
 
 /// The environment variables that override the file.
-pub const ENV_KEYS: [&str; 5] = [
+pub const ENV_KEYS: [&str; 6] = [
     "WARDLINK_MQTT_LISTEN",
+    "WARDLINK_WARD_LISTEN",
     "WARDLINK_MQTT_TLS_LISTEN",
     "WARDLINK_ADMIN_LISTEN",
     "WARDLINK_HUB_ADDR",
@@ -128,6 +133,9 @@ impl EdgeConfig {
         if let Some(v) = env.get("WARDLINK_ADMIN_LISTEN") {
             self.admin.listen = config::parse_override("WARDLINK_ADMIN_LISTEN", v)?;
         }
+        if let Some(v) = env.get("WARDLINK_WARD_LISTEN") {
+            self.ward.listen = Some(config::parse_override("WARDLINK_WARD_LISTEN", v)?);
+        }
         if let Some(v) = env.get("WARDLINK_HUB_ADDR") {
             self.hub.addr = v.clone();
         }
@@ -147,6 +155,7 @@ impl EdgeConfig {
             .validate()
             .and(self.mqtt.validate())
             .and(self.outbox.validate())
+            .and(self.ward.validate())
             .map_err(|(key, reason)| bad(key, reason))?;
         self.rules()
             .validate()

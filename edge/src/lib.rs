@@ -23,6 +23,7 @@ pub mod rules;
 pub mod simulate;
 mod state_file;
 pub mod uplink;
+pub mod ward;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct RunningEdge {
     pub mqtt_v5_addr: Option<SocketAddr>,
     /// The MQTT-over-TLS listener, as bound.
     pub mqtt_tls_addr: Option<SocketAddr>,
+    /// The ward view's listener, as bound (if configured).
+    pub ward_addr: Option<SocketAddr>,
     /// Live metrics.
     pub metrics: Arc<EdgeMetrics>,
     shutdown: CancellationToken,
@@ -131,6 +134,8 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let listening = broker.listening;
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_QUEUE);
     let (active_tx, active_rx) = tokio::sync::watch::channel(Vec::new());
+    let view = ward::Feed::new(cfg.edge.ward.clone(), cfg.ward.history_max);
+    let keys = ward::Keys::load(cfg.edge.data_dir.join("token_keys.json"));
     let rules = tracker.spawn(rules::run(
         rules::Rules {
             settings: cfg.rules(),
@@ -140,6 +145,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
             metrics: metrics.rules.clone(),
             active: active_tx,
             fanout: broker.fanout,
+            view: view.clone(),
         },
         readings_rx,
         commands_rx,
@@ -154,9 +160,34 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         heartbeat: Duration::from_millis(cfg.hub.heartbeat_ms),
         outbox: outbox.clone(),
         metrics: metrics.uplink.clone(),
-        commands: commands_tx,
+        commands: commands_tx.clone(),
+        keys: keys.clone(),
     };
     tracker.spawn(uplink.run(shutdown.clone()));
+
+    let ward_addr = match cfg.ward.listen {
+        Some(addr) => {
+            let (bound, serve) = ward::serve(
+                addr,
+                ward::WardState {
+                    edge: cfg.edge.id.clone(),
+                    index: ward::page(&cfg.edge.id, &cfg.edge.ward),
+                    feed: view,
+                    keys,
+                    commands: commands_tx,
+                    outbox: outbox.clone(),
+                    uplink: metrics.uplink.connected.clone(),
+                    metrics: metrics.ward.clone(),
+                    allowed_origins: Arc::new(cfg.ward.allowed_origins.clone()),
+                    shutdown: shutdown.clone(),
+                },
+            )
+            .await?;
+            tracker.spawn(serve);
+            Some(bound)
+        }
+        None => None,
+    };
 
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
@@ -188,6 +219,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         ward = %cfg.edge.ward,
         mqtt = %listening.plain,
         mqtt_tls = ?listening.tls,
+        ward = ?ward_addr,
         admin = %admin_addr,
         hub = %cfg.hub.addr,
         "edge ready"
@@ -216,6 +248,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         mqtt_addr: listening.plain,
         mqtt_v5_addr: listening.v5,
         mqtt_tls_addr: listening.tls,
+        ward_addr,
         metrics,
         shutdown,
         done,

@@ -32,6 +32,8 @@ pub struct EdgeMetrics {
     pub outbox: Arc<OutboxMetrics>,
     /// The uplink to the hub.
     pub uplink: Arc<UplinkMetrics>,
+    /// The ward view.
+    pub ward: Arc<crate::ward::WardMetrics>,
 }
 
 impl EdgeMetrics {
@@ -45,6 +47,7 @@ impl EdgeMetrics {
             broker: Arc::new(BrokerMetrics::register(&r)),
             outbox: Arc::new(OutboxMetrics::register(&r)),
             uplink: Arc::new(UplinkMetrics::register(&r)),
+            ward: Arc::new(crate::ward::WardMetrics::register(&r)),
             registry: r,
         }
     }
@@ -61,7 +64,7 @@ mod tests {
     use super::*;
 
     /// Users' dashboards and alerts depend on these names: components may move, names stay.
-    const NAMES: [&str; 28] = [
+    const NAMES: [&str; 30] = [
         "wardlink_edge_alarm_events_total",
         "wardlink_edge_alarm_state_saved_total",
         "wardlink_edge_alarm_state_unsaved",
@@ -90,6 +93,8 @@ mod tests {
         "wardlink_edge_records_sent_total",
         "wardlink_edge_uplink_connect_failures_total",
         "wardlink_edge_uplink_connected",
+        "wardlink_edge_ward_refused_total",
+        "wardlink_edge_ward_sessions",
     ];
 
     #[test]

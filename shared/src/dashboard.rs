@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::alarm::{AlarmEvent, AlertState, Priority};
 use crate::ids::{EdgeId, PatientId, WardId};
 use crate::news2::{News2, Risk};
-use crate::time::format_rfc3339;
+use crate::time::{Millis, format_rfc3339, parse_rfc3339};
 use crate::vitals::{Reading, Vitals};
 
 /// Whether an edge is reachable.
@@ -187,6 +187,113 @@ fn present_fields<S: Serializer>(v: &Vitals, s: S) -> Result<S::Ok, S::Error> {
         m.serialize_entry("acvpu", &a)?;
     }
     m.end()
+}
+
+/// Client messages a session may send per second, on average (acks and silences are rare).
+const MESSAGES_PER_S: f64 = 10.0;
+/// ... and in a burst.
+const MESSAGE_BURST: f64 = 30.0;
+
+/// A token bucket for one session's client messages (sans-IO: the caller passes the time).
+#[derive(Debug)]
+pub struct MessageBucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl MessageBucket {
+    /// A full bucket at `now`.
+    pub fn new(now: std::time::Instant) -> Self {
+        Self {
+            tokens: MESSAGE_BURST,
+            at: now,
+        }
+    }
+
+    /// Takes a token at `now`; false when the client is over its rate.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * MESSAGES_PER_S;
+        self.tokens = (self.tokens + refill).min(MESSAGE_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Whether a browser page from `origin` may open a session on a server reached as `host`: the
+/// server's own origin (same host) or one of `allowed`. No `Origin` header: not a browser.
+pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// Longest silence a dashboard may set.
+pub const MAX_SILENCE_MINUTES: u32 = 60;
+/// Longest silence reason kept.
+pub const MAX_SILENCE_REASON_CHARS: usize = 200;
+
+/// A silence's reason, trimmed, if the request is acceptable: 1–60 minutes, a reason of at
+/// most 200 characters. Otherwise the message for the client.
+pub fn check_silence(minutes: u32, reason: &str) -> Result<&str, &'static str> {
+    let reason = reason.trim();
+    if !(1..=MAX_SILENCE_MINUTES).contains(&minutes) {
+        return Err("minutes must be between 1 and 60");
+    }
+    if reason.is_empty() || reason.chars().count() > MAX_SILENCE_REASON_CHARS {
+        return Err("a silence needs a reason of at most 200 characters");
+    }
+    Ok(reason)
+}
+
+/// The default range of a history request: the last 30 minutes.
+const HISTORY_RANGE_MS: i64 = 30 * 60 * 1000;
+
+/// A history request's range in ms since the epoch: `from` and `to` are RFC 3339, by default
+/// the last 30 minutes before `now` and open-ended (an edge clock a little ahead is not cut
+/// off). Otherwise the message for the client.
+pub fn history_range(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: Millis,
+) -> Result<(Millis, Millis), &'static str> {
+    let parse = |v: Option<&str>, default: Millis| match v {
+        None => Ok(default),
+        Some(s) => parse_rfc3339(s).ok_or("from and to must be RFC 3339 times"),
+    };
+    let to = parse(to, Millis::MAX)?;
+    let from = parse(from, now - HISTORY_RANGE_MS)?;
+    if from > to {
+        return Err("from is after to");
+    }
+    Ok((from, to))
+}
+
+/// A history answer, `{"from","to","seq","truncated","events"}`, around events already
+/// rendered as dashboard JSON.
+pub fn history_json<'a>(
+    events: impl Iterator<Item = &'a str>,
+    (from, to): (Millis, Millis),
+    seq: u64,
+    truncated: bool,
+) -> String {
+    let events = events.collect::<Vec<&str>>().join(",");
+    format!(
+        r#"{{"from":{},"to":{},"seq":{seq},"truncated":{truncated},"events":[{events}]}}"#,
+        serde_json::json!(format_rfc3339(from)),
+        serde_json::json!(format_rfc3339(to)),
+    )
 }
 
 /// A message from a dashboard.

@@ -13,7 +13,9 @@ pub mod mqtt;
 pub mod news2;
 pub mod payload;
 pub mod time;
+pub mod token;
 pub mod vitals;
+pub mod web;
 pub mod wire;
 
 pub use ids::{DeviceId, EdgeId, IdError, PatientId, WardId};

@@ -13,7 +13,11 @@ use crate::news2::News2;
 use crate::vitals::Reading;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest edge protocol a hub still serves. Version 1 edges get no [`Frame::Tokens`] and
+/// send no ward-view records.
+pub const OLDEST_EDGE_PROTOCOL: u16 = 1;
 
 /// ALPN identifier of the protocol on QUIC.
 pub const ALPN: &[u8] = b"wardlink/1";
@@ -84,6 +88,44 @@ pub enum RecordBody {
         /// What went wrong.
         reason: String,
     },
+    /// A clinician acknowledged an episode on the edge's ward view (alarm lane; protocol 2).
+    /// The edge applied it at once; the hub records it as a dashboard acknowledgement.
+    Acknowledged {
+        /// Episode id.
+        alert: String,
+        /// Who (the token's `sub`, checked at the edge).
+        by: String,
+        /// When (edge time, ms since the epoch).
+        ts: i64,
+    },
+    /// A clinician silenced a patient's alarms on the edge's ward view (alarm lane; protocol
+    /// 2).
+    Silenced {
+        /// Whose alarms.
+        patient: PatientId,
+        /// Start (edge time, ms since the epoch).
+        from: i64,
+        /// End (edge time, ms since the epoch).
+        until: i64,
+        /// Who.
+        by: String,
+        /// Why (audited).
+        reason: String,
+    },
+    /// Someone used the edge's ward view (a session opened, a history read): the hub writes it
+    /// into its audit log, the patient pseudonymised (alarm lane; protocol 2).
+    Access {
+        /// Who (the token's `sub`).
+        actor: String,
+        /// What (`ws_open`, `history_read`, …).
+        action: String,
+        /// Whose data, if one patient's.
+        patient: Option<PatientId>,
+        /// Particulars (no patient identifiers).
+        detail: String,
+        /// When (edge time, ms since the epoch).
+        ts: i64,
+    },
     /// No record with a seq between `after` and this record's seq (both exclusive) will ever
     /// be sent. The edge writes one when it starts a new boot epoch (records it had forwarded
     /// but not committed before a crash may or may not have arrived; their seqs are never
@@ -103,7 +145,10 @@ impl RecordBody {
     pub fn lane(&self) -> Lane {
         match self {
             RecordBody::Vitals { .. } => Lane::Telemetry,
-            RecordBody::Alarm(_) => Lane::Alarms,
+            RecordBody::Alarm(_)
+            | RecordBody::Acknowledged { .. }
+            | RecordBody::Silenced { .. }
+            | RecordBody::Access { .. } => Lane::Alarms,
             RecordBody::Unreadable { lane, .. } | RecordBody::Gap { lane, .. } => *lane,
         }
     }
@@ -252,6 +297,22 @@ pub enum Frame {
         /// Highest applied command.
         seq: u64,
     },
+    /// Hub → edge on the control stream (protocol 2): what the edge needs to check dashboard
+    /// tokens on its ward view. Sent after the Welcome and again whenever it changes.
+    Tokens(TokenKeys),
+}
+
+/// The hub's token issuer, audience, public keys and revoked token ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenKeys {
+    /// The tokens' `iss`.
+    pub issuer: String,
+    /// The tokens' `aud`.
+    pub audience: String,
+    /// (key id, Ed25519 public key in PEM): the current key and those of a rollover.
+    pub keys: Vec<(String, String)>,
+    /// (token id, expiry in seconds since the epoch) of tokens revoked and not yet expired.
+    pub revoked: Vec<(String, u64)>,
 }
 
 /// A frame that could not be encoded or decoded.
@@ -397,6 +458,34 @@ mod tests {
                     silenced: false,
                 }),
             },
+            Record {
+                seq: 3,
+                body: RecordBody::Acknowledged {
+                    alert: "e-1".into(),
+                    by: "ann".into(),
+                    ts: 1_795_694_401_000,
+                },
+            },
+            Record {
+                seq: 4,
+                body: RecordBody::Silenced {
+                    patient: PatientId::new("bed-3").unwrap(),
+                    from: 1_795_694_401_000,
+                    until: 1_795_694_461_000,
+                    by: "ann".into(),
+                    reason: "turning the patient".into(),
+                },
+            },
+            Record {
+                seq: 5,
+                body: RecordBody::Access {
+                    actor: "ann".into(),
+                    action: "history_read".into(),
+                    patient: Some(PatientId::new("bed-3").unwrap()),
+                    detail: "ward view of edge-a".into(),
+                    ts: 1_795_694_401_000,
+                },
+            },
         ]
     }
 
@@ -417,6 +506,12 @@ mod tests {
                 records: sample_records(),
             },
             Frame::Ack { seq: 42 },
+            Frame::Tokens(TokenKeys {
+                issuer: "wardlink-hub".into(),
+                audience: "wardlink-dashboard".into(),
+                keys: vec![("k1".into(), "-----BEGIN PUBLIC KEY-----".into())],
+                revoked: vec![("abc".into(), 1_900_000_000)],
+            }),
             Frame::Error {
                 code: ErrorCode::BadFrame,
                 message: "x".into(),
@@ -514,6 +609,7 @@ mod tests {
         for _ in 0..5 {
             records.extend(sample_records());
         }
+        records.truncate(10);
         let chunks = chunk_records(records, 4);
         assert_eq!(
             chunks.iter().map(Vec::len).collect::<Vec<_>>(),

@@ -18,7 +18,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use wardlink_shared::time::{format_rfc3339, parse_rfc3339};
+use wardlink_shared::dashboard::{history_json, history_range};
+use wardlink_shared::time::format_rfc3339;
 use wardlink_shared::{PatientId, WardId};
 
 use super::AppState;
@@ -29,8 +30,6 @@ use crate::token::Claims;
 
 /// Events returned at most (the newest are kept; `truncated` says so).
 const LIMIT: usize = 20_000;
-/// The default range.
-const DEFAULT_RANGE_MS: i64 = 30 * 60 * 1000;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct Range {
@@ -44,18 +43,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// The requested range, or why it is not one.
 fn range(r: &Range) -> Result<(i64, i64), &'static str> {
-    let now = crate::notify::now_ms();
-    let parse = |v: &Option<String>, default: i64| match v {
-        None => Ok(default),
-        Some(s) => parse_rfc3339(s).ok_or("from and to must be RFC 3339 times"),
-    };
-    // Without `to`, the range stays open: an edge clock a little ahead is not cut off.
-    let to = parse(&r.to, i64::MAX)?;
-    let from = parse(&r.from, now - DEFAULT_RANGE_MS)?;
-    if from > to {
-        return Err("from is after to");
-    }
-    Ok((from, to))
+    history_range(r.from.as_deref(), r.to.as_deref(), crate::notify::now_ms())
 }
 
 fn viewer(app: &AppState, headers: &HeaderMap) -> Result<Claims, Box<Response>> {
@@ -70,20 +58,9 @@ fn viewer(app: &AppState, headers: &HeaderMap) -> Result<Claims, Box<Response>> 
     Ok(claims)
 }
 
-fn answer(history: &History, (from, to): (i64, i64)) -> Response {
-    let events = history
-        .events
-        .iter()
-        .map(|e| e.as_ref())
-        .collect::<Vec<&str>>()
-        .join(",");
-    let body = format!(
-        r#"{{"from":{},"to":{},"seq":{},"truncated":{},"events":[{events}]}}"#,
-        json!(format_rfc3339(from)),
-        json!(format_rfc3339(to)),
-        history.seq,
-        history.truncated
-    );
+fn answer(history: &History, range: (i64, i64)) -> Response {
+    let events = history.events.iter().map(|e| e.as_ref());
+    let body = history_json(events, range, history.seq, history.truncated);
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

@@ -1,18 +1,9 @@
-//! The ward dashboard: one HTML page, a script and a stylesheet, embedded in the binary (no
-//! front-end toolchain to build or run the hub). Served with a strict Content Security Policy
-//! (scripts and styles from the hub only; connections to the hub's own HTTP and WebSocket),
-//! and without a referrer, since a token may arrive once in the page's URL.
+//! The ward dashboard at the hub (the page itself: [`wardlink_shared::web`]).
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-const INDEX: &str = include_str!("web/index.html");
-const SCRIPT: &str = include_str!("web/app.js");
-const STYLE: &str = include_str!("web/app.css");
-
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; base-uri 'none'; form-action 'none'; \
-                   frame-ancestors 'none'";
+use wardlink_shared::web::{CSP, INDEX, SCRIPT, STYLE};
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (

@@ -21,7 +21,7 @@ use futures_util::stream::{SplitSink, StreamExt};
 use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use wardlink_shared::WardId;
-use wardlink_shared::dashboard::ClientMessage;
+use wardlink_shared::dashboard::{ClientMessage, MessageBucket, check_silence};
 
 use super::AppState;
 use super::auth::{authenticate, refuse};
@@ -40,61 +40,23 @@ const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: the server met an unexpected condition.
 const CLOSE_INTERNAL: u16 = 1011;
-/// Client messages a session may send per second, on average (acks and silences are rare).
-const MESSAGES_PER_S: f64 = 10.0;
-/// ... and in a burst.
-const MESSAGE_BURST: f64 = 30.0;
 /// The hub pings an idle client this often...
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// ... and closes a session from which nothing (not even a pong) came for this long.
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
-/// A token bucket for a session's client messages.
-struct Bucket {
-    tokens: f64,
-    at: tokio::time::Instant,
-}
-
-impl Bucket {
-    fn new() -> Self {
-        Self {
-            tokens: MESSAGE_BURST,
-            at: tokio::time::Instant::now(),
+/// Whether a browser page may open a session (see [`wardlink_shared::dashboard::origin_allowed`]);
+/// an `Origin` that is not text is refused.
+pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let text = |name| headers.get(name).map(|v: &header::HeaderValue| v.to_str());
+    match text(header::ORIGIN) {
+        None => true,
+        Some(Err(_)) => false,
+        Some(Ok(origin)) => {
+            let host = text(header::HOST).and_then(Result::ok);
+            wardlink_shared::dashboard::origin_allowed(Some(origin), host, allowed)
         }
     }
-
-    /// Takes a token; false when the client is over its rate.
-    fn take(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * MESSAGES_PER_S;
-        self.tokens = (self.tokens + refill).min(MESSAGE_BURST);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// Whether a browser page from `origin` may open a session: the hub's own origin (same host
-/// as the request) or one the configuration allows. No `Origin` header: not a browser.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -204,7 +166,7 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
     let expiry = tokio::time::sleep(until_expiry(scope.claims.exp));
     tokio::pin!(expiry);
     let mut ok = since.is_none() || catch_up(&app, &scope, &mut sink, &mut last).await;
-    let mut bucket = Bucket::new();
+    let mut bucket = MessageBucket::new(std::time::Instant::now());
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let idle = tokio::time::sleep(IDLE_LIMIT);
     tokio::pin!(idle);
@@ -241,7 +203,7 @@ async fn session(socket: WebSocket, app: AppState, scope: Scope, since: Option<u
             m = stream.next() => {
                 idle.as_mut().reset(tokio::time::Instant::now() + IDLE_LIMIT);
                 let counted = matches!(m, Some(Ok(Message::Text(_) | Message::Binary(_))));
-                if counted && !bucket.take() {
+                if counted && !bucket.take(std::time::Instant::now()) {
                     app.metrics.ws_client_errors.with("rate_limit").inc();
                     tracing::warn!(user = %scope.claims.sub, "dashboard over its message rate; closed");
                     close(&mut sink, CLOSE_POLICY, "message rate limit").await;
@@ -483,11 +445,6 @@ async fn client_message(app: &AppState, scope: &Scope, text: &str) -> Option<Str
     }
 }
 
-/// Longest silence a dashboard may set.
-const MAX_SILENCE_MINUTES: u32 = 60;
-/// Longest reason kept.
-const MAX_REASON_CHARS: usize = 200;
-
 /// `{"type":"silence","patient":…,"minutes":N,"reason":…}`: only for a patient of a ward the
 /// token covers, with a reason, for 1–60 minutes. Announced to dashboards as a `silence`
 /// message and sent to the patient's edge, which marks that patient's alarm events
@@ -503,16 +460,10 @@ async fn silence(
         app.metrics.ws_client_errors.with(label).inc();
         Some(error_json(label, message))
     };
-    let reason = reason.trim();
-    if !(1..=MAX_SILENCE_MINUTES).contains(&minutes) {
-        return refuse("invalid", "minutes must be between 1 and 60");
-    }
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
-        return refuse(
-            "invalid",
-            "a silence needs a reason of at most 200 characters",
-        );
-    }
+    let reason = match check_silence(minutes, &reason) {
+        Ok(r) => r,
+        Err(why) => return refuse("invalid", why),
+    };
     let ward = match app.store.patient_ward(patient.clone()).await {
         Ok(Some(w)) if scope.allows(&w) => w,
         Ok(_) => return refuse("unknown_patient", "no such patient"),

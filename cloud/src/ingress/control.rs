@@ -1,5 +1,7 @@
-//! The control stream after the handshake: commands down to the edge (acknowledgements and,
-//! later, silences and settings), confirmations and keep-alives up.
+//! The control stream after the handshake: commands down to the edge (acknowledgements,
+//! silences and settings) and, for edges of protocol 2, what their ward views need to check
+//! dashboard tokens (sent at once and again at every revocation); confirmations and
+//! keep-alives up.
 //!
 //! Commands are queued in the store; on every connection the edge is sent whatever it has not
 //! confirmed, then each new one as it is queued. Commands are idempotent, so a command sent
@@ -7,13 +9,44 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::time::Instant;
 use wardlink_io::frames::{read_frame, write_frame};
 use wardlink_shared::EdgeId;
-use wardlink_shared::wire::{Frame, FrameDecoder};
+
+use wardlink_shared::wire::{Frame, FrameDecoder, TokenKeys};
 
 use super::IngressError;
+use crate::revocation::RevokedTokens;
 use crate::store::Store;
+
+/// The hub's token keys and the revoked tokens, for an edge's ward view.
+#[derive(Clone)]
+pub(super) struct TokenFeed {
+    pub(super) keys: Arc<TokenKeys>,
+    pub(super) revoked: tokio::sync::watch::Receiver<RevokedTokens>,
+}
+
+impl TokenFeed {
+    fn frame(&mut self) -> Frame {
+        let revoked = self.revoked.borrow_and_update();
+        Frame::Tokens(TokenKeys {
+            revoked: revoked.iter().map(|(id, exp)| (id.clone(), *exp)).collect(),
+            ..(*self.keys).clone()
+        })
+    }
+
+    async fn changed(feed: &mut Option<TokenFeed>) {
+        let open = match feed {
+            Some(f) => f.revoked.changed().await.is_ok(),
+            None => false,
+        };
+        if !open {
+            // No feed, or the hub is stopping: nothing more to send.
+            std::future::pending::<()>().await;
+        }
+    }
+}
 
 /// Runs until the edge closes its control stream, the connection fails, or nothing arrives on
 /// it (the edge pings every heartbeat) for `silence`.
@@ -22,7 +55,11 @@ pub(super) async fn run(
     edge: EdgeId,
     store: Store,
     silence: Duration,
+    mut tokens: Option<TokenFeed>,
 ) -> Result<(), IngressError> {
+    if let Some(feed) = tokens.as_mut() {
+        write_frame(&mut send, &feed.frame()).await?;
+    }
     let mut queued = store.commands_changed();
     let mut sent = 0u64;
     let mut dec = FrameDecoder::new();
@@ -42,6 +79,11 @@ pub(super) async fn run(
         }
         tokio::select! {
             () = &mut deadline => return Err(IngressError::Silent),
+            () = TokenFeed::changed(&mut tokens) => {
+                if let Some(feed) = tokens.as_mut() {
+                    write_frame(&mut send, &feed.frame()).await?;
+                }
+            }
             changed = queued.changed() => {
                 if changed.is_err() {
                     return Ok(());

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wardlink_io::frames::{FrameIoError, read_frame, write_frame};
 use wardlink_shared::dashboard::{EdgeState, ServerEvent};
-use wardlink_shared::wire::{ErrorCode, Frame, FrameDecoder, PROTOCOL_VERSION};
+use wardlink_shared::wire::{
+    ErrorCode, Frame, FrameDecoder, OLDEST_EDGE_PROTOCOL, PROTOCOL_VERSION, TokenKeys,
+};
 use wardlink_shared::{EdgeId, WardId};
 
 use crate::metrics::HubMetrics;
@@ -139,6 +141,11 @@ pub struct Limits {
     pub offline_after: Duration,
     /// Edges whose certificates no longer count (kept current by `revocation::watch`).
     pub revoked: tokio::sync::watch::Receiver<crate::revocation::Revoked>,
+    /// What edges need to check dashboard tokens on their ward views: the hub's issuer,
+    /// audience and public keys (its `revoked` is filled from `revoked_tokens`).
+    pub token_keys: Arc<TokenKeys>,
+    /// Revoked dashboard tokens (kept current by `revocation::watch`).
+    pub revoked_tokens: tokio::sync::watch::Receiver<crate::revocation::RevokedTokens>,
 }
 
 /// Accepts edges until shutdown.
@@ -196,6 +203,10 @@ pub async fn run(
                 presence,
                 offline_after: limits.offline_after,
                 revoked: limits.revoked,
+                tokens: control::TokenFeed {
+                    keys: limits.token_keys,
+                    revoked: limits.revoked_tokens,
+                },
             };
             session.run(shutdown).await;
         });
@@ -216,11 +227,12 @@ struct Session {
     presence: Arc<Presence>,
     offline_after: Duration,
     revoked: tokio::sync::watch::Receiver<crate::revocation::Revoked>,
+    tokens: control::TokenFeed,
 }
 
 impl Session {
     async fn run(self, shutdown: CancellationToken) {
-        let (generation, stream, control) = match self.handshake().await {
+        let (generation, (stream, version), control) = match self.handshake().await {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(edge = %self.edge, error = %e, "edge refused");
@@ -238,7 +250,7 @@ impl Session {
             }
         };
         let result = tokio::select! {
-            r = self.serve(stream, control) => r,
+            r = self.serve(stream, version, control) => r,
             () = revocation => {
                 self.metrics.edges_refused.with("revoked").inc();
                 tracing::warn!(edge = %self.edge, "edge revoked; connection closed");
@@ -298,9 +310,10 @@ impl Session {
 
     /// Hello → Welcome; returns this connection's presence generation, the edge's stream and
     /// the control stream.
+    #[allow(clippy::type_complexity)]
     async fn handshake(
         &self,
-    ) -> Result<(u64, u64, (quinn::SendStream, quinn::RecvStream)), IngressError> {
+    ) -> Result<(u64, (u64, u16), (quinn::SendStream, quinn::RecvStream)), IngressError> {
         let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, self.conn.accept_bi())
             .await
             .map_err(|_| IngressError::Timeout)??;
@@ -309,6 +322,7 @@ impl Session {
             .await
             .map_err(|_| IngressError::Timeout)?;
         let mut stream = 0;
+        let mut edge_version = PROTOCOL_VERSION;
         let refusal = match hello {
             Ok(Some(Frame::Hello {
                 version,
@@ -317,12 +331,13 @@ impl Session {
                 stream: s,
             })) => {
                 stream = s;
-                if version != PROTOCOL_VERSION {
+                edge_version = version;
+                if !(OLDEST_EDGE_PROTOCOL..=PROTOCOL_VERSION).contains(&version) {
                     Some((
                         "version",
                         ErrorCode::UnsupportedVersion,
                         format!(
-                            "this hub speaks protocol version {PROTOCOL_VERSION}; the edge sent {version}"
+                            "this hub speaks protocol versions {OLDEST_EDGE_PROTOCOL} to {PROTOCOL_VERSION}; the edge sent {version}"
                         ),
                     ))
                 } else if edge != self.edge || ward != self.ward {
@@ -377,20 +392,24 @@ impl Session {
             }
             generation
         };
-        Ok((generation, stream, (send, recv)))
+        Ok((generation, (stream, edge_version), (send, recv)))
     }
 
     /// Serves the control stream and the lanes until the connection ends.
     async fn serve(
         &self,
         stream: u64,
+        version: u16,
         (send, recv): (quinn::SendStream, quinn::RecvStream),
     ) -> Result<(), IngressError> {
+        // Edges of protocol 1 know no token frame.
+        let tokens = (version >= 2).then(|| self.tokens.clone());
         let control = control::run(
             (send, recv),
             self.edge.clone(),
             self.store.clone(),
             self.offline_after,
+            tokens,
         );
         tokio::pin!(control);
         let mut lanes = tokio::task::JoinSet::new();

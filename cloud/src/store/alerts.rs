@@ -85,11 +85,21 @@ pub(super) fn upsert(
     Ok(escalated)
 }
 
+/// Where a clinician's decision was taken.
+pub(super) enum Origin<'a, 'c, 't> {
+    /// At the hub: the command is queued for the episode's (or patient's) edge.
+    Hub(&'c mut Table<'t, (&'static str, u64), &'static [u8]>),
+    /// On this edge's ward view, applied there already: it may only concern the edge's own
+    /// episodes and patients, and nothing goes back down.
+    Edge(&'a EdgeId),
+}
+
 /// Acknowledges `alert` for `by` at `ts`; returns the outcome and, when acknowledged now, the
-/// dashboard event to publish. Queues the command for the episode's edge.
+/// dashboard event to publish. A decision taken at the hub queues the command for the
+/// episode's edge.
 pub(super) fn acknowledge(
     alerts: &mut Table<&str, &[u8]>,
-    commands: &mut Table<(&str, u64), &[u8]>,
+    origin: Origin<'_, '_, '_>,
     alert: &str,
     by: &str,
     ts: i64,
@@ -98,6 +108,9 @@ pub(super) fn acknowledge(
         Some(v) => decode(v.value())?,
         None => return Ok((AckOutcome::Unknown, None)),
     };
+    if matches!(origin, Origin::Edge(edge) if *edge != row.edge) {
+        return Ok((AckOutcome::Unknown, None));
+    }
     match row.event.state {
         AlertState::Resolved => return Ok((AckOutcome::Resolved, None)),
         AlertState::Acknowledged => return Ok((AckOutcome::AlreadyAcknowledged, None)),
@@ -114,12 +127,14 @@ pub(super) fn acknowledge(
         ..row
     };
     alerts.insert(alert, encode(&updated)?.as_slice())?;
-    let command = EdgeCommand::Acknowledge {
-        alert: alert.to_owned(),
-        by: by.to_owned(),
-        ts,
-    };
-    queue_command(commands, &updated.edge, &command)?;
+    if let Origin::Hub(commands) = origin {
+        let command = EdgeCommand::Acknowledge {
+            alert: alert.to_owned(),
+            by: by.to_owned(),
+            ts,
+        };
+        queue_command(commands, &updated.edge, &command)?;
+    }
     let dashboard = ServerEvent::alert(&updated.ward, &event, Some(by.to_owned()));
     Ok((AckOutcome::Acknowledged, Some((updated.ward, dashboard))))
 }
@@ -221,7 +236,7 @@ pub(super) fn patient_settings(
 /// publish and queues the command for the patient's edge.
 pub(super) fn silence(
     patients: &Table<&str, (&str, &str)>,
-    commands: &mut Table<(&str, u64), &[u8]>,
+    origin: Origin<'_, '_, '_>,
     (patient, ward): (&PatientId, &WardId),
     (from, until): (i64, i64),
     by: &str,
@@ -230,14 +245,22 @@ pub(super) fn silence(
     let Some(edge) = whereabouts(patients, patient, ward)? else {
         return Ok((PatientOutcome::UnknownPatient, None));
     };
-    let command = EdgeCommand::Silence {
-        patient: patient.clone(),
-        from,
-        until,
-        by: by.to_owned(),
-        reason: reason.to_owned(),
-    };
-    queue_command(commands, &edge, &command)?;
+    match origin {
+        Origin::Edge(from_edge) if *from_edge != edge => {
+            return Ok((PatientOutcome::UnknownPatient, None));
+        }
+        Origin::Edge(_) => {}
+        Origin::Hub(commands) => {
+            let command = EdgeCommand::Silence {
+                patient: patient.clone(),
+                from,
+                until,
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+            };
+            queue_command(commands, &edge, &command)?;
+        }
+    }
     let event = ServerEvent::Silence {
         patient: patient.clone(),
         ward: ward.clone(),

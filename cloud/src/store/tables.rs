@@ -11,7 +11,7 @@ use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::wire::{Lane, RecordBody};
 use wardlink_shared::{EdgeId, PatientId, WardId};
 
-use super::alerts::{self, AckOutcome, PatientOutcome};
+use super::alerts::{self, AckOutcome, Origin, PatientOutcome};
 use super::notify::{self, SmsRow};
 use super::{Ingested, Write};
 use crate::audit::{self, Pseudonymiser};
@@ -450,6 +450,9 @@ pub(super) fn commit_group(
                     };
                     let mut events = Vec::new();
                     let mut new_alarms = Vec::new();
+                    // Decisions taken on the edge's ward view, applied after the alarms they
+                    // may concern.
+                    let mut decisions = Vec::new();
                     let mut seen = Vec::new();
                     // Readings of this write, entered in READINGS only once the write is
                     // known to be stored (a gap refuses all of it).
@@ -482,6 +485,12 @@ pub(super) fn commit_group(
                                 ingested.stored += 1;
                                 new_alarms.push(alarm);
                                 events.push(ServerEvent::alert(ward, alarm, None))
+                            }
+                            RecordBody::Acknowledged { .. }
+                            | RecordBody::Silenced { .. }
+                            | RecordBody::Access { .. } => {
+                                ingested.stored += 1;
+                                decisions.push(&r.body);
                             }
                             RecordBody::Unreadable { .. } => ingested.unreadable += 1,
                             RecordBody::Gap { evicted, .. } => ingested.evicted += evicted,
@@ -519,6 +528,63 @@ pub(super) fn commit_group(
                             (&format!("edge:{edge}"), &mut audits),
                         )?;
                     }
+                    for decision in decisions {
+                        let (by, event) = match decision {
+                            RecordBody::Acknowledged { alert, by, ts } => {
+                                let origin = Origin::Edge(edge);
+                                (
+                                    by,
+                                    alerts::acknowledge(&mut alert_rows, origin, alert, by, *ts)?.1,
+                                )
+                            }
+                            RecordBody::Silenced {
+                                patient,
+                                from,
+                                until,
+                                by,
+                                reason,
+                            } => {
+                                let origin = Origin::Edge(edge);
+                                let span = (*from, *until);
+                                let event = alerts::silence(
+                                    &patients,
+                                    origin,
+                                    (patient, ward),
+                                    span,
+                                    by,
+                                    reason,
+                                )?;
+                                (by, event.1)
+                            }
+                            RecordBody::Access {
+                                actor,
+                                action,
+                                patient,
+                                detail,
+                                ..
+                            } => {
+                                audits.push(audit::Entry {
+                                    seq: 0,
+                                    ts: String::new(),
+                                    actor: actor.clone(),
+                                    action: action.clone(),
+                                    ward: Some(ward.to_string()),
+                                    patient: patient
+                                        .as_ref()
+                                        .map(|p| audit.pseudonyms.pseudonym(p.as_str())),
+                                    subject: Some(format!("edge:{edge}")),
+                                    detail: Some(detail.clone()),
+                                    prev: String::new(),
+                                    hash: String::new(),
+                                });
+                                continue;
+                            }
+                            _ => continue,
+                        };
+                        if let Some((ward, event)) = event {
+                            push(&ward, event, &mut next_seq, (by, &mut audits))?;
+                        }
+                    }
                     marks.insert(key, mark)?;
                     ingested.watermark = mark;
                     results.push(WriteResult::Ingested(ingested));
@@ -533,8 +599,13 @@ pub(super) fn commit_group(
                     results.push(WriteResult::Event(seq));
                 }
                 Write::Acknowledge { alert, by, ts, .. } => {
-                    let (outcome, event) =
-                        alerts::acknowledge(&mut alert_rows, &mut commands, alert, by, *ts)?;
+                    let (outcome, event) = alerts::acknowledge(
+                        &mut alert_rows,
+                        Origin::Hub(&mut commands),
+                        alert,
+                        by,
+                        *ts,
+                    )?;
                     if let Some((ward, event)) = event {
                         push(&ward, event, &mut next_seq, (by, &mut audits))?;
                         commands_added = true;
@@ -552,7 +623,7 @@ pub(super) fn commit_group(
                 } => {
                     let (outcome, event) = alerts::silence(
                         &patients,
-                        &mut commands,
+                        Origin::Hub(&mut commands),
                         (patient, ward),
                         (*from, *until),
                         by,

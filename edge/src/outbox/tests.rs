@@ -252,7 +252,11 @@ impl Harness {
             );
             assert_eq!(r.body.lane(), lane, "{r:?} on the wrong lane");
             match &r.body {
-                RecordBody::Vitals { .. } | RecordBody::Alarm(_) => {
+                RecordBody::Vitals { .. }
+                | RecordBody::Alarm(_)
+                | RecordBody::Acknowledged { .. }
+                | RecordBody::Silenced { .. }
+                | RecordBody::Access { .. } => {
                     assert_eq!(
                         m.data.get(&r.seq),
                         Some(&r.body),

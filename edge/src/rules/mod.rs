@@ -13,22 +13,24 @@
 //! acknowledgement waits until what was appended before it is durable, which includes the
 //! reading it repeats.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use wardlink_shared::PatientId;
-use wardlink_shared::alarm::{ActiveAlarm, AlarmEngine, AlarmEvent, PatientSettings, RuleSettings};
+use wardlink_shared::alarm::{ActiveAlarm, AlarmEngine, RuleSettings};
 use wardlink_shared::metrics::{Counter, Registry};
-use wardlink_shared::wire::{EdgeCommand, RecordBody};
+use wardlink_shared::wire::RecordBody;
 
 use crate::broker::Fanout;
 use crate::clock::now;
 use crate::ingest::Ingested;
 use crate::outbox::Outbox;
+use crate::ward::Feed;
 
+mod commands;
 mod state;
+
+pub use commands::CommandRequest;
 
 /// What the rules count.
 #[derive(Debug)]
@@ -71,6 +73,8 @@ pub struct Rules {
     pub active: watch::Sender<Vec<ActiveAlarm>>,
     /// Accepted readings for local MQTT subscribers.
     pub fanout: Fanout,
+    /// What the ward view shows.
+    pub view: Feed,
 }
 
 /// Runs until the readings channel closes. It deliberately ignores the shutdown signal: ingest
@@ -89,9 +93,10 @@ pub async fn run(
         metrics,
         active,
         fanout,
+        view,
     } = rules;
     let mut engine = AlarmEngine::new(settings, edge_id);
-    let mut own = load_patient_settings(&patient_settings);
+    let mut own = commands::load_patient_settings(&patient_settings);
     for (patient, s) in &own {
         engine.set_patient_settings(patient.clone(), s.clone(), now());
     }
@@ -109,9 +114,14 @@ pub async fn run(
         let (records, confirm) = tokio::select! {
             biased;
             Some(request) = commands.recv() => {
-                let (events, applied) =
-                    handle_command(&mut engine, &mut own, &patient_settings, request.command).await;
-                let events: Vec<RecordBody> = events.into_iter().map(RecordBody::Alarm).collect();
+                let (events, applied) = commands::handle(
+                    &mut engine,
+                    (&mut own, &patient_settings),
+                    &view,
+                    request.command,
+                    request.from_ward,
+                )
+                .await;
                 if applied {
                     (events, Some(request.applied))
                 } else {
@@ -127,7 +137,7 @@ pub async fn run(
             r = readings.recv() => match r {
                 Some(ingested) => {
                     let patient = ingested.reading.patient.clone();
-                    let step = Step { engine: &mut engine, saved: &mut saved };
+                    let step = Step { engine: &mut engine, saved: &mut saved, view: &view };
                     if accept(step, &outbox, &fanout, &metrics, &active, ingested)
                         .await
                         .is_err()
@@ -149,6 +159,11 @@ pub async fn run(
             .filter(|r| matches!(r, RecordBody::Alarm(_)))
             .count();
         metrics.alarm_events.add(alarms as u64);
+        for r in &records {
+            if let RecordBody::Alarm(a) = r {
+                view.alarm(a);
+            }
+        }
         let state = state::if_changed(&engine, &mut saved);
         let appended = match (confirm, state) {
             // A command that changed the state is confirmed to the hub once the state's
@@ -197,6 +212,7 @@ async fn sleep_until(due: Option<std::time::Instant>) {
 struct Step<'a> {
     engine: &'a mut AlarmEngine,
     saved: &'a mut u64,
+    view: &'a Feed,
 }
 
 /// Evaluates and appends one reading, or recognises it as one already held.
@@ -227,8 +243,16 @@ async fn accept(
         // patient and timestamp, and two unstamped readings may arrive in one millisecond.
         reading.ts = outbox.unique_ts(&reading.patient, reading.ts);
     }
-    let Step { engine, saved } = step;
+    let Step {
+        engine,
+        saved,
+        view,
+    } = step;
     let observation = engine.observe(&reading, now());
+    view.vitals(&reading, observation.news2);
+    for a in &observation.events {
+        view.alarm(a);
+    }
     let mut records: Vec<RecordBody> = observation
         .events
         .into_iter()
@@ -251,15 +275,6 @@ async fn accept(
     Ok(())
 }
 
-/// A command from the hub and where to say whether it was applied (and, for settings,
-/// saved). The uplink confirms it to the hub only then.
-pub struct CommandRequest {
-    /// The command.
-    pub command: EdgeCommand,
-    /// `true` once applied.
-    pub applied: oneshot::Sender<bool>,
-}
-
 /// Shares the active episodes with the admin listener.
 fn publish_active(engine: &AlarmEngine, active: &watch::Sender<Vec<ActiveAlarm>>) {
     let now = engine.active();
@@ -270,75 +285,4 @@ fn publish_active(engine: &AlarmEngine, active: &watch::Sender<Vec<ActiveAlarm>>
         }
         changed
     });
-}
-
-/// Patients' own settings, kept across restarts in the data directory.
-type OwnSettings = BTreeMap<PatientId, PatientSettings>;
-
-fn load_patient_settings(path: &Path) -> OwnSettings {
-    // Losing them silently would apply ward limits to a patient a clinician set up
-    // differently: the loader makes it loud.
-    crate::state_file::load_or_default(path, "patient settings unreadable; using ward limits")
-}
-
-/// Saves patients' own settings; false (logged) when they could not be written.
-async fn save_patient_settings(path: &Path, own: &OwnSettings) -> bool {
-    let Ok(bytes) = serde_json::to_vec_pretty(own) else {
-        return false;
-    };
-    let path = path.to_path_buf();
-    let saved =
-        tokio::task::spawn_blocking(move || wardlink_io::fs::write_atomic(&path, &bytes)).await;
-    let ok = matches!(saved, Ok(Ok(())));
-    if !ok {
-        tracing::error!("patient settings could not be saved; not applied, the hub will resend");
-    }
-    ok
-}
-
-/// Applies a decision taken at the hub; returns the alarm events it causes and whether it
-/// took effect (settings that could not be saved are not applied, so the hub sends them again).
-async fn handle_command(
-    engine: &mut AlarmEngine,
-    own: &mut OwnSettings,
-    path: &Path,
-    command: EdgeCommand,
-) -> (Vec<AlarmEvent>, bool) {
-    match command {
-        EdgeCommand::PatientSettings {
-            patient,
-            settings,
-            by,
-        } => {
-            let previous = own.insert(patient.clone(), settings.clone());
-            if !save_patient_settings(path, own).await {
-                match previous {
-                    Some(p) => own.insert(patient, p),
-                    None => own.remove(&patient),
-                };
-                return (Vec::new(), false);
-            }
-            tracing::info!(by = %by, "patient settings applied");
-            (engine.set_patient_settings(patient, settings, now()), true)
-        }
-        EdgeCommand::Silence {
-            patient,
-            from,
-            until,
-            by,
-            ..
-        } => {
-            engine.silence(&patient, from, until, now());
-            tracing::info!(by = %by, until, "patient alarms silenced by the hub");
-            (Vec::new(), true)
-        }
-        EdgeCommand::Acknowledge { alert, by, .. } => {
-            if engine.acknowledge(&alert, &by, now()) {
-                tracing::info!(alert = %alert, by = %by, "alarm acknowledged at the hub");
-            } else {
-                tracing::debug!(alert = %alert, "acknowledged alarm is no longer active here");
-            }
-            (Vec::new(), true)
-        }
-    }
 }

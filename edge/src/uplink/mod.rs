@@ -117,6 +117,8 @@ pub struct Uplink {
     pub metrics: Arc<UplinkMetrics>,
     /// Where the hub's commands go (the rules task).
     pub commands: mpsc::Sender<CommandRequest>,
+    /// The hub's token keys, for the ward view (updated from the control stream).
+    pub keys: crate::ward::Keys,
 }
 
 /// A connection that passed the handshake.
@@ -307,7 +309,11 @@ impl Uplink {
                     Box::pin(async move {
                         let (applied, done) = oneshot::channel();
                         commands
-                            .send(CommandRequest { command, applied })
+                            .send(CommandRequest {
+                                command,
+                                applied,
+                                from_ward: false,
+                            })
                             .await
                             .map_err(|_| Closed)?;
                         Ok(done.await.unwrap_or(false))
@@ -351,6 +357,7 @@ impl Uplink {
             };
             match frame {
                 Some(Frame::Command { seq, command }) => queue.push_back((seq, command)),
+                Some(Frame::Tokens(keys)) => self.keys.update(keys).await,
                 Some(Frame::Pong { .. }) => {}
                 Some(Frame::Error { code, message }) => {
                     return Err(UplinkError::Refused { code, message });

@@ -1,4 +1,6 @@
-// Wardlink ward dashboard: one page, no build step, served by the hub.
+// Wardlink ward dashboard: one page, no build step, served by the hub and, as the ward view,
+// by each ward's edge (which marks the page with a `wardlink-view` meta element naming its
+// edge and ward, and tells it over the WebSocket whether the hub is reachable).
 //
 // Sign-in takes a token (pasted, or ?token= once; kept in sessionStorage for this tab only).
 // The ward view is first painted from the hub's history endpoint; the WebSocket then resumes
@@ -18,6 +20,31 @@ const VITALS = [
 const RANK = { high: 3, medium: 2, low: 1 };
 
 const $ = (id) => document.getElementById(id);
+
+// Which server this page is on: the hub, or an edge's ward view (one ward only).
+const VIEW = (() => {
+  const m = document.querySelector('meta[name="wardlink-view"]');
+  return m ? { kind: "ward", edge: m.dataset.edge, ward: m.dataset.ward } : { kind: "hub" };
+})();
+
+function wardsShown() {
+  return VIEW.kind === "ward" ? [VIEW.ward] : state.claims.wards || [];
+}
+
+// Says plainly what this page is connected to and, on a ward view, whether the hub is
+// reachable (alarms are then answered here; texts from the hub may not go out).
+function renderView(hub) {
+  const v = $("view");
+  if (VIEW.kind === "hub") {
+    v.className = "view hub";
+    v.textContent = "Hub";
+    return;
+  }
+  v.className = `view ward ${hub || "unknown"}`;
+  v.dataset.hub = hub || "unknown";
+  const link = hub === "reachable" ? "hub reachable" : hub === "unreachable" ? "hub unreachable: this ward view works alone" : "hub: checking";
+  v.textContent = `Ward view (${VIEW.edge}) \u2014 ${link}`;
+}
 const state = {
   token: null,
   claims: null,
@@ -117,8 +144,9 @@ function boot() {
   armExpiry();
   $("signin").hidden = true;
   $("app").hidden = false;
-  const wards = claims.wards || [];
+  const wards = wardsShown();
   $("wards").textContent = wards.length ? wards.join(", ") : "all wards";
+  renderView(null);
   $("who").textContent = `${claims.sub} (${claims.role})`;
   firstPaint().then(connect);
 }
@@ -137,7 +165,7 @@ async function api(path) {
 // their seqs (events in between that a history already held are skipped by seq).
 async function firstPaint() {
   let since = null;
-  for (const ward of state.claims.wards || []) {
+  for (const ward of wardsShown()) {
     try {
       const h = await api(`/api/wards/${encodeURIComponent(ward)}/history`);
       for (const e of h.events) {
@@ -205,10 +233,10 @@ function connect() {
     const wait = Math.min(5000, 250 * 2 ** state.retry++);
     state.reconnect = setTimeout(async () => {
       // A refused upgrade looks like a network error to a page: ask the API why.
-      if (state.failures >= 3 && (state.claims.wards || []).length) {
+      if (state.failures >= 3 && wardsShown().length) {
         try {
           const now = new Date().toISOString();
-          await api(`/api/wards/${encodeURIComponent(state.claims.wards[0])}/history?from=${now}&to=${now}`);
+          await api(`/api/wards/${encodeURIComponent(wardsShown()[0])}/history?from=${now}&to=${now}`);
         } catch (_) {
           if (!state.token) return;
         }
@@ -280,6 +308,9 @@ function apply(msg) {
     case "edge":
       state.edges.set(msg.edge, msg);
       renderEdges();
+      break;
+    case "link":
+      renderView(msg.hub);
       break;
     default:
   }
