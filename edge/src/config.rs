@@ -21,6 +21,7 @@ use wardlink_shared::{EdgeId, WardId};
 pub use crate::admin::AdminSection;
 pub use crate::broker::MqttSection;
 pub use crate::outbox::OutboxSection;
+pub use crate::paging::LocalNotifySection;
 pub use crate::uplink::HubSection;
 pub use crate::ward::WardSection;
 
@@ -62,6 +63,9 @@ pub struct EdgeConfig {
     /// The ward view (the dashboard served by the edge itself).
     #[serde(default)]
     pub ward: WardSection,
+    /// Paging from the edge while the hub is unreachable.
+    #[serde(default)]
+    pub local_notify: Option<LocalNotifySection>,
 }
 
 /// `[edge]`.
@@ -104,9 +108,14 @@ impl EdgeConfig {
                 &mut cfg.hub.key,
             ],
         );
+        let token = cfg
+            .local_notify
+            .as_mut()
+            .and_then(|n| n.sms.auth_token_file.as_mut());
         let mut optional: Vec<&mut PathBuf> = [&mut cfg.mqtt.tls_cert, &mut cfg.mqtt.tls_key]
             .into_iter()
             .flatten()
+            .chain(token)
             .collect();
         config::resolve_relative(path, &mut optional);
         cfg.apply_env(env)?;
@@ -157,6 +166,9 @@ impl EdgeConfig {
             .and(self.outbox.validate())
             .and(self.ward.validate())
             .map_err(|(key, reason)| bad(key, reason))?;
+        if let Some(n) = &self.local_notify {
+            n.validate().map_err(|(key, reason)| bad(&key, &reason))?;
+        }
         self.rules()
             .validate()
             .map_err(|(key, reason)| bad(&key, reason))

@@ -19,6 +19,7 @@ pub mod durable;
 pub mod ingest;
 pub mod metrics;
 pub mod outbox;
+pub mod paging;
 pub mod rules;
 pub mod simulate;
 mod state_file;
@@ -164,6 +165,25 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
         keys: keys.clone(),
     };
     tracker.spawn(uplink.run(shutdown.clone()));
+
+    if let Some(local) = &cfg.local_notify {
+        let client = wardlink_io::sms::SmsClient::new(&local.sms)
+            .map_err(|e| anyhow::anyhow!("local_notify.sms: {e}"))?;
+        tracker.spawn(
+            paging::Paging {
+                config: local.clone(),
+                client,
+                edge: cfg.edge.id.clone(),
+                ward: cfg.edge.ward.clone(),
+                feed: view.clone(),
+                uplink: metrics.uplink.connected.clone(),
+                outbox: outbox.clone(),
+                path: cfg.edge.data_dir.join("local_pages.json"),
+                metrics: metrics.paging.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+    }
 
     let ward_addr = match cfg.ward.listen {
         Some(addr) => {

@@ -34,6 +34,8 @@ pub struct EdgeMetrics {
     pub uplink: Arc<UplinkMetrics>,
     /// The ward view.
     pub ward: Arc<crate::ward::WardMetrics>,
+    /// Local paging.
+    pub paging: Arc<crate::paging::PagingMetrics>,
 }
 
 impl EdgeMetrics {
@@ -48,6 +50,7 @@ impl EdgeMetrics {
             outbox: Arc::new(OutboxMetrics::register(&r)),
             uplink: Arc::new(UplinkMetrics::register(&r)),
             ward: Arc::new(crate::ward::WardMetrics::register(&r)),
+            paging: Arc::new(crate::paging::PagingMetrics::register(&r)),
             registry: r,
         }
     }
@@ -64,11 +67,17 @@ mod tests {
     use super::*;
 
     /// Users' dashboards and alerts depend on these names: components may move, names stay.
-    const NAMES: [&str; 30] = [
+    const NAMES: [&str; 36] = [
         "wardlink_edge_alarm_events_total",
         "wardlink_edge_alarm_state_saved_total",
         "wardlink_edge_alarm_state_unsaved",
         "wardlink_edge_commands_failed_total",
+        "wardlink_edge_local_paging_active",
+        "wardlink_edge_local_sms_cancelled_total",
+        "wardlink_edge_local_sms_failed_total",
+        "wardlink_edge_local_sms_pending",
+        "wardlink_edge_local_sms_retries_total",
+        "wardlink_edge_local_sms_sent_total",
         "wardlink_edge_mqtt_auth_refused_total",
         "wardlink_edge_mqtt_connections_refused_total",
         "wardlink_edge_mqtt_denied_total",

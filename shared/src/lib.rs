@@ -11,6 +11,7 @@ pub mod ids;
 pub mod metrics;
 pub mod mqtt;
 pub mod news2;
+pub mod notify;
 pub mod payload;
 pub mod time;
 pub mod token;

@@ -126,6 +126,23 @@ pub enum RecordBody {
         /// When (edge time, ms since the epoch).
         ts: i64,
     },
+    /// The edge texted someone through its local provider while the hub was unreachable
+    /// (alarm lane; protocol 2): the hub audits it and does not text that phone about those
+    /// alarms again.
+    Paged {
+        /// The message's idempotency key (stable across the edge's restarts).
+        key: String,
+        /// The episodes it was about.
+        alerts: Vec<String>,
+        /// Who (the edge's person id).
+        person: String,
+        /// Their phone.
+        phone: String,
+        /// The edge's chain step.
+        step: u32,
+        /// When the provider accepted it (edge time, ms since the epoch).
+        ts: i64,
+    },
     /// No record with a seq between `after` and this record's seq (both exclusive) will ever
     /// be sent. The edge writes one when it starts a new boot epoch (records it had forwarded
     /// but not committed before a crash may or may not have arrived; their seqs are never
@@ -148,7 +165,8 @@ impl RecordBody {
             RecordBody::Alarm(_)
             | RecordBody::Acknowledged { .. }
             | RecordBody::Silenced { .. }
-            | RecordBody::Access { .. } => Lane::Alarms,
+            | RecordBody::Access { .. }
+            | RecordBody::Paged { .. } => Lane::Alarms,
             RecordBody::Unreadable { lane, .. } | RecordBody::Gap { lane, .. } => *lane,
         }
     }
@@ -484,6 +502,17 @@ mod tests {
                     patient: Some(PatientId::new("bed-3").unwrap()),
                     detail: "ward view of edge-a".into(),
                     ts: 1_795_694_401_000,
+                },
+            },
+            Record {
+                seq: 6,
+                body: RecordBody::Paged {
+                    key: "wardlink-edge-a-page-e-1-0-cn-7".into(),
+                    alerts: vec!["e-1".into()],
+                    person: "cn-7".into(),
+                    phone: "+441632960001".into(),
+                    step: 0,
+                    ts: 1_795_694_402_000,
                 },
             },
         ]

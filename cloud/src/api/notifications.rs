@@ -36,6 +36,7 @@ pub(super) async fn get(State(app): State<AppState>, headers: HeaderMap) -> Resp
                         SmsState::Sent { sid } => ("sent", Some(sid.clone())),
                         SmsState::Failed { error } => ("failed", Some(error.clone())),
                         SmsState::Cancelled => ("cancelled", None),
+                        SmsState::PagedByEdge => ("paged_by_edge", None),
                     };
                     serde_json::json!({
                         "id": id,

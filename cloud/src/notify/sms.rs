@@ -22,10 +22,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::now_ms;
-use super::plan::{SmsConfig, SmsProvider};
 use crate::audit::Entry;
 use crate::metrics::HubMetrics;
+use wardlink_io::sms::{SendError, SmsClient};
 use wardlink_shared::alarm::AlertState;
+use wardlink_shared::notify::SmsConfig;
 
 use crate::store::{SmsOutcome, SmsRow, Store};
 
@@ -36,19 +37,10 @@ const MAX_BACKOFF_MS: i64 = 60_000;
 /// How often pending messages are looked at when nothing wakes the sender.
 const POLL: Duration = Duration::from_millis(500);
 
-/// A provider's answer that is not a success.
-#[derive(Debug)]
-struct SendError {
-    retry: bool,
-    message: String,
-}
-
-/// The configured provider.
+/// The configured provider, for this hub's messages.
 #[derive(Clone)]
 pub struct Provider {
-    config: SmsConfig,
-    token: Option<String>,
-    client: reqwest::Client,
+    client: SmsClient,
     /// Distinguishes this store's message ids from any other's (a store restored from a
     /// backup or created anew reuses ids; a provider remembering keys must not take a new
     /// message for an old one).
@@ -59,87 +51,17 @@ impl Provider {
     /// Builds the HTTP client and reads the token file. `nonce` is the store's own random
     /// identity (see [`Provider::nonce`]).
     pub fn new(config: &SmsConfig, nonce: &str) -> anyhow::Result<Self> {
-        let token = match &config.auth_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-                    .trim()
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .build()?;
         Ok(Self {
-            config: config.clone(),
-            token,
-            client,
+            client: SmsClient::new(config).map_err(anyhow::Error::msg)?,
             nonce: nonce.to_owned(),
         })
     }
 
     async fn send(&self, id: u64, row: &SmsRow) -> Result<String, SendError> {
         let key = format!("wardlink-{}-sms-{id}", self.nonce);
-        let request = match self.config.provider {
-            SmsProvider::Twilio => {
-                let sid = self.config.account_sid.clone().unwrap_or_default();
-                let url = format!(
-                    "{}/2010-04-01/Accounts/{sid}/Messages.json",
-                    self.config.url.trim_end_matches('/')
-                );
-                let from = self.config.from.clone().unwrap_or_default();
-                self.client
-                    .post(url)
-                    .basic_auth(sid, self.token.clone())
-                    .form(&[
-                        ("To", row.phone.as_str()),
-                        ("From", from.as_str()),
-                        ("Body", row.body.as_str()),
-                    ])
-            }
-            SmsProvider::Webhook => {
-                let mut r = self.client.post(&self.config.url).json(&serde_json::json!({
-                    "to": row.phone,
-                    "body": row.body,
-                    "alerts": row.alerts,
-                    "idempotency_key": key,
-                }));
-                if let Some(token) = &self.token {
-                    r = r.bearer_auth(token);
-                }
-                r
-            }
-        };
-        let answer = request
-            .header("Idempotency-Key", &key)
-            .send()
+        self.client
+            .send(&key, &row.phone, &row.body, &row.alerts)
             .await
-            .map_err(|e| SendError {
-                retry: true,
-                message: if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    format!("request failed: {e}")
-                },
-            })?;
-        let status = answer.status();
-        let body = answer.text().await.unwrap_or_default();
-        if status.is_success() {
-            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let sid = json["sid"]
-                .as_str()
-                .or_else(|| json["id"].as_str())
-                .unwrap_or("accepted")
-                .to_owned();
-            return Ok(sid);
-        }
-        let retry = status.is_server_error() || status.as_u16() == 429;
-        let detail: String = body.chars().take(200).collect();
-        Err(SendError {
-            retry,
-            message: format!("provider answered {status}: {detail}"),
-        })
     }
 }
 
@@ -183,7 +105,7 @@ impl Sender {
                         let store = self.store.clone();
                         let metrics = self.metrics.clone();
                         let done = done_tx.clone();
-                        let give_up = i64::try_from(self.provider.config.give_up_after_s)
+                        let give_up = i64::try_from(self.provider.client.config().give_up_after_s)
                             .unwrap_or(i64::MAX / 1000)
                             .saturating_mul(1000);
                         tokio::spawn(async move {

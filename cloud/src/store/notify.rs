@@ -18,6 +18,10 @@ use crate::notify::engine::Progress;
 pub(super) const SMS: TableDefinition<u64, &[u8]> = TableDefinition::new("sms");
 /// Ids of SMS not yet sent nor failed.
 pub(super) const SMS_PENDING: TableDefinition<u64, ()> = TableDefinition::new("sms_pending");
+/// Who an edge texted about which alarm while the hub was unreachable: (alarm id, phone) →
+/// when (edge time). The hub does not text that phone about those alarms again.
+pub(super) const EDGE_PAGED: TableDefinition<(&str, &str), i64> =
+    TableDefinition::new("edge_paged");
 /// Chain progress by alarm id (postcard [`Progress`]).
 pub(super) const ESCALATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("escalations");
 
@@ -61,6 +65,9 @@ pub enum SmsState {
     },
     /// Not sent: every alarm it was about was acknowledged or resolved before it went out.
     Cancelled,
+    /// Not sent: the ward's edge had already texted this phone about every alarm it was about
+    /// (while the hub was unreachable).
+    PagedByEdge,
 }
 
 /// What one attempt came to.
@@ -105,15 +112,24 @@ pub(super) type WardEvents = Vec<(WardId, ServerEvent)>;
 
 /// Stores a batch; returns the new SMS ids and the `escalated` events to publish.
 pub(super) fn store_batch(
-    sms: &mut Table<u64, &[u8]>,
-    pending: &mut Table<u64, ()>,
+    (sms, pending): (&mut Table<u64, &[u8]>, &mut Table<u64, ()>),
     escalations: &mut Table<&str, &[u8]>,
     alerts: &mut Table<&str, &[u8]>,
+    edge_paged: &Table<(&str, &str), i64>,
     batch: &NotifyBatch,
 ) -> Result<(Vec<u64>, WardEvents), StoreError> {
     let first = sms.last()?.map_or(1, |(k, _)| k.value() + 1);
     let mut ids = Vec::with_capacity(batch.sms.len());
     for (id, row) in (first..).zip(&batch.sms) {
+        if paged_by_edge(edge_paged, row)? {
+            // Kept (the notifications list shows it), never sent.
+            let row = SmsRow {
+                state: SmsState::PagedByEdge,
+                ..row.clone()
+            };
+            sms.insert(id, encode(&row)?.as_slice())?;
+            continue;
+        }
         sms.insert(id, encode(row)?.as_slice())?;
         pending.insert(id, ())?;
         ids.push(id);
@@ -153,6 +169,22 @@ pub(super) fn store_batch(
         ));
     }
     Ok((ids, events))
+}
+
+/// Whether the ward's edge already texted `row`'s phone about every alarm of `row`.
+fn paged_by_edge(edge_paged: &Table<(&str, &str), i64>, row: &SmsRow) -> Result<bool, StoreError> {
+    if row.alerts.is_empty() {
+        return Ok(false);
+    }
+    for alert in &row.alerts {
+        if edge_paged
+            .get((alert.as_str(), row.phone.as_str()))?
+            .is_none()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Records an attempt's outcome; returns the row as it now is.

@@ -111,6 +111,7 @@ pub(super) fn open(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(notify::SMS)?;
     txn.open_table(notify::SMS_PENDING)?;
     txn.open_table(notify::ESCALATIONS)?;
+    txn.open_table(notify::EDGE_PAGED)?;
     txn.commit()?;
     Ok(db)
 }
@@ -397,6 +398,7 @@ pub(super) fn commit_group(
         let mut sms = txn.open_table(notify::SMS)?;
         let mut sms_pending = txn.open_table(notify::SMS_PENDING)?;
         let mut escalations = txn.open_table(notify::ESCALATIONS)?;
+        let mut edge_paged = txn.open_table(notify::EDGE_PAGED)?;
         let mut history = txn.open_table(HISTORY)?;
         let mut readings = txn.open_table(READINGS)?;
         let mut push = |ward: &WardId,
@@ -488,7 +490,8 @@ pub(super) fn commit_group(
                             }
                             RecordBody::Acknowledged { .. }
                             | RecordBody::Silenced { .. }
-                            | RecordBody::Access { .. } => {
+                            | RecordBody::Access { .. }
+                            | RecordBody::Paged { .. } => {
                                 ingested.stored += 1;
                                 decisions.push(&r.body);
                             }
@@ -574,6 +577,34 @@ pub(super) fn commit_group(
                                         .map(|p| audit.pseudonyms.pseudonym(p.as_str())),
                                     subject: Some(format!("edge:{edge}")),
                                     detail: Some(detail.clone()),
+                                    prev: String::new(),
+                                    hash: String::new(),
+                                });
+                                continue;
+                            }
+                            RecordBody::Paged {
+                                key,
+                                alerts,
+                                person,
+                                phone,
+                                step,
+                                ts,
+                            } => {
+                                for alert in alerts {
+                                    edge_paged.insert((alert.as_str(), phone.as_str()), *ts)?;
+                                }
+                                audits.push(audit::Entry {
+                                    seq: 0,
+                                    ts: String::new(),
+                                    actor: format!("edge:{edge}"),
+                                    action: "sms_sent_by_edge".into(),
+                                    ward: Some(ward.to_string()),
+                                    patient: None,
+                                    subject: Some(person.clone()),
+                                    detail: Some(format!(
+                                        "alerts {} step {step} (hub unreachable) key {key}",
+                                        alerts.join(",")
+                                    )),
                                     prev: String::new(),
                                     hash: String::new(),
                                 });
@@ -680,10 +711,10 @@ pub(super) fn commit_group(
                     ..
                 } => {
                     let (ids, escalated) = notify::store_batch(
-                        &mut sms,
-                        &mut sms_pending,
+                        (&mut sms, &mut sms_pending),
                         &mut escalations,
                         &mut alert_rows,
+                        &edge_paged,
                         batch,
                     )?;
                     for (ward, event) in escalated {

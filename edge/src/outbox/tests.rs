@@ -256,7 +256,8 @@ impl Harness {
                 | RecordBody::Alarm(_)
                 | RecordBody::Acknowledged { .. }
                 | RecordBody::Silenced { .. }
-                | RecordBody::Access { .. } => {
+                | RecordBody::Access { .. }
+                | RecordBody::Paged { .. } => {
                     assert_eq!(
                         m.data.get(&r.seq),
                         Some(&r.body),

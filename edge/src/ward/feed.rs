@@ -185,6 +185,16 @@ impl Feed {
         s.sampled.contains_key(patient) || s.open.values().any(|(a, ..)| &a.patient == patient)
     }
 
+    /// The open episodes: each one's last event and who acknowledged it (if anyone has since
+    /// its last raise).
+    pub fn episodes(&self) -> Vec<(AlarmEvent, Option<String>)> {
+        self.lock()
+            .open
+            .values()
+            .map(|(a, by, _)| (a.clone(), by.clone()))
+            .collect()
+    }
+
     /// Whether episode `alert` is open here.
     pub fn is_open(&self, alert: &str) -> bool {
         self.lock().open.contains_key(alert)
