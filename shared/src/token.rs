@@ -5,7 +5,8 @@
 //! Verification pins the algorithm (EdDSA only: no `none`, no HMAC confusion), requires `exp`,
 //! `iss`, `aud` and `sub`, and checks `nbf` when present (RFC 8725). It also refuses a token
 //! without `jti` (it could never be revoked) and one whose `sub` is empty, too long or holds
-//! control characters (it names the person in the audit log and on every dashboard).
+//! control or invisible (format) characters (it names the person in the audit log and on every
+//! dashboard).
 //!
 //! Sans-IO: keys come in as PEM bytes; reading them from files is the caller's business.
 
@@ -152,10 +153,21 @@ impl TokenVerifier {
     }
 }
 
+/// Characters that change how text reads without showing (Unicode format characters: soft
+/// hyphen, zero-width spaces and joiners, bidirectional overrides and isolates, the byte order
+/// mark, interlinear annotations): a `sub` holding one could pass for another user's name.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// The checks on claims that the JWT library does not make.
 fn check_claims(claims: &Claims) -> Result<(), TokenError> {
     let usable = |s: &str| {
-        !s.is_empty() && s.chars().count() <= MAX_CLAIM_CHARS && !s.chars().any(char::is_control)
+        !s.is_empty()
+            && s.chars().count() <= MAX_CLAIM_CHARS
+            && !s.chars().any(|c| c.is_control() || invisible(c))
     };
     if claims.jti.is_empty() {
         return Err(TokenError::Claim(
@@ -163,11 +175,13 @@ fn check_claims(claims: &Claims) -> Result<(), TokenError> {
         ));
     }
     if !usable(&claims.jti) {
-        return Err(TokenError::Claim("jti too long or with control characters"));
+        return Err(TokenError::Claim(
+            "jti too long or with control or invisible characters",
+        ));
     }
     if !usable(&claims.sub) || claims.sub.trim().is_empty() {
         return Err(TokenError::Claim(
-            "sub empty, too long or with control characters",
+            "sub empty, too long or with control or invisible characters",
         ));
     }
     Ok(())

@@ -143,6 +143,16 @@ pub enum RecordBody {
         /// When the provider accepted it (edge time, ms since the epoch).
         ts: i64,
     },
+    /// The episodes open at the edge when it started (alarm lane; protocol 2), after taking up
+    /// its saved state: the hub closes any other episode of this edge it still holds open (one
+    /// whose raise reached the hub but not the edge's disk before a crash, or one of a state
+    /// that could not be read), so none stays open for ever.
+    EpisodesOpen {
+        /// Episode ids.
+        alerts: Vec<String>,
+        /// When (edge time, ms since the epoch).
+        ts: i64,
+    },
     /// No record with a seq between `after` and this record's seq (both exclusive) will ever
     /// be sent. The edge writes one when it starts a new boot epoch (records it had forwarded
     /// but not committed before a crash may or may not have arrived; their seqs are never
@@ -166,7 +176,8 @@ impl RecordBody {
             | RecordBody::Acknowledged { .. }
             | RecordBody::Silenced { .. }
             | RecordBody::Access { .. }
-            | RecordBody::Paged { .. } => Lane::Alarms,
+            | RecordBody::Paged { .. }
+            | RecordBody::EpisodesOpen { .. } => Lane::Alarms,
             RecordBody::Unreadable { lane, .. } | RecordBody::Gap { lane, .. } => *lane,
         }
     }
@@ -513,6 +524,13 @@ mod tests {
                     phone: "+441632960001".into(),
                     step: 0,
                     ts: 1_795_694_402_000,
+                },
+            },
+            Record {
+                seq: 7,
+                body: RecordBody::EpisodesOpen {
+                    alerts: vec!["e-1".into()],
+                    ts: 1_795_694_403_000,
                 },
             },
         ]

@@ -93,3 +93,47 @@ async fn an_episode_keeps_its_id_and_acknowledgement_across_kill_9() -> anyhow::
     assert!(edge_alarms(&edge).await?.is_empty());
     Ok(())
 }
+
+/// An edge that comes back without its state (its SD card replaced, or the state unreadable)
+/// tells the hub which episodes it holds open, none: the hub resolves the old ones rather
+/// than keep them open for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_closes_what_a_restarted_edge_no_longer_holds_open() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let (dir, cfg, password) = hub.enroll_edge_with_monitor("edge-k", "ward-k")?;
+    let config = dir.path().join("edge.toml");
+    let quic = hub.running.quic_addr.to_string();
+    let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut edge = EdgeProcess::start_on(&config, &quic, mqtt).await?;
+    let ann = hub.token("ann", Role::Nurse, &["ward-k"], Duration::from_secs(3600));
+    let mut nurse = Dashboard::connect(&hub.ws_url(""), &ann).await?;
+    let mut device = Device::connect(mqtt, "mon-1", &password, "bed-01").await?;
+    device.publish(r#"{"hr":38}"#).await?;
+    device.publish(r#"{"hr":25}"#).await?;
+    let raised = nurse
+        .until(|v| v["type"] == "alert" && v["state"] == "raised")
+        .await?;
+    let id = raised["id"].as_str().unwrap_or_default().to_owned();
+    wait_for_metric_eq(
+        || edge.metrics(),
+        "wardlink_edge_outbox_depth{lane=\"alarms\"}",
+        0,
+    )
+    .await?;
+    edge.process.kill()?;
+    drop(device);
+
+    // A new disk: no outbox, no state. The device registry is configuration: kept.
+    std::fs::remove_file(cfg.outbox_path())?;
+    let _edge = EdgeProcess::start_on(&config, &quic, mqtt).await?;
+    let closed = nurse
+        .until(|v| v["type"] == "alert" && v["id"] == id.as_str() && v["state"] == "resolved")
+        .await?;
+    assert!(
+        closed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("after its restart")),
+        "{closed}"
+    );
+    Ok(())
+}

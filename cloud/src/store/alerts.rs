@@ -139,6 +139,47 @@ pub(super) fn acknowledge(
     Ok((AckOutcome::Acknowledged, Some((updated.ward, dashboard))))
 }
 
+/// Resolves every episode of `edge` still open here but not in `open` (what the edge holds
+/// open after a restart): returns the dashboard events. The edge will never resolve them.
+pub(super) fn close_others(
+    alerts: &mut Table<&str, &[u8]>,
+    edge: &EdgeId,
+    open: &[String],
+    ts: i64,
+) -> Result<Vec<(WardId, ServerEvent)>, StoreError> {
+    let mut stale = Vec::new();
+    for entry in alerts.iter()? {
+        let (k, v) = entry?;
+        let row: AlertRow = decode(v.value())?;
+        if row.edge == *edge
+            && row.event.state != AlertState::Resolved
+            && !open.iter().any(|id| id == k.value())
+        {
+            stale.push(row);
+        }
+    }
+    let mut events = Vec::new();
+    for row in stale {
+        let event = AlarmEvent {
+            state: AlertState::Resolved,
+            message: "closed: no longer open at the edge after its restart".into(),
+            ts,
+            ..row.event
+        };
+        let updated = AlertRow {
+            event: event.clone(),
+            by: None,
+            ..row
+        };
+        alerts.insert(event.id.as_str(), encode(&updated)?.as_slice())?;
+        events.push((
+            updated.ward.clone(),
+            ServerEvent::alert(&updated.ward, &event, None),
+        ));
+    }
+    Ok(events)
+}
+
 /// Appends `command` to `edge`'s queue.
 fn queue_command(
     commands: &mut Table<(&str, u64), &[u8]>,

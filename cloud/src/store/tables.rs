@@ -491,7 +491,8 @@ pub(super) fn commit_group(
                             RecordBody::Acknowledged { .. }
                             | RecordBody::Silenced { .. }
                             | RecordBody::Access { .. }
-                            | RecordBody::Paged { .. } => {
+                            | RecordBody::Paged { .. }
+                            | RecordBody::EpisodesOpen { .. } => {
                                 ingested.stored += 1;
                                 decisions.push(&r.body);
                             }
@@ -580,6 +581,18 @@ pub(super) fn commit_group(
                                     prev: String::new(),
                                     hash: String::new(),
                                 });
+                                continue;
+                            }
+                            RecordBody::EpisodesOpen { alerts: open, ts } => {
+                                let closed =
+                                    alerts::close_others(&mut alert_rows, edge, open, *ts)?;
+                                if !closed.is_empty() {
+                                    tracing::warn!(edge = %edge, episodes = closed.len(), "episodes the edge no longer holds open after its restart: resolved");
+                                }
+                                let actor = format!("edge:{edge}");
+                                for (ward, event) in closed {
+                                    push(&ward, event, &mut next_seq, (&actor, &mut audits))?;
+                                }
                                 continue;
                             }
                             RecordBody::Paged {

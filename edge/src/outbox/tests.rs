@@ -257,7 +257,8 @@ impl Harness {
                 | RecordBody::Acknowledged { .. }
                 | RecordBody::Silenced { .. }
                 | RecordBody::Access { .. }
-                | RecordBody::Paged { .. } => {
+                | RecordBody::Paged { .. }
+                | RecordBody::EpisodesOpen { .. } => {
                     assert_eq!(
                         m.data.get(&r.seq),
                         Some(&r.body),

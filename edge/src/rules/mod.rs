@@ -103,6 +103,18 @@ pub async fn run(
     // After the settings: restored episodes were judged by them already.
     let mut saved = state::restore(&mut engine, outbox.take_restored_state());
     publish_active(&engine, &active);
+    for alarm in active.borrow().iter() {
+        view.restored(alarm, crate::clock::now_ms());
+    }
+    // The hub closes what it holds open for this edge beyond these.
+    let alerts = active.borrow().iter().map(|a| a.id.clone()).collect();
+    let open = RecordBody::EpisodesOpen {
+        alerts,
+        ts: crate::clock::now_ms(),
+    };
+    if outbox.append(vec![open]).await.is_err() {
+        return;
+    }
     // The engine says when it next has work without a reading (a delay running out, a device
     // falling silent, a silence ending); on the monotonic clock, so a step of the wall clock
     // moves none of it. Asked of every patient after a tick or a command; after a reading only
@@ -187,14 +199,21 @@ pub async fn run(
     }
 }
 
-/// Tells the uplink the command was applied once its state's commit was attempted. A commit
-/// that failed (a full disk) still confirms: the command is applied in memory, the state is
-/// written when the disk recovers, and holding the confirmation would hold back every later
-/// command from the hub.
+/// How long a command's confirmation waits for its state's commit. The uplink applies the
+/// hub's commands one at a time: a disk that stalls must not hold back every later
+/// acknowledgement and silence.
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Tells the uplink the command was applied once its state's commit was attempted, or after
+/// [`CONFIRM_WAIT`]. A commit that failed or stalls still confirms: the command is applied in
+/// memory, the state is written when the disk recovers, and holding the confirmation would
+/// hold back every later command from the hub.
 fn confirm_when_saved(durable: oneshot::Receiver<bool>, applied: oneshot::Sender<bool>) {
     tokio::spawn(async move {
-        if let Ok(false) = durable.await {
-            tracing::warn!("command applied; its alarm state waits for the disk");
+        match tokio::time::timeout(CONFIRM_WAIT, durable).await {
+            Ok(Ok(true)) => {}
+            Ok(_) => tracing::warn!("command applied; its alarm state waits for the disk"),
+            Err(_) => tracing::warn!("command applied; its alarm state's commit is slow"),
         }
         let _ = applied.send(true);
     });
@@ -248,7 +267,11 @@ async fn accept(
         saved,
         view,
     } = step;
-    let observation = engine.observe(&reading, now());
+    let observation = if stamped {
+        engine.observe(&reading, now())
+    } else {
+        engine.observe_unstamped(&reading, now())
+    };
     view.vitals(&reading, observation.news2);
     for a in &observation.events {
         view.alarm(a);

@@ -3,17 +3,18 @@
 //! start.
 //!
 //! A state that cannot be read (a format from a newer edge after a downgrade, a damaged
-//! record) is not fatal: the engine starts empty, as before this existed, and says so loudly;
-//! open episodes are then raised again under new ids and the hub closes the old ones as the
-//! edge resolves nothing under them (see README, "What the ward can do alone").
+//! record) is not fatal: the engine starts empty, as before this existed, and says so loudly.
+//! Conditions still present are then raised again under new ids, and the episodes open before
+//! stay open at the hub until someone acknowledges them there (a known limit: README, "Not
+//! built yet").
 
 use wardlink_shared::alarm::{AlarmEngine, EngineSnapshot};
 
 use crate::clock::now;
 
-/// The format of what follows the first byte. Another value: a format this edge does not
-/// know.
-const FORMAT: u8 = 1;
+/// The format of what follows the first byte. Another value (1: before patients said whether
+/// a device was heard from): a format this edge does not know.
+const FORMAT: u8 = 2;
 
 /// Encodes `engine`'s state if it changed since `saved` (its change count when last handed
 /// over), and moves `saved` on.

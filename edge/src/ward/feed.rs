@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
-use wardlink_shared::alarm::{AlarmEvent, AlertState};
+use wardlink_shared::alarm::{ActiveAlarm, AlarmEvent, AlertState};
 use wardlink_shared::dashboard::ServerEvent;
 use wardlink_shared::news2::News2;
 use wardlink_shared::time::{Millis, format_rfc3339};
-use wardlink_shared::vitals::Reading;
+use wardlink_shared::vitals::{Reading, Vitals};
 use wardlink_shared::{PatientId, WardId};
 
 /// Alarm events kept for replay and history (they are few; this is hours of a busy ward).
@@ -142,6 +142,25 @@ impl Feed {
                 .insert(alarm.id.clone(), (alarm.clone(), by, e.clone()));
         }
         push_alert(&mut s, e);
+    }
+
+    /// An episode the engine took up from its saved state at start (the view starts empty).
+    pub fn restored(&self, alarm: &ActiveAlarm, ts: Millis) {
+        let event = AlarmEvent {
+            id: alarm.id.clone(),
+            patient: alarm.patient.clone(),
+            kind: alarm.kind.clone(),
+            priority: alarm.priority,
+            state: AlertState::Raised,
+            message: "open before the edge restarted".into(),
+            values: Vitals::default(),
+            ts,
+            silenced: false,
+        };
+        self.alarm(&event);
+        if let Some(by) = &alarm.acknowledged_by {
+            self.acknowledged(&alarm.id, by, ts);
+        }
     }
 
     /// Episode `alert` acknowledged by `by` at `ts` (here or at the hub). False if it is not
@@ -272,7 +291,6 @@ fn push_alert(s: &mut State, e: Event) {
 #[cfg(test)]
 mod tests {
     use wardlink_shared::alarm::Priority;
-    use wardlink_shared::vitals::Vitals;
 
     use super::*;
 

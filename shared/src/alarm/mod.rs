@@ -155,6 +155,35 @@ struct PatientState {
     /// Since when conditions were pending before a restart ([`AlarmEngine::restore`]): a
     /// condition that is violated again takes up its wait where it was.
     carried: BTreeMap<ConditionKey, Instant>,
+    /// The newest timestamp among the readings the patient's devices stamped themselves.
+    device_newest: Option<Millis>,
+}
+
+/// Whose clock stamped a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// The device's: its stamps are in order among themselves, and say how late a reading
+    /// arrives, whatever the edge's wall clock does.
+    Device,
+    /// The edge's, on arrival.
+    Arrival,
+}
+
+impl PatientState {
+    /// When a reading stamped `ts` was measured, on the engine's monotonic scale (`now` is
+    /// its arrival): the arrival, less how far its stamp lies behind the newest the device
+    /// stamped before (a backlog delivered late counts as old). NEWS2 freshness and trends
+    /// order readings by this, never by stamps compared with the edge's wall clock: a step of
+    /// that clock, or a device clock ahead of it, changes nothing. A reading the edge stamped
+    /// is measured at its arrival.
+    fn measured(&mut self, ts: Millis, now: Millis, clock: Clock) -> Millis {
+        if clock == Clock::Arrival {
+            return now;
+        }
+        let newest = self.device_newest.map_or(ts, |n| n.max(ts));
+        self.device_newest = Some(newest);
+        now.saturating_sub(newest - ts)
+    }
 }
 
 /// An active episode as the edge reports it.
@@ -279,12 +308,23 @@ impl AlarmEngine {
         s
     }
 
-    /// Feeds one reading received at `now`.
+    /// Feeds one reading its device stamped, received at `now`.
     pub fn observe(&mut self, reading: &Reading, now: Now) -> Observation {
-        let measured = self.measured(reading.ts, now);
+        self.observe_from(reading, now, Clock::Device)
+    }
+
+    /// [`AlarmEngine::observe`] for a reading the edge stamped itself on arrival (the device
+    /// sent no time): it is the newest, whatever the wall clock did since the last one.
+    pub fn observe_unstamped(&mut self, reading: &Reading, now: Now) -> Observation {
+        self.observe_from(reading, now, Clock::Arrival)
+    }
+
+    fn observe_from(&mut self, reading: &Reading, now: Now, clock: Clock) -> Observation {
+        let on_scale = self.on_scale(now);
         let mut events = Vec::new();
         let settings = self.settings_for(&reading.patient);
         let state = self.patients.entry(reading.patient.clone()).or_default();
+        let measured = state.measured(reading.ts, on_scale, clock);
         if let Some(prev) = state.last_seen {
             // Exponentially smoothed, so one late reading does not halve the timeout.
             #[allow(clippy::cast_precision_loss)]
@@ -339,16 +379,12 @@ impl AlarmEngine {
         Observation { news2, events }
     }
 
-    /// When a reading stamped `ts` was measured, in ms on the engine's monotonic scale: now,
-    /// less the reading's age by the wall clock (none if its stamp is ahead). NEWS2 freshness
-    /// and trends order readings by this, not by their stamps: a reading the edge stamped
-    /// itself is always the newest, however the wall clock stepped since the last one, while
-    /// a device's backlog delivered late still counts as old.
-    fn measured(&mut self, ts: Millis, now: Now) -> Millis {
+    /// `now` on the engine's monotonic scale of measurement times (ms since the first instant
+    /// the engine was given).
+    fn on_scale(&mut self, now: Now) -> Millis {
         let origin = *self.origin.get_or_insert(now.mono);
-        let on_scale = Millis::try_from(now.mono.saturating_duration_since(origin).as_millis())
-            .unwrap_or(Millis::MAX);
-        on_scale.saturating_sub((now.wall - ts).max(0))
+        Millis::try_from(now.mono.saturating_duration_since(origin).as_millis())
+            .unwrap_or(Millis::MAX)
     }
 
     /// Raises what became due by `now` without a new reading: pending conditions whose delay

@@ -34,6 +34,9 @@ struct PatientSnapshot {
     pending: Vec<(ConditionKey, Millis)>,
     /// Silence: how long ago it began and how long it still had to run (ms).
     silence: Option<(Millis, Millis)>,
+    /// A device of the patient's was heard from (so silence from it after the restart is
+    /// `signal_lost`); false for a patient known only from a silence set at the hub.
+    heard: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,17 +95,20 @@ impl AlarmEngine {
                 for (key, since) in &state.carried {
                     pending.push((*key, now.since(*since)));
                 }
-                // An ended silence is kept (with nothing left to run) while it may still have
-                // an episode to announce unsilenced.
+                // An ended silence is kept (with nothing left to run) only while it may still
+                // have an episode to announce unsilenced.
+                let announcing = episodes.iter().any(|e| e.silenced);
                 let silence = state
                     .silence
                     .as_ref()
-                    .map(|s| (now.since(s.from), remaining(now.mono, s.until)));
+                    .map(|s| (now.since(s.from), remaining(now.mono, s.until)))
+                    .filter(|(_, left)| *left > 0 || announcing);
                 PatientSnapshot {
                     patient: patient.clone(),
                     episodes,
                     pending,
                     silence,
+                    heard: state.last_seen.is_some(),
                 }
             })
             .filter(|p| !p.episodes.is_empty() || !p.pending.is_empty() || p.silence.is_some())
@@ -127,7 +133,9 @@ impl AlarmEngine {
         self.changes += 1;
         for p in snapshot.patients {
             let state = self.patients.entry(p.patient).or_default();
-            state.last_seen = Some(now.mono);
+            if p.heard {
+                state.last_seen = Some(now.mono);
+            }
             for e in p.episodes {
                 state.conditions.insert(
                     e.key,

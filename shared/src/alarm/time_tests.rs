@@ -347,53 +347,108 @@ fn the_change_counter_moves_with_every_change_a_snapshot_keeps() {
     assert!(moved > 100 && moved < 3_000, "{moved}");
 }
 
-/// Readings the edge stamps itself carry its (stepped) wall clock: NEWS2 and trends still
-/// follow them in the order they arrive. Before, a backward step left every new reading
-/// "older" than the last one before the step: NEWS2 kept scoring the values of before the
-/// step, and trends ignored everything, for as long as the step.
+/// NEWS2 and trends follow readings in the order they were measured, whatever the edge's wall
+/// clock does: readings the edge stamps itself (with its stepped clock) and readings devices
+/// stamp (with clocks that did not step). Before, a backward step left every new edge-stamped
+/// reading "older" than the last one before the step, and a forward step every device-stamped
+/// one: NEWS2 kept scoring the values of before the step, and trends ignored everything.
 #[test]
-fn news2_and_trends_follow_edge_stamped_readings_across_wall_clock_steps() {
+fn news2_and_trends_follow_readings_across_wall_clock_steps() {
     const DAY: Millis = 24 * 3_600_000;
-    for step in [1_000, -1_000, 7_200_000, -7_200_000, 3 * DAY, -3 * DAY] {
-        let mut e = engine();
-        let mut events = Vec::new();
-        let mut last = None;
-        let mut offset = 0;
-        // Every 2 s for 8 min; the wall clock steps at 30 s. From 60 s the patient becomes
-        // confused and desaturates steadily, 98 % to 92 % over 5 min.
-        for k in 0..240 {
-            let m = k * 2_000;
-            if m == 30_000 {
-                offset = step;
+    for device_stamps in [false, true] {
+        for step in [1_000, -1_000, 7_200_000, -7_200_000, 3 * DAY, -3 * DAY] {
+            let case = format!("step {step}, device stamps {device_stamps}");
+            let mut e = engine();
+            let mut events = Vec::new();
+            let mut last = None;
+            let mut offset = 0;
+            // Every 2 s for 8 min; the wall clock steps at 30 s. From 60 s the patient becomes
+            // confused and desaturates steadily, 98 % to 92 % over 5 min.
+            for k in 0..240 {
+                let m = k * 2_000;
+                if m == 30_000 {
+                    offset = step;
+                }
+                let now = stepped(m, offset);
+                events.extend(run_deadlines(&mut e, now, offset));
+                #[allow(clippy::cast_precision_loss)]
+                let fall = ((m - 60_000).clamp(0, 300_000) as f32) / 50_000.0;
+                let acvpu = if m < 60_000 { Acvpu::A } else { Acvpu::C };
+                let ts = if device_stamps { m } else { now.wall };
+                let mut r = full(ts, 70.0, 16.0, acvpu);
+                r.vitals.spo2 = Some(98.0 - fall);
+                let o = if device_stamps {
+                    e.observe(&r, now)
+                } else {
+                    e.observe_unstamped(&r, now)
+                };
+                events.extend(o.events);
+                last = o.news2;
             }
-            let now = stepped(m, offset);
-            events.extend(run_deadlines(&mut e, now, offset));
-            #[allow(clippy::cast_precision_loss)]
-            let fall = ((m - 60_000).clamp(0, 300_000) as f32) / 50_000.0;
-            let mut r = full(
-                now.wall,
-                70.0,
-                16.0,
-                if m < 60_000 { Acvpu::A } else { Acvpu::C },
-            );
-            r.vitals.spo2 = Some(98.0 - fall);
-            let o = e.observe(&r, now);
-            events.extend(o.events);
-            last = o.news2;
+            // SpO2 92 (2 points on scale 1) and new confusion (3): NEWS2 5, scored from now.
+            assert_eq!(last.map(|n| n.total), Some(5), "{case}");
+            for kind in ["news2", "trend_spo2_falling"] {
+                assert!(
+                    events
+                        .iter()
+                        .any(|ev| ev.kind == kind && ev.state == AlertState::Raised),
+                    "{case}: no {kind}: {events:?}"
+                );
+            }
+            assert!(events.iter().all(|ev| ev.kind != "signal_lost"), "{case}");
         }
-        // SpO2 92 (2 points on scale 1) and new confusion (3): NEWS2 5, scored from now.
-        assert_eq!(last.map(|n| n.total), Some(5), "step {step}");
-        for kind in ["news2", "trend_spo2_falling"] {
-            assert!(
-                events
-                    .iter()
-                    .any(|ev| ev.kind == kind && ev.state == AlertState::Raised),
-                "step {step}: no {kind}: {events:?}"
-            );
-        }
-        assert!(
-            events.iter().all(|ev| ev.kind != "signal_lost"),
-            "step {step}"
-        );
     }
+}
+
+/// A device whose clock runs minutes ahead of the edge's: a reading it delivers late still
+/// counts as older than the one it sent before, so it does not overwrite a newer value.
+#[test]
+fn a_late_reading_from_a_device_clock_ahead_does_not_overwrite_a_newer_value() {
+    let mut e = engine();
+    let ahead = 4 * 60_000;
+    let device = |m: Millis| m + ahead;
+    // Live readings, then a new confusion (ACVPU C), then a reading from 3 min before arrives.
+    for k in 0..5 {
+        let m = k * 1_000;
+        e.observe(&full(device(m), 70.0, 16.0, Acvpu::A), at(m));
+    }
+    let live = e.observe(&full(device(5_000), 70.0, 16.0, Acvpu::C), at(5_000));
+    assert_eq!(live.news2.map(|n| n.total), Some(3));
+    let late = full(device(5_000 - 180_000), 70.0, 16.0, Acvpu::A);
+    e.observe(&late, at(6_000));
+    let next = Reading {
+        patient: patient(),
+        ts: device(7_000),
+        vitals: Vitals {
+            hr: Some(70.0),
+            ..Vitals::default()
+        },
+    };
+    assert_eq!(e.observe(&next, at(7_000)).news2.map(|n| n.total), Some(3));
+}
+
+/// A patient known only from a silence set at the hub (no device heard from) is not reported
+/// `signal_lost` after a restart; a patient whose device was heard is, if it stays silent.
+#[test]
+fn a_restart_reports_silent_devices_but_invents_none() {
+    let mut e = engine();
+    let quiet = PatientId::new("bed-9").unwrap();
+    e.silence(&quiet, 1_000, 600_000, at(1_000));
+    // bed-1's device is heard, and a condition is pending for it.
+    e.observe(&hr(150.0, 2_000), at(2_000));
+    let snapshot = e.snapshot(at(3_000));
+    let (mut e, now) = restarted(&snapshot, 1_000, 4_000);
+    let mut events = Vec::new();
+    for s in 1..=120 {
+        let mut later = now;
+        later.mono += Duration::from_secs(s);
+        later.wall += Millis::try_from(s).unwrap() * 1000;
+        events.extend(e.tick(later));
+    }
+    let lost: Vec<_> = events
+        .iter()
+        .filter(|ev| ev.kind == "signal_lost")
+        .map(|ev| ev.patient.as_str())
+        .collect();
+    assert_eq!(lost, ["bed-1"], "{events:?}");
 }
