@@ -18,26 +18,72 @@ async fn edge_alarms(edge: &EdgeProcess) -> anyhow::Result<Vec<Value>> {
     Ok(v.as_array().cloned().unwrap_or_default())
 }
 
+/// An edge process of ward-k with a monitor for bed-01 whose HR fell into the extreme, and a
+/// nurse's hub dashboard that saw the episode raised.
+struct Raised {
+    hub: Hub,
+    dir: tempfile::TempDir,
+    cfg: wardlink_edge::config::EdgeConfig,
+    mqtt: SocketAddr,
+    password: String,
+    edge: EdgeProcess,
+    nurse: Dashboard,
+    /// Held while the edge runs (its connection dies with the edge).
+    _device: Device,
+    id: String,
+}
+
+impl Raised {
+    async fn start() -> anyhow::Result<Raised> {
+        let hub = Hub::start().await?;
+        let (dir, cfg, password) = hub.enroll_edge_with_monitor("edge-k", "ward-k")?;
+        let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let edge = EdgeProcess::start_on(
+            &dir.path().join("edge.toml"),
+            &hub.running.quic_addr.to_string(),
+            mqtt,
+        )
+        .await?;
+        let ann = hub.token("ann", Role::Nurse, &["ward-k"], Duration::from_secs(3600));
+        let mut nurse = Dashboard::connect(&hub.ws_url(""), &ann).await?;
+        let mut device = Device::connect(mqtt, "mon-1", &password, "bed-01").await?;
+        // Falling through the alarm band into the extreme: raised at once.
+        device.publish(r#"{"hr":38}"#).await?;
+        device.publish(r#"{"hr":25}"#).await?;
+        let raised = nurse
+            .until(|v| v["type"] == "alert" && v["state"] == "raised")
+            .await?;
+        assert_eq!(raised["kind"], "hr_low");
+        let id = raised["id"].as_str().unwrap_or_default().to_owned();
+        Ok(Raised {
+            hub,
+            dir,
+            cfg,
+            mqtt,
+            password,
+            edge,
+            nurse,
+            _device: device,
+            id,
+        })
+    }
+
+    /// Starts the edge again on the same directory and address.
+    async fn restart(&self) -> anyhow::Result<EdgeProcess> {
+        EdgeProcess::start_on(
+            &self.dir.path().join("edge.toml"),
+            &self.hub.running.quic_addr.to_string(),
+            self.mqtt,
+        )
+        .await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_episode_keeps_its_id_and_acknowledgement_across_kill_9() -> anyhow::Result<()> {
-    let hub = Hub::start().await?;
-    let (dir, _, password) = hub.enroll_edge_with_monitor("edge-k", "ward-k")?;
-    let config = dir.path().join("edge.toml");
-    let quic = hub.running.quic_addr.to_string();
-    let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut edge = EdgeProcess::start_on(&config, &quic, mqtt).await?;
-    let ann = hub.token("ann", Role::Nurse, &["ward-k"], Duration::from_secs(3600));
-    let mut nurse = Dashboard::connect(&hub.ws_url(""), &ann).await?;
-    let mut device = Device::connect(mqtt, "mon-1", &password, "bed-01").await?;
-
-    // Falling through the alarm band into the extreme: raised at once; the nurse acknowledges.
-    device.publish(r#"{"hr":38}"#).await?;
-    device.publish(r#"{"hr":25}"#).await?;
-    let raised = nurse
-        .until(|v| v["type"] == "alert" && v["state"] == "raised")
-        .await?;
-    assert_eq!(raised["kind"], "hr_low");
-    let id = raised["id"].as_str().unwrap_or_default().to_owned();
+    let mut r = Raised::start().await?;
+    let (id, nurse) = (r.id.clone(), &mut r.nurse);
+    // The nurse acknowledges.
     nurse
         .send(&format!(r#"{{"type":"ack","alert":"{id}"}}"#))
         .await?;
@@ -45,7 +91,7 @@ async fn an_episode_keeps_its_id_and_acknowledgement_across_kill_9() -> anyhow::
         .until(|v| v["type"] == "alert" && v["state"] == "acknowledged")
         .await?;
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !edge_alarms(&edge)
+    while !edge_alarms(&r.edge)
         .await?
         .iter()
         .any(|e| e["id"] == id.as_str() && e["acknowledged_by"] == "ann")
@@ -57,12 +103,11 @@ async fn an_episode_keeps_its_id_and_acknowledgement_across_kill_9() -> anyhow::
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // What the edge shows is committed (or being committed): wait for the commit, then kill.
-    wait_for_metric_eq(|| edge.metrics(), "wardlink_edge_alarm_state_unsaved", 0).await?;
-    edge.process.kill()?;
-    drop(device);
+    wait_for_metric_eq(|| r.edge.metrics(), "wardlink_edge_alarm_state_unsaved", 0).await?;
+    r.edge.process.kill()?;
 
     // Started again: the episode is open under its id before any reading, still acknowledged.
-    let edge = EdgeProcess::start_on(&config, &quic, mqtt).await?;
+    let edge = r.restart().await?;
     let alarms = edge_alarms(&edge).await?;
     assert_eq!(alarms.len(), 1, "{alarms:?}");
     assert_eq!(alarms[0]["id"], id.as_str());
@@ -70,15 +115,21 @@ async fn an_episode_keeps_its_id_and_acknowledgement_across_kill_9() -> anyhow::
     assert_eq!(alarms[0]["acknowledged_by"], "ann");
 
     // The condition persists: nothing new. Then it ends: that same episode resolves.
-    let mut device = Device::connect(mqtt, "mon-1", &password, "bed-01").await?;
+    let mut device = Device::connect(r.mqtt, "mon-1", &r.password, "bed-01").await?;
     device.publish(r#"{"hr":25}"#).await?;
     device.publish(r#"{"hr":24}"#).await?;
     device.publish(r#"{"hr":70}"#).await?;
-    let resolved = nurse
+    let resolved = r
+        .nurse
         .until(|v| v["type"] == "alert" && v["state"] == "resolved")
         .await?;
-    assert_eq!(resolved["id"], id.as_str(), "{:?}", nurse.seen);
-    let alerts: Vec<&Value> = nurse.seen.iter().filter(|v| v["type"] == "alert").collect();
+    assert_eq!(resolved["id"], id.as_str(), "{:?}", r.nurse.seen);
+    let alerts: Vec<&Value> = r
+        .nurse
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "alert")
+        .collect();
     assert!(
         alerts.iter().all(|v| v["id"] == id.as_str()),
         "another episode appeared: {alerts:?}"
@@ -99,34 +150,21 @@ async fn an_episode_keeps_its_id_and_acknowledgement_across_kill_9() -> anyhow::
 /// than keep them open for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_closes_what_a_restarted_edge_no_longer_holds_open() -> anyhow::Result<()> {
-    let hub = Hub::start().await?;
-    let (dir, cfg, password) = hub.enroll_edge_with_monitor("edge-k", "ward-k")?;
-    let config = dir.path().join("edge.toml");
-    let quic = hub.running.quic_addr.to_string();
-    let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut edge = EdgeProcess::start_on(&config, &quic, mqtt).await?;
-    let ann = hub.token("ann", Role::Nurse, &["ward-k"], Duration::from_secs(3600));
-    let mut nurse = Dashboard::connect(&hub.ws_url(""), &ann).await?;
-    let mut device = Device::connect(mqtt, "mon-1", &password, "bed-01").await?;
-    device.publish(r#"{"hr":38}"#).await?;
-    device.publish(r#"{"hr":25}"#).await?;
-    let raised = nurse
-        .until(|v| v["type"] == "alert" && v["state"] == "raised")
-        .await?;
-    let id = raised["id"].as_str().unwrap_or_default().to_owned();
+    let mut r = Raised::start().await?;
+    let id = r.id.clone();
     wait_for_metric_eq(
-        || edge.metrics(),
+        || r.edge.metrics(),
         "wardlink_edge_outbox_depth{lane=\"alarms\"}",
         0,
     )
     .await?;
-    edge.process.kill()?;
-    drop(device);
+    r.edge.process.kill()?;
 
     // A new disk: no outbox, no state. The device registry is configuration: kept.
-    std::fs::remove_file(cfg.outbox_path())?;
-    let _edge = EdgeProcess::start_on(&config, &quic, mqtt).await?;
-    let closed = nurse
+    std::fs::remove_file(r.cfg.outbox_path())?;
+    let _edge = r.restart().await?;
+    let closed = r
+        .nurse
         .until(|v| v["type"] == "alert" && v["id"] == id.as_str() && v["state"] == "resolved")
         .await?;
     assert!(
