@@ -135,7 +135,10 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let listening = broker.listening;
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_QUEUE);
     let (active_tx, active_rx) = tokio::sync::watch::channel(Vec::new());
-    let view = ward::Feed::new(cfg.edge.ward.clone(), cfg.ward.history_max);
+    let first_seq = u64::try_from(clock::now_ms())
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let view = ward::Feed::new(cfg.edge.ward.clone(), cfg.ward.history_max, first_seq);
     let keys = ward::Keys::load(cfg.edge.data_dir.join("token_keys.json"));
     let rules = tracker.spawn(rules::run(
         rules::Rules {
@@ -179,6 +182,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
                 uplink: metrics.uplink.connected.clone(),
                 outbox: outbox.clone(),
                 path: cfg.edge.data_dir.join("local_pages.json"),
+                max_high_s: cfg.silence.max_high_s,
                 metrics: metrics.paging.clone(),
             }
             .run(shutdown.clone()),

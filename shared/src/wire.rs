@@ -70,6 +70,8 @@ impl Lane {
 
 /// What a record carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Postcard numbers variants by position: new ones go last, never between (an older peer's
+// `Gap` must stay a `Gap`).
 pub enum RecordBody {
     /// A validated reading and the patient's NEWS2 at that moment (telemetry lane).
     Vitals {
@@ -87,6 +89,18 @@ pub enum RecordBody {
         lane: Lane,
         /// What went wrong.
         reason: String,
+    },
+    /// No record with a seq between `after` and this record's seq (both exclusive) will ever
+    /// be sent. The edge writes one when it starts a new boot epoch (records it had forwarded
+    /// but not committed before a crash may or may not have arrived; their seqs are never
+    /// reused) and when it evicts telemetry for its disk budget (`evicted` records).
+    Gap {
+        /// The lane of its slot.
+        lane: Lane,
+        /// The seq this record follows.
+        after: u64,
+        /// Records discarded (evicted oldest-first under the disk budget); 0 for a new epoch.
+        evicted: u64,
     },
     /// A clinician acknowledged an episode on the edge's ward view (alarm lane; protocol 2).
     /// The edge applied it at once; the hub records it as a dashboard acknowledgement.
@@ -152,18 +166,6 @@ pub enum RecordBody {
         alerts: Vec<String>,
         /// When (edge time, ms since the epoch).
         ts: i64,
-    },
-    /// No record with a seq between `after` and this record's seq (both exclusive) will ever
-    /// be sent. The edge writes one when it starts a new boot epoch (records it had forwarded
-    /// but not committed before a crash may or may not have arrived; their seqs are never
-    /// reused) and when it evicts telemetry for its disk budget (`evicted` records).
-    Gap {
-        /// The lane of its slot.
-        lane: Lane,
-        /// The seq this record follows.
-        after: u64,
-        /// Records discarded (evicted oldest-first under the disk budget); 0 for a new epoch.
-        evicted: u64,
     },
 }
 
@@ -648,6 +650,45 @@ mod tests {
         let mut d = FrameDecoder::new();
         d.push(&u32::MAX.to_be_bytes());
         assert!(d.next_frame().is_err());
+    }
+
+    /// Older peers decode variants by position: the numbers of those they know never move.
+    #[test]
+    fn variant_numbers_never_move() {
+        let tag = |b: RecordBody| postcard::to_allocvec(&b).unwrap()[0];
+        let lane = Lane::Alarms;
+        assert_eq!(
+            tag(RecordBody::Unreadable {
+                lane,
+                reason: String::new()
+            }),
+            2
+        );
+        assert_eq!(
+            tag(RecordBody::Gap {
+                lane,
+                after: 1,
+                evicted: 0
+            }),
+            3
+        );
+        let acked = RecordBody::Acknowledged {
+            alert: String::new(),
+            by: String::new(),
+            ts: 0,
+        };
+        assert_eq!(tag(acked), 4);
+        assert_eq!(
+            tag(RecordBody::EpisodesOpen {
+                alerts: Vec::new(),
+                ts: 0
+            }),
+            8
+        );
+        let tokens = postcard::to_allocvec(&Frame::Tokens(TokenKeys::default())).unwrap();
+        assert_eq!(tokens[0], 10);
+        let ack = postcard::to_allocvec(&Frame::CommandAck { seq: 1 }).unwrap();
+        assert_eq!(ack[0], 9);
     }
 
     #[test]

@@ -310,6 +310,8 @@ function apply(msg) {
       renderEdges();
       break;
     case "link":
+      // An edge that restarted numbers its events afresh: take its position.
+      if (typeof msg.head === "number" && msg.head < state.lastSeq) state.lastSeq = msg.head;
       renderView(msg.hub);
       break;
     default:

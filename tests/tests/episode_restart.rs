@@ -124,6 +124,13 @@ async fn an_episode_keeps_its_id_and_acknowledgement_across_kill_9() -> anyhow::
         .until(|v| v["type"] == "alert" && v["state"] == "resolved")
         .await?;
     assert_eq!(resolved["id"], id.as_str(), "{:?}", r.nurse.seen);
+    // Resolved by the edge's reading, not closed by the hub for want of it.
+    assert!(
+        !resolved["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("after its restart")),
+        "{resolved}"
+    );
     let alerts: Vec<&Value> = r
         .nurse
         .seen
@@ -172,6 +179,67 @@ async fn the_hub_closes_what_a_restarted_edge_no_longer_holds_open() -> anyhow::
             .as_str()
             .is_some_and(|m| m.contains("after its restart")),
         "{closed}"
+    );
+    Ok(())
+}
+
+/// An edge restarted while the hub is down, with an alarm raised after the restart: the hub
+/// gets the edge's "episodes open" and the new raise in one delivery, and applies them in
+/// order (the new episode is not closed as one the edge does not hold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raise_after_a_restart_survives_the_hubs_reconciliation() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let edge = hub
+        .edge("edge-k", "ward-k", |c| c.hub.heartbeat_ms = 200)
+        .await?;
+    let (hub_dir, hub_config) = hub.stop().await;
+    let wardlink_tests::Edge {
+        dir,
+        mut config,
+        mut running,
+    } = edge;
+    running.shutdown();
+    running.wait().await?;
+    config.mqtt.listen.set_port(free_port());
+    let edge = wardlink_tests::Edge::start(dir, config).await?;
+    let mut monitor = edge.device("mon-1", "bed-01").await?;
+    monitor.publish(r#"{"hr":38}"#).await?;
+    monitor.publish(r#"{"hr":25}"#).await?;
+    wait_for_metric_eq(|| edge.metrics(), "wardlink_edge_alarm_events_total", 1).await?;
+
+    let hub = Hub::resume(hub_dir, hub_config).await?;
+    let mut nurse = Dashboard::connect(&hub.ws_url("since=0"), &hub.nurse("ward-k")).await?;
+    let raised = nurse
+        .until(|v| v["type"] == "alert" && v["state"] == "raised")
+        .await?;
+    // Everything the edge sent is stored: no resolve came with it.
+    wait_for_metric_eq(
+        || edge.metrics(),
+        "wardlink_edge_outbox_depth{lane=\"alarms\"}",
+        0,
+    )
+    .await?;
+    let auth = format!("Bearer {}", hub.nurse("ward-k"));
+    let (status, body) = wardlink_tests::http_request(
+        hub.running.http_addr,
+        "/api/wards/ward-k/history",
+        &[("authorization", &auth)],
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let history: Value = serde_json::from_str(&body)?;
+    let states: Vec<&Value> = history["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|v| v["id"] == raised["id"])
+                .map(|v| &v["state"])
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !states.is_empty() && states.iter().all(|s| *s != "resolved"),
+        "the new episode was closed: {states:?}"
     );
     Ok(())
 }

@@ -200,7 +200,21 @@ async fn with_the_hub_stopped_a_nurse_answers_an_alarm_on_the_ward_view() -> any
         )
         .await?;
         assert_eq!(status, 200, "{list}");
-        if list.contains("paged_by_edge") && list.contains(&unanswered) {
+        let rows: serde_json::Value = serde_json::from_str(&list)?;
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        let settled = |r: &serde_json::Value| r["state"] != "pending";
+        let paged = rows.iter().any(|r| {
+            r["state"] == "paged_by_edge"
+                && r["alerts"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == unanswered.as_str()))
+        });
+        if paged && rows.iter().all(settled) {
+            // Nothing the hub decided is still to be sent, and nothing was sent.
+            assert!(
+                rows.iter().all(|r| r["state"] != "sent"),
+                "the hub texted: {list}"
+            );
             break;
         }
         anyhow::ensure!(

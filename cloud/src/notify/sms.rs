@@ -155,6 +155,12 @@ async fn attempt(
     row: &SmsRow,
     give_up_ms: i64,
 ) {
+    if matches!(store.paged_by_edge(row.clone()).await, Ok(true)) {
+        metrics.sms_cancelled.inc();
+        let detail = format!("to {}: the ward's edge texted this already", row.person);
+        record(store, id, SmsOutcome::Cancelled, "sms_cancelled", detail).await;
+        return;
+    }
     if alarms_over(store, row).await {
         metrics.sms_cancelled.inc();
         record(

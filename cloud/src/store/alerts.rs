@@ -139,6 +139,17 @@ pub(super) fn acknowledge(
     Ok((AckOutcome::Acknowledged, Some((updated.ward, dashboard))))
 }
 
+/// The edge that raised episode `alert`, if known.
+pub(super) fn edge_of(
+    alerts: &Table<&str, &[u8]>,
+    alert: &str,
+) -> Result<Option<EdgeId>, StoreError> {
+    match alerts.get(alert)? {
+        Some(v) => Ok(Some(decode::<AlertRow>(v.value())?.edge)),
+        None => Ok(None),
+    }
+}
+
 /// Resolves every episode of `edge` still open here but not in `open` (what the edge holds
 /// open after a restart): returns the dashboard events. The edge will never resolve them.
 pub(super) fn close_others(

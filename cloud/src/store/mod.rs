@@ -10,6 +10,7 @@
 //! Reads (replay) run on any thread in their own read transaction.
 
 mod alerts;
+mod edge_records;
 mod notify;
 mod tables;
 
@@ -430,6 +431,13 @@ impl Store {
     pub async fn alert(&self, alert: String) -> Result<Option<AlertRow>, StoreError> {
         let db = self.db.clone();
         blocking(move || alerts::read(&db, &alert)).await
+    }
+
+    /// Whether the ward's edge texted `row`'s phone about every alarm of `row`, recently
+    /// enough that this text would repeat it (see `notify::paged_by_edge`).
+    pub async fn paged_by_edge(&self, row: SmsRow) -> Result<bool, StoreError> {
+        let db = self.db.clone();
+        blocking(move || notify::read_paged_by_edge(&db, &row)).await
     }
 
     /// Commands `edge` has not confirmed, in order.

@@ -171,20 +171,35 @@ pub(super) fn store_batch(
     Ok((ids, events))
 }
 
-/// Whether the ward's edge already texted `row`'s phone about every alarm of `row`.
-fn paged_by_edge(edge_paged: &Table<(&str, &str), i64>, row: &SmsRow) -> Result<bool, StoreError> {
+/// An edge's text covers the hub's texts to the same phone about the same alarms queued this
+/// soon after it; later ones (the chain's later steps, reminders) go out.
+const EDGE_PAGE_COVERS_MS: i64 = 15 * 60 * 1000;
+
+/// Whether the ward's edge already texted `row`'s phone about every alarm of `row`, within
+/// [`EDGE_PAGE_COVERS_MS`] before it was queued.
+fn paged_by_edge(
+    edge_paged: &impl ReadableTable<(&'static str, &'static str), i64>,
+    row: &SmsRow,
+) -> Result<bool, StoreError> {
     if row.alerts.is_empty() {
         return Ok(false);
     }
     for alert in &row.alerts {
-        if edge_paged
-            .get((alert.as_str(), row.phone.as_str()))?
-            .is_none()
-        {
-            return Ok(false);
+        match edge_paged.get((alert.as_str(), row.phone.as_str()))? {
+            Some(at) if row.queued_at - at.value() < EDGE_PAGE_COVERS_MS => {}
+            _ => return Ok(false),
         }
     }
     Ok(true)
+}
+
+/// [`paged_by_edge`] in a read transaction, for the sender's check before each attempt (an
+/// edge's record may arrive after the hub queued its own text).
+pub(super) fn read_paged_by_edge(db: &redb::Database, row: &SmsRow) -> Result<bool, StoreError> {
+    use redb::ReadableDatabase as _;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(EDGE_PAGED)?;
+    paged_by_edge(&table, row)
 }
 
 /// Records an attempt's outcome; returns the row as it now is.

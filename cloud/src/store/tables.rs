@@ -13,7 +13,7 @@ use wardlink_shared::{EdgeId, PatientId, WardId};
 
 use super::alerts::{self, AckOutcome, Origin, PatientOutcome};
 use super::notify::{self, SmsRow};
-use super::{Ingested, Write};
+use super::{Ingested, Write, edge_records};
 use crate::audit::{self, Pseudonymiser};
 use crate::bus::Event;
 
@@ -450,11 +450,9 @@ pub(super) fn commit_group(
                         unreadable: 0,
                         evicted: 0,
                     };
-                    let mut events = Vec::new();
-                    let mut new_alarms = Vec::new();
-                    // Decisions taken on the edge's ward view, applied after the alarms they
-                    // may concern.
-                    let mut decisions = Vec::new();
+                    // In seq order: an acknowledgement after a worsening, or the episodes an
+                    // edge holds open after a raise, apply to what came before them.
+                    let mut steps: Vec<&RecordBody> = Vec::new();
                     let mut seen = Vec::new();
                     // Readings of this write, entered in READINGS only once the write is
                     // known to be stored (a gap refuses all of it).
@@ -471,7 +469,7 @@ pub(super) fn commit_group(
                         }
                         mark = r.seq;
                         match &r.body {
-                            RecordBody::Vitals { reading, news2 } => {
+                            RecordBody::Vitals { reading, .. } => {
                                 let key = (reading.patient.as_str(), reading.ts);
                                 if readings.get(key)?.is_some() || !keys.insert(key) {
                                     ingested.duplicates += 1;
@@ -481,23 +479,14 @@ pub(super) fn commit_group(
                                 if seen.last() != Some(&&reading.patient) {
                                     seen.push(&reading.patient);
                                 }
-                                events.push(ServerEvent::vitals(ward, reading, *news2))
-                            }
-                            RecordBody::Alarm(alarm) => {
-                                ingested.stored += 1;
-                                new_alarms.push(alarm);
-                                events.push(ServerEvent::alert(ward, alarm, None))
-                            }
-                            RecordBody::Acknowledged { .. }
-                            | RecordBody::Silenced { .. }
-                            | RecordBody::Access { .. }
-                            | RecordBody::Paged { .. }
-                            | RecordBody::EpisodesOpen { .. } => {
-                                ingested.stored += 1;
-                                decisions.push(&r.body);
+                                steps.push(&r.body);
                             }
                             RecordBody::Unreadable { .. } => ingested.unreadable += 1,
                             RecordBody::Gap { evicted, .. } => ingested.evicted += evicted,
+                            _ => {
+                                ingested.stored += 1;
+                                steps.push(&r.body);
+                            }
                         }
                     }
                     if let Some((expected, got)) = gap {
@@ -511,122 +500,38 @@ pub(super) fn commit_group(
                     for patient in seen {
                         alerts::seen(&mut patients, patient, ward, edge)?;
                     }
-                    let mut escalated = Vec::new();
-                    for alarm in new_alarms {
-                        if alerts::upsert(&mut alert_rows, edge, ward, alarm)? {
-                            escalated.push(alarm.id.as_str());
-                        }
-                    }
-                    for event in &mut events {
-                        if let ServerEvent::Alert { id, state, .. } = event
-                            && escalated.contains(&id.as_str())
-                        {
-                            *state = AlertState::Escalated;
-                        }
-                    }
-                    for event in events {
-                        push(
-                            ward,
-                            event,
-                            &mut next_seq,
-                            (&format!("edge:{edge}"), &mut audits),
-                        )?;
-                    }
-                    for decision in decisions {
-                        let (by, event) = match decision {
-                            RecordBody::Acknowledged { alert, by, ts } => {
-                                let origin = Origin::Edge(edge);
-                                (
-                                    by,
-                                    alerts::acknowledge(&mut alert_rows, origin, alert, by, *ts)?.1,
-                                )
+                    let actor = format!("edge:{edge}");
+                    for body in steps {
+                        match body {
+                            RecordBody::Vitals { reading, news2 } => {
+                                let event = ServerEvent::vitals(ward, reading, *news2);
+                                push(ward, event, &mut next_seq, (&actor, &mut audits))?;
                             }
-                            RecordBody::Silenced {
-                                patient,
-                                from,
-                                until,
-                                by,
-                                reason,
-                            } => {
-                                let origin = Origin::Edge(edge);
-                                let span = (*from, *until);
-                                let event = alerts::silence(
-                                    &patients,
-                                    origin,
-                                    (patient, ward),
-                                    span,
-                                    by,
-                                    reason,
+                            RecordBody::Alarm(alarm) => {
+                                let mut event = ServerEvent::alert(ward, alarm, None);
+                                if alerts::upsert(&mut alert_rows, edge, ward, alarm)?
+                                    && let ServerEvent::Alert { state, .. } = &mut event
+                                {
+                                    *state = AlertState::Escalated;
+                                }
+                                push(ward, event, &mut next_seq, (&actor, &mut audits))?;
+                            }
+                            other => {
+                                let mut t = edge_records::Tables {
+                                    alerts: &mut alert_rows,
+                                    patients: &patients,
+                                    edge_paged: &mut edge_paged,
+                                };
+                                let events = edge_records::apply(
+                                    &mut t,
+                                    (edge, ward),
+                                    other,
+                                    (&mut audits, audit.pseudonyms),
                                 )?;
-                                (by, event.1)
-                            }
-                            RecordBody::Access {
-                                actor,
-                                action,
-                                patient,
-                                detail,
-                                ..
-                            } => {
-                                audits.push(audit::Entry {
-                                    seq: 0,
-                                    ts: String::new(),
-                                    actor: actor.clone(),
-                                    action: action.clone(),
-                                    ward: Some(ward.to_string()),
-                                    patient: patient
-                                        .as_ref()
-                                        .map(|p| audit.pseudonyms.pseudonym(p.as_str())),
-                                    subject: Some(format!("edge:{edge}")),
-                                    detail: Some(detail.clone()),
-                                    prev: String::new(),
-                                    hash: String::new(),
-                                });
-                                continue;
-                            }
-                            RecordBody::EpisodesOpen { alerts: open, ts } => {
-                                let closed =
-                                    alerts::close_others(&mut alert_rows, edge, open, *ts)?;
-                                if !closed.is_empty() {
-                                    tracing::warn!(edge = %edge, episodes = closed.len(), "episodes the edge no longer holds open after its restart: resolved");
+                                for (w, event, by) in events {
+                                    push(&w, event, &mut next_seq, (&by, &mut audits))?;
                                 }
-                                let actor = format!("edge:{edge}");
-                                for (ward, event) in closed {
-                                    push(&ward, event, &mut next_seq, (&actor, &mut audits))?;
-                                }
-                                continue;
                             }
-                            RecordBody::Paged {
-                                key,
-                                alerts,
-                                person,
-                                phone,
-                                step,
-                                ts,
-                            } => {
-                                for alert in alerts {
-                                    edge_paged.insert((alert.as_str(), phone.as_str()), *ts)?;
-                                }
-                                audits.push(audit::Entry {
-                                    seq: 0,
-                                    ts: String::new(),
-                                    actor: format!("edge:{edge}"),
-                                    action: "sms_sent_by_edge".into(),
-                                    ward: Some(ward.to_string()),
-                                    patient: None,
-                                    subject: Some(person.clone()),
-                                    detail: Some(format!(
-                                        "alerts {} step {step} (hub unreachable) key {key}",
-                                        alerts.join(",")
-                                    )),
-                                    prev: String::new(),
-                                    hash: String::new(),
-                                });
-                                continue;
-                            }
-                            _ => continue,
-                        };
-                        if let Some((ward, event)) = event {
-                            push(&ward, event, &mut next_seq, (by, &mut audits))?;
                         }
                     }
                     marks.insert(key, mark)?;

@@ -121,6 +121,12 @@ impl LocalNotifySection {
         if self.sms.url.is_empty() {
             return bad("local_notify.sms.url".into(), "must not be empty");
         }
+        if !(1..=60_000).contains(&self.sms.timeout_ms) {
+            return bad(
+                "local_notify.sms.timeout_ms".into(),
+                "must be between 1 and 60000",
+            );
+        }
         Ok(())
     }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wardlink_io::sms::{SendError, SmsClient};
-use wardlink_shared::alarm::AlarmEvent;
+use wardlink_shared::alarm::{AlarmEvent, Priority};
 use wardlink_shared::metrics::{Counter, Gauge, Registry};
 use wardlink_shared::wire::RecordBody;
 use wardlink_shared::{EdgeId, WardId};
@@ -37,6 +37,7 @@ use pages::{Page, PageState, Pages};
 
 use crate::outbox::Outbox;
 use crate::ward::Feed;
+use crate::ward::feed::Episode;
 
 /// Most attempts in flight at once.
 const PARALLEL: usize = 4;
@@ -112,6 +113,8 @@ pub struct Paging {
     pub outbox: Outbox,
     /// `local_pages.json`.
     pub path: PathBuf,
+    /// How long a silence covers a high-priority alarm (`silence.max_high_s`), as the engine.
+    pub max_high_s: u32,
     /// Counts.
     pub metrics: Arc<PagingMetrics>,
 }
@@ -145,24 +148,32 @@ impl Paging {
                 (true, _) => None,
                 (false, since) => Some(since.unwrap_or(now)),
             };
-            let open = self.feed.episodes();
-            raised.retain(|id, _| open.iter().any(|(a, _)| &a.id == id));
-            for (a, _) in &open {
-                raised.entry(a.id.clone()).or_insert(now);
+            let open: Vec<Episode> = self
+                .feed
+                .episodes()
+                .into_iter()
+                .filter(|e| e.acknowledged_by.is_none() && !self.silenced(e, wall))
+                .collect();
+            raised.retain(|id, _| self.feed.is_open(id));
+            for e in &open {
+                raised.entry(e.alarm.id.clone()).or_insert(now);
             }
             let unreachable = Duration::from_secs(self.config.hub_unreachable_after_s);
             let paging = down_since.filter(|since| now.duration_since(*since) >= unreachable);
             self.metrics.active.set(i64::from(paging.is_some()));
             if let Some(since) = paging {
-                for (alarm, by) in &open {
-                    if by.is_none() && !alarm.silenced {
-                        self.queue(&mut pages, alarm, raised[&alarm.id], (now, since), wall);
-                    }
+                for e in &open {
+                    let at = raised.get(&e.alarm.id).copied().unwrap_or(now);
+                    self.queue(&mut pages, &e.alarm, at, (now, since), wall);
                 }
             }
-            self.cancel_answered(&mut pages, &open);
+            // What waits is dropped once its alarm is answered, or once the hub is back (its
+            // chain takes over; texting beside it would repeat it).
+            let n = pages
+                .cancel_where(|p| paging.is_none() || !open.iter().any(|e| e.alarm.id == p.alert));
+            self.metrics.cancelled.add(n);
             self.start_due(&mut pages, &mut flying, wall);
-            pages.prune(wall);
+            pages.prune(wall, |alert| self.feed.is_open(alert));
             pages.save().await;
             self.metrics
                 .pending
@@ -233,14 +244,18 @@ impl Paging {
         text.chars().take(320).collect()
     }
 
-    /// Drops waiting messages whose alarm was acknowledged, silenced or is over.
-    fn cancel_answered(&self, pages: &mut Pages, open: &[(AlarmEvent, Option<String>)]) {
-        let n = pages.cancel_where(|p| {
-            !open
-                .iter()
-                .any(|(a, by)| a.id == p.alert && by.is_none() && !a.silenced)
-        });
-        self.metrics.cancelled.add(n);
+    /// Whether `e`'s patient is silenced at `now` for this alarm, as the engine judges it: a
+    /// silence covers a high-priority physiological alarm only for its first `max_high_s`.
+    fn silenced(&self, e: &Episode, now: i64) -> bool {
+        match e.silence {
+            Some((from, until)) if from <= now && now < until => {
+                let technical = e.alarm.kind == "signal_lost";
+                e.alarm.priority != Priority::High
+                    || technical
+                    || now - from < i64::from(self.max_high_s) * 1000
+            }
+            _ => false,
+        }
     }
 
     /// Starts attempts at the messages due, up to [`PARALLEL`] in flight.

@@ -138,12 +138,14 @@ impl Pages {
         out
     }
 
-    /// Forgets messages done with for a day.
-    pub fn prune(&mut self, now: i64) {
+    /// Forgets messages done with for a day whose alarm is no longer open (while it is, its
+    /// keys stop a second text for a step already sent).
+    pub fn prune(&mut self, now: i64, open: impl Fn(&str) -> bool) {
         let before = self.pages.len();
         self.pages.retain(|p| {
             matches!(p.state, PageState::Pending | PageState::Sending)
                 || now - p.queued_at < KEEP_MS
+                || open(&p.alert)
         });
         self.dirty |= self.pages.len() != before;
     }

@@ -4,9 +4,9 @@
 //!
 //! A state that cannot be read (a format from a newer edge after a downgrade, a damaged
 //! record) is not fatal: the engine starts empty, as before this existed, and says so loudly.
-//! Conditions still present are then raised again under new ids, and the episodes open before
-//! stay open at the hub until someone acknowledges them there (a known limit: README, "Not
-//! built yet").
+//! Conditions still present are then raised again under new ids; the hub resolves the episodes
+//! open before when the edge tells it, at start, which it holds (none). Format 1 existed only
+//! in development builds of this change; it is refused like any unknown format.
 
 use wardlink_shared::alarm::{AlarmEngine, EngineSnapshot};
 

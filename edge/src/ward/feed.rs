@@ -43,8 +43,8 @@ struct State {
     seq: u64,
     /// Open episodes: the last event, who acknowledged it, and its rendered message.
     open: BTreeMap<String, (AlarmEvent, Option<String>, Event)>,
-    /// Active silences by patient (until, message).
-    silences: HashMap<PatientId, (Millis, Event)>,
+    /// Silences by patient (from, until, message).
+    silences: HashMap<PatientId, (Millis, Millis, Event)>,
     /// Alarm events, oldest first.
     alerts: VecDeque<Event>,
     /// Sampled readings, oldest first.
@@ -72,12 +72,18 @@ pub struct Replay {
 }
 
 impl Feed {
-    /// An empty view of `ward` keeping `history_max` sampled readings.
-    pub fn new(ward: WardId, history_max: usize) -> Self {
+    /// An empty view of `ward` keeping `history_max` sampled readings, numbering its events
+    /// after `first_seq`. The edge starts it at the wall clock in microseconds: a page open
+    /// across an edge restart resumes with a `since` below the new seqs, not above them (the
+    /// page also takes the `head` of the `link` message as its position when it is lower).
+    pub fn new(ward: WardId, history_max: usize, first_seq: u64) -> Self {
         Self {
             ward,
             history_max,
-            state: Arc::new(Mutex::new(State::default())),
+            state: Arc::new(Mutex::new(State {
+                seq: first_seq,
+                ..State::default()
+            })),
             live: broadcast::channel(LIVE_CAPACITY).0,
         }
     }
@@ -194,7 +200,7 @@ impl Feed {
         };
         let mut s = self.lock();
         let e = self.stamp(&mut s, patient, ts, &event);
-        s.silences.insert(patient.clone(), (until, e.clone()));
+        s.silences.insert(patient.clone(), (ts, until, e.clone()));
         push_alert(&mut s, e);
     }
 
@@ -204,13 +210,20 @@ impl Feed {
         s.sampled.contains_key(patient) || s.open.values().any(|(a, ..)| &a.patient == patient)
     }
 
-    /// The open episodes: each one's last event and who acknowledged it (if anyone has since
-    /// its last raise).
-    pub fn episodes(&self) -> Vec<(AlarmEvent, Option<String>)> {
-        self.lock()
-            .open
+    /// The open episodes: each one's last event, who acknowledged it (if anyone has since
+    /// its last raise), and its patient's latest silence (from, until).
+    pub fn episodes(&self) -> Vec<Episode> {
+        let s = self.lock();
+        s.open
             .values()
-            .map(|(a, by, _)| (a.clone(), by.clone()))
+            .map(|(a, by, _)| Episode {
+                alarm: a.clone(),
+                acknowledged_by: by.clone(),
+                silence: s
+                    .silences
+                    .get(&a.patient)
+                    .map(|(from, until, _)| (*from, *until)),
+            })
             .collect()
     }
 
@@ -271,13 +284,24 @@ impl Feed {
     }
 }
 
+/// An open episode as the ward view knows it.
+#[derive(Debug, Clone)]
+pub struct Episode {
+    /// Its last event.
+    pub alarm: AlarmEvent,
+    /// Who acknowledged it since its last raise.
+    pub acknowledged_by: Option<String>,
+    /// Its patient's latest silence (from, until; ms, edge clock).
+    pub silence: Option<(Millis, Millis)>,
+}
+
 /// The open episodes and the silences still running at `now`.
 fn current(s: &State, now: Millis) -> impl Iterator<Item = &Event> {
     s.open.values().map(|(_, _, e)| e).chain(
         s.silences
             .values()
-            .filter(move |(until, _)| *until > now)
-            .map(|(_, e)| e),
+            .filter(move |(_, until, _)| *until > now)
+            .map(|(_, _, e)| e),
     )
 }
 
@@ -321,7 +345,11 @@ mod tests {
 
     #[test]
     fn a_session_resumes_without_gap_and_a_late_one_gets_the_open_episodes() {
-        let feed = Feed::new(WardId::new("ward-a").unwrap_or_else(|e| panic!("{e}")), 2);
+        let feed = Feed::new(
+            WardId::new("ward-a").unwrap_or_else(|e| panic!("{e}")),
+            2,
+            0,
+        );
         for ts in (0..60_000).step_by(1_000) {
             feed.vitals(&reading("bed-1", ts), None);
         }

@@ -95,13 +95,17 @@ fn error_json(code: &str, message: &str) -> String {
     json!({ "type": "error", "error": code, "message": message }).to_string()
 }
 
-fn link_json(s: &WardState, reachable: bool) -> String {
+/// Where the session stands: ward view, which edge, whether the hub is reachable, and `head`,
+/// the last seq the session has been given (a page that knew a higher one from before an
+/// edge restart takes this instead).
+fn link_json(s: &WardState, reachable: bool, head: u64) -> String {
     json!({
         "type": "link",
         "view": "ward",
         "edge": s.edge.as_str(),
         "ward": s.feed.ward().as_str(),
         "hub": if reachable { "reachable" } else { "unreachable" },
+        "head": head,
     })
     .to_string()
 }
@@ -158,7 +162,7 @@ async fn session(socket: WebSocket, s: WardState, claims: Claims, since: Option<
         None => s.feed.replay(u64::MAX, now).seq,
     };
     let mut reachable = s.uplink.get() > 0;
-    let mut ok = send(&mut sink, link_json(&s, reachable)).await;
+    let mut ok = send(&mut sink, link_json(&s, reachable, last)).await;
     let mut link = tokio::time::interval(LINK_EVERY);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let idle = tokio::time::sleep(IDLE_LIMIT);
@@ -207,7 +211,7 @@ async fn session(socket: WebSocket, s: WardState, claims: Claims, since: Option<
                 let now_reachable = s.uplink.get() > 0;
                 if now_reachable != reachable {
                     reachable = now_reachable;
-                    ok = send(&mut sink, link_json(&s, reachable)).await;
+                    ok = send(&mut sink, link_json(&s, reachable, last)).await;
                 }
             }
             _ = ping.tick() => {
