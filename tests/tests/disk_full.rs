@@ -100,13 +100,37 @@ async fn a_full_disk_keeps_alarms_flowing_and_recovers() -> anyhow::Result<()> {
 
     // The disk fills: the edge must hold in memory what it accepts. Nothing can be made
     // durable (no disk, no hub), so nothing is acknowledged yet: the device keeps it too.
+    // redb first fills the free pages its file already has (how many depends on what was
+    // written before: the alarm engine's state, too), so readings go on until a commit fails.
     let filler = fill(tmpfs.path())?;
     let base = i64::try_from(wardlink_tests::unix_now())? * 1000 - 3_600_000;
-    let sent = 50i64;
-    for i in 0..sent {
-        device.publish_nowait(&stamped(74, base + i)).await?;
+    let committed = "wardlink_edge_outbox_committed_total{lane=\"telemetry\"}";
+    let mut sent = 0i64;
+    loop {
+        let before = metric(&edge.metrics().await?, committed).unwrap_or(0);
+        device.publish_nowait(&stamped(74, base + sent)).await?;
+        sent += 1;
+        // One at a time: each is committed (room was left in the file) or the commit fails.
+        let deadline = tokio::time::Instant::now() + wardlink_tests::PATIENCE;
+        let failing = loop {
+            let m = edge.metrics().await?;
+            if metric(&m, "wardlink_edge_outbox_failing") == Some(1) {
+                break true;
+            }
+            if metric(&m, committed).unwrap_or(0) > before {
+                break false;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no commit, no failure"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        if failing {
+            break;
+        }
+        anyhow::ensure!(sent < 20_000, "20,000 readings fitted on a full disk");
     }
-    wait_for_metric_eq(|| edge.metrics(), "wardlink_edge_outbox_failing", 1).await?;
     // (redb may still find room in its file for a first small commit.)
     wait_for_metric(|| edge.metrics(), "wardlink_edge_outbox_held_records", 1).await?;
 

@@ -119,12 +119,13 @@ async fn send(sink: &mut Sink, text: String) -> bool {
     )
 }
 
+/// Sends a close frame, if the client takes it within [`SEND_TIMEOUT`].
 async fn close(sink: &mut Sink, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.to_owned().into(),
     };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }
 
 async fn session(socket: WebSocket, s: WardState, claims: Claims, since: Option<u64>) {
@@ -188,13 +189,14 @@ async fn session(socket: WebSocket, s: WardState, claims: Claims, since: Option<
             },
             m = stream.next() => {
                 idle.as_mut().reset(tokio::time::Instant::now() + IDLE_LIMIT);
+                let counted = matches!(m, Some(Ok(Message::Text(_) | Message::Binary(_))));
+                if counted && !bucket.take(std::time::Instant::now()) {
+                    s.metrics.refused.with("rate_limit").inc();
+                    close(&mut sink, CLOSE_POLICY, "message rate limit").await;
+                    break;
+                }
                 match m {
                     Some(Ok(Message::Text(text))) => {
-                        if !bucket.take(std::time::Instant::now()) {
-                            s.metrics.refused.with("rate_limit").inc();
-                            close(&mut sink, CLOSE_POLICY, "message rate limit").await;
-                            break;
-                        }
                         if let Some(reply) = client_message(&s, &claims, text.as_str()).await {
                             ok = send(&mut sink, reply).await;
                         }
@@ -215,7 +217,8 @@ async fn session(socket: WebSocket, s: WardState, claims: Claims, since: Option<
                 }
             }
             _ = ping.tick() => {
-                ok = sink.send(Message::Ping(Default::default())).await.is_ok();
+                let ping = sink.send(Message::Ping(Default::default()));
+                ok = matches!(tokio::time::timeout(SEND_TIMEOUT, ping).await, Ok(Ok(())));
             }
             () = &mut idle => {
                 close(&mut sink, CLOSE_POLICY, "idle: no pong").await;
