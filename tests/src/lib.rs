@@ -600,14 +600,15 @@ impl Device {
 
     /// Queues a QoS 1 publish without waiting for its PUBACK.
     pub async fn publish_nowait(&mut self, payload: &str) -> anyhow::Result<()> {
-        self.client
-            .publish(
-                &self.topic,
-                QoS::AtLeastOnce,
-                false,
-                payload.as_bytes().to_vec(),
-            )
-            .await?;
+        let queued = self.client.publish(
+            &self.topic,
+            QoS::AtLeastOnce,
+            false,
+            payload.as_bytes().to_vec(),
+        );
+        tokio::time::timeout(PATIENCE, queued)
+            .await
+            .context("the device's event loop took no publish")??;
         // Keep the PUBACK channel from growing without bound.
         while self.acks.try_recv().is_ok() {}
         Ok(())
@@ -615,9 +616,12 @@ impl Device {
 
     /// Publishes on any topic and waits for the PUBACK.
     pub async fn publish_to(&mut self, topic: &str, payload: &str) -> anyhow::Result<()> {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-            .await?;
+        let queued =
+            self.client
+                .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec());
+        tokio::time::timeout(PATIENCE, queued)
+            .await
+            .context("the device's event loop took no publish")??;
         tokio::time::timeout(PATIENCE, self.acks.recv())
             .await
             .context("no PUBACK")?
@@ -629,6 +633,26 @@ impl Drop for Device {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Opens a WebSocket, failing (instead of hanging the test) if no answer comes in time.
+async fn connect_within(
+    request: tungstenite::handshake::client::Request,
+) -> Result<
+    (
+        WebSocketStream<MaybeTlsStream<TcpStream>>,
+        tungstenite::handshake::client::Response,
+    ),
+    tungstenite::Error,
+> {
+    tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
+        .await
+        .map_err(|_| {
+            tungstenite::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer to the WebSocket upgrade",
+            ))
+        })?
 }
 
 /// A dashboard: a real WebSocket client.
@@ -648,7 +672,7 @@ impl Dashboard {
                 tungstenite::Error::Url(tungstenite::error::UrlError::UnsupportedUrlScheme)
             })?,
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        let (socket, _) = connect_within(request).await?;
         Ok(Dashboard {
             socket,
             seen: Vec::new(),
@@ -672,7 +696,7 @@ impl Dashboard {
                 .headers_mut()
                 .insert(*name, value.parse().map_err(|_| bad())?);
         }
-        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        let (socket, _) = connect_within(request).await?;
         Ok(Dashboard {
             socket,
             seen: Vec::new(),
@@ -701,7 +725,7 @@ impl Dashboard {
 
     /// Connects with `?token=` in the URL (as browsers do).
     pub async fn connect_query(url: &str) -> Result<Dashboard, tungstenite::Error> {
-        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let (socket, _) = connect_within(url.into_client_request()?).await?;
         Ok(Dashboard {
             socket,
             seen: Vec::new(),
@@ -745,7 +769,7 @@ impl Dashboard {
 
     /// Closes the connection.
     pub async fn close(mut self) {
-        let _ = self.socket.close(None).await;
+        let _ = tokio::time::timeout(PATIENCE, self.socket.close(None)).await;
     }
 }
 
