@@ -119,6 +119,44 @@ impl FakeSms {
             .collect()
     }
 
+    /// An edge's `[local_notify]` paging `phone` (person `cn`) through this provider as the
+    /// ward's gateway, `after_s` after an alarm is raised, once the hub has been unreachable
+    /// for a second. `token` is the gateway's auth token file.
+    pub fn local_notify(
+        &self,
+        token: std::path::PathBuf,
+        phone: &str,
+        after_s: u64,
+        dashboard_url: &str,
+    ) -> wardlink_edge::paging::LocalNotifySection {
+        use wardlink_shared::notify::{PersonConfig, SmsConfig, SmsProvider};
+        wardlink_edge::paging::LocalNotifySection {
+            hub_unreachable_after_s: 1,
+            dashboard_url: dashboard_url.into(),
+            sms: SmsConfig {
+                provider: SmsProvider::Twilio,
+                url: format!("http://{}", self.addr),
+                account_sid: Some("ACward".into()),
+                auth_token_file: Some(token),
+                from: Some("+15005550007".into()),
+                timeout_ms: 300,
+                give_up_after_s: 900,
+            },
+            people: vec![PersonConfig {
+                id: "cn".into(),
+                name: "Charge nurse A".into(),
+                phone: phone.into(),
+                role: "charge_nurse".into(),
+            }],
+            steps: vec![wardlink_edge::paging::LocalStep {
+                after_s,
+                to: vec!["cn".into()],
+                priorities: Vec::new(),
+                kinds: Vec::new(),
+            }],
+        }
+    }
+
     /// The `[notify.sms]` section pointing at this provider.
     pub fn config(&self) -> String {
         format!(

@@ -6,40 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use wardlink_edge::paging::{LocalNotifySection, LocalStep};
-use wardlink_shared::notify::{PersonConfig, SmsConfig, SmsProvider};
 use wardlink_tests::sms::{FakeSms, Mode};
 use wardlink_tests::{Hub, PATIENCE, metric, wait_for_metric, wait_for_metric_eq};
 
 const CN: &str = "+15550000001";
-
-fn local_notify(gateway: &FakeSms, token: std::path::PathBuf) -> LocalNotifySection {
-    LocalNotifySection {
-        hub_unreachable_after_s: 1,
-        dashboard_url: "http://ward-a.lan:8090/".into(),
-        sms: SmsConfig {
-            provider: SmsProvider::Twilio,
-            url: format!("http://{}", gateway.addr),
-            account_sid: Some("ACward".into()),
-            auth_token_file: Some(token),
-            from: Some("+15005550007".into()),
-            timeout_ms: 300,
-            give_up_after_s: 900,
-        },
-        people: vec![PersonConfig {
-            id: "cn".into(),
-            name: "Charge nurse A".into(),
-            phone: CN.into(),
-            role: "charge_nurse".into(),
-        }],
-        steps: vec![LocalStep {
-            after_s: 0,
-            to: vec!["cn".into()],
-            priorities: Vec::new(),
-            kinds: Vec::new(),
-        }],
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_or_slow_gateway_is_retried_and_texts_once() -> anyhow::Result<()> {
@@ -50,7 +20,8 @@ async fn a_failing_or_slow_gateway_is_retried_and_texts_once() -> anyhow::Result
     std::fs::write(&token_file, "gateway-token\n")?;
     let edge = hub
         .edge("edge-a", "ward-a", |c| {
-            c.local_notify = Some(local_notify(&gateway, token_file));
+            c.local_notify =
+                Some(gateway.local_notify(token_file, CN, 0, "http://ward-a.lan:8090/"));
             c.ward.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
             c.hub.heartbeat_ms = 200;
             c.alarms.hr.delay_s = 0;

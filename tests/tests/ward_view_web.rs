@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use wardlink_cloud::token::Role;
-use wardlink_edge::paging::{LocalNotifySection, LocalStep};
 use wardlink_shared::alarm::Priority;
-use wardlink_shared::notify::{PersonConfig, SmsConfig, SmsProvider};
 use wardlink_tests::browser::{Browser, artefacts};
 use wardlink_tests::sms::FakeSms;
 use wardlink_tests::{Dashboard, Hub, PATIENCE, http_request, metric, wait_for_metric_eq};
@@ -39,35 +37,6 @@ steps = [{{ after_s = 0, to = ["cn"] }}]
     )
 }
 
-/// The edge's `[local_notify]`: the same nurse, through the ward's gateway.
-fn local_notify(gateway: &FakeSms, token: std::path::PathBuf) -> LocalNotifySection {
-    LocalNotifySection {
-        hub_unreachable_after_s: 1,
-        dashboard_url: String::new(),
-        sms: SmsConfig {
-            provider: SmsProvider::Twilio,
-            url: format!("http://{}", gateway.addr),
-            account_sid: Some("ACward".into()),
-            auth_token_file: Some(token),
-            from: Some("+15005550007".into()),
-            timeout_ms: 300,
-            give_up_after_s: 900,
-        },
-        people: vec![PersonConfig {
-            id: "cn".into(),
-            name: "Charge nurse A".into(),
-            phone: CN.into(),
-            role: "charge_nurse".into(),
-        }],
-        steps: vec![LocalStep {
-            after_s: LOCAL_STEP_S,
-            to: vec!["cn".into()],
-            priorities: Vec::new(),
-            kinds: Vec::new(),
-        }],
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_hub_stopped_a_nurse_answers_an_alarm_on_the_ward_view() -> anyhow::Result<()> {
     let hub_sms = FakeSms::start().await?;
@@ -77,7 +46,7 @@ async fn with_the_hub_stopped_a_nurse_answers_an_alarm_on_the_ward_view() -> any
     std::fs::write(&token_file, "gateway-token\n")?;
     let edge = hub
         .edge("edge-a", "ward-a", |c| {
-            c.local_notify = Some(local_notify(&gateway, token_file));
+            c.local_notify = Some(gateway.local_notify(token_file, CN, LOCAL_STEP_S, ""));
             c.ward.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
             c.hub.heartbeat_ms = 200;
             c.alarms.hr.delay_s = 0;
