@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use wardlink_io::config;
 use wardlink_shared::alarm::{
-    AlarmLimits, EpisodeSettings, News2Settings, RuleSettings, SignalSettings, SilenceSettings,
-    TrendSettings,
+    AlarmLimits, EpisodeSettings, News2Settings, QualitySettings, RuleSettings, SignalSettings,
+    SilenceSettings, TrendSettings,
 };
 pub use wardlink_shared::config::ConfigError;
 use wardlink_shared::{EdgeId, WardId};
@@ -60,6 +60,9 @@ pub struct EdgeConfig {
     /// Episode settings.
     #[serde(default)]
     pub episodes: EpisodeSettings,
+    /// Signal quality thresholds.
+    #[serde(default)]
+    pub quality: QualitySettings,
     /// The ward view (the dashboard served by the edge itself).
     #[serde(default)]
     pub ward: WardSection,
@@ -183,6 +186,7 @@ impl EdgeConfig {
             trends: self.trends,
             silence: self.silence,
             episodes: self.episodes,
+            quality: self.quality,
         }
     }
 

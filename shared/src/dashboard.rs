@@ -72,6 +72,19 @@ pub enum ServerEvent {
         /// Present and true while the patient's alarms are silenced.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         silenced: bool,
+        /// The episode's version: grows with every worsening; an `ack` names the one seen.
+        /// 0 for an edge that does not number them.
+        version: u32,
+        /// The condition's measure now (the vital sign's value, the NEWS2 total).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        current: Option<f32>,
+        /// The worst measure of the episode so far.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worst: Option<f32>,
+        /// Present and true when only the values and text changed (no raise, worsening or
+        /// change of state): show it, announce nothing.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        update: bool,
     },
     /// A clinician silenced a patient's alarms.
     Silence {
@@ -127,6 +140,10 @@ impl ServerEvent {
             ts: format_rfc3339(a.ts),
             by,
             silenced: a.silenced,
+            version: a.version,
+            current: a.current,
+            worst: a.worst,
+            update: a.update,
         }
     }
 
@@ -245,7 +262,8 @@ pub const MAX_SILENCE_MINUTES: u32 = 60;
 pub const MAX_SILENCE_REASON_CHARS: usize = 200;
 
 /// A silence's reason, trimmed, if the request is acceptable: 1–60 minutes, a reason of at
-/// most 200 characters. Otherwise the message for the client.
+/// most 200 characters of plain text ([`crate::plain`]: it is stored, audited and shown on
+/// every dashboard of the ward). Otherwise the message for the client.
 pub fn check_silence(minutes: u32, reason: &str) -> Result<&str, &'static str> {
     let reason = reason.trim();
     if !(1..=MAX_SILENCE_MINUTES).contains(&minutes) {
@@ -253,6 +271,11 @@ pub fn check_silence(minutes: u32, reason: &str) -> Result<&str, &'static str> {
     }
     if reason.is_empty() || reason.chars().count() > MAX_SILENCE_REASON_CHARS {
         return Err("a silence needs a reason of at most 200 characters");
+    }
+    if !crate::plain::is_plain(reason) {
+        return Err(
+            "the reason must be plain text: no control characters, escape sequences or invisible formatting",
+        );
     }
     Ok(reason)
 }
@@ -304,6 +327,9 @@ pub enum ClientMessage {
     Ack {
         /// Episode id.
         alert: String,
+        /// The version the clinician saw; absent: the current one (older clients).
+        #[serde(default)]
+        version: Option<u32>,
     },
     /// Silence a patient's alarms for a while.
     Silence {
@@ -378,7 +404,8 @@ mod tests {
         assert_eq!(
             ack,
             ClientMessage::Ack {
-                alert: "a-1".into()
+                alert: "a-1".into(),
+                version: None,
             }
         );
         let s: ClientMessage = serde_json::from_str(
@@ -393,5 +420,18 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_silence_reason_must_be_plain_text() {
+        assert_eq!(
+            check_silence(5, "  turning the patient "),
+            Ok("turning the patient")
+        );
+        assert!(check_silence(0, "x").is_err());
+        assert!(check_silence(5, "   ").is_err());
+        for bad in ["nul\u{0}here", "\u{1b}[2Jwiped", "\u{202e}reversed"] {
+            assert!(check_silence(5, bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod mqtt;
 pub mod news2;
 pub mod notify;
 pub mod payload;
+pub mod plain;
 pub mod time;
 pub mod token;
 pub mod vitals;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::ids::PatientId;
 use crate::time::{Millis, parse_rfc3339};
-use crate::vitals::{Acvpu, Reading, VitalSign, Vitals};
+use crate::vitals::{Acvpu, Quality, Reading, VitalSign, Vitals};
 
 /// Largest payload accepted, in bytes. The contract payload is under 200 bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 4096;
@@ -128,25 +128,40 @@ struct JsonReading {
     dbp: Option<f64>,
     o2: Option<bool>,
     acvpu: Option<Acvpu>,
-    /// The device's signal quality, 0–100 (checked; not yet used by the rules).
+    /// The device's signal quality, 0–100.
     sq: Option<f64>,
+    /// Perfusion index, %.
+    pi: Option<f64>,
+    /// ECG leads off.
+    leads_off: Option<bool>,
+}
+
+/// A decoded reading with what the payload said besides the values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The reading.
+    pub reading: Reading,
+    /// The device stamped it (`ts` present): only a stamped reading can be recognised when a
+    /// device sends it again.
+    pub stamped: bool,
+    /// The signal quality the device reported.
+    pub quality: Quality,
 }
 
 /// Decodes the contract JSON payload published on `topic` and received at `now`, refusing
 /// readings older than [`DEFAULT_MAX_AGE_MS`].
 pub fn decode_json(topic: &str, payload: &[u8], now: Millis) -> Result<Reading, RejectReason> {
-    decode_json_stamped(topic, payload, now, DEFAULT_MAX_AGE_MS).map(|(reading, _)| reading)
+    decode_json_stamped(topic, payload, now, DEFAULT_MAX_AGE_MS).map(|d| d.reading)
 }
 
-/// As [`decode_json`] with readings older than `max_age` ms refused, and whether the device
-/// stamped the reading (`ts` present): only a stamped reading can be recognised when a device
-/// sends it again.
+/// As [`decode_json`] with readings older than `max_age` ms refused, with whether the device
+/// stamped the reading and the signal quality it reported.
 pub fn decode_json_stamped(
     topic: &str,
     payload: &[u8],
     now: Millis,
     max_age: Millis,
-) -> Result<(Reading, bool), RejectReason> {
+) -> Result<Decoded, RejectReason> {
     let patient = patient_from_topic(topic)?;
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(RejectReason::TooLarge);
@@ -165,16 +180,22 @@ pub fn decode_json_stamped(
     if ts < now.saturating_sub(max_age) {
         return Err(RejectReason::TimestampTooOld);
     }
-    if let Some(sq) = raw.sq
-        && !(0.0..=100.0).contains(&sq)
-    {
-        return Err(RejectReason::Impossible {
-            field: "sq",
-            value: sq,
+    let percent = |field: &'static str, value: Option<f64>| match value {
+        Some(v) if !(0.0..=100.0).contains(&v) => Err(RejectReason::Impossible {
+            field,
+            value: v,
             min: 0.0,
             max: 100.0,
-        });
-    }
+        }),
+        // Within 0–100, exactly or nearly representable.
+        #[allow(clippy::cast_possible_truncation)]
+        v => Ok(v.map(|v| v as f32)),
+    };
+    let quality = Quality {
+        sq: percent("sq", raw.sq)?,
+        pi: percent("pi", raw.pi)?,
+        leads_off: raw.leads_off,
+    };
     let vitals = Vitals {
         hr: checked(VitalSign::Hr, raw.hr)?,
         spo2: checked(VitalSign::Spo2, raw.spo2)?,
@@ -195,14 +216,15 @@ pub fn decode_json_stamped(
     if only_o2 {
         return Err(RejectReason::NoVitals);
     }
-    Ok((
-        Reading {
+    Ok(Decoded {
+        reading: Reading {
             patient,
             ts,
             vitals,
         },
-        raw.ts.is_some(),
-    ))
+        stamped: raw.ts.is_some(),
+        quality,
+    })
 }
 
 fn checked(sign: VitalSign, value: Option<f64>) -> Result<Option<f32>, RejectReason> {
@@ -245,6 +267,28 @@ mod tests {
     }
 
     #[test]
+    fn signal_quality_is_read() {
+        let d = decode_json_stamped(
+            TOPIC,
+            br#"{"spo2":84,"hr":120,"sq":35,"pi":0.2,"leads_off":true}"#,
+            NOW,
+            DEFAULT_MAX_AGE_MS,
+        )
+        .unwrap();
+        assert_eq!(
+            d.quality,
+            Quality {
+                sq: Some(35.0),
+                pi: Some(0.2),
+                leads_off: Some(true)
+            }
+        );
+        assert!(!d.stamped);
+        let plain = decode_json_stamped(TOPIC, br#"{"hr":80}"#, NOW, DEFAULT_MAX_AGE_MS).unwrap();
+        assert!(plain.quality.is_unknown());
+    }
+
+    #[test]
     fn missing_ts_takes_receive_time() {
         let r = decode_json(TOPIC, br#"{"hr":80}"#, NOW).unwrap();
         assert_eq!(r.ts, NOW);
@@ -281,6 +325,8 @@ mod tests {
             ),
             (TOPIC, br#"{"hr":80,"sq":101}"#, "impossible_value"),
             (TOPIC, br#"{"hr":80,"sq":-0.5}"#, "impossible_value"),
+            (TOPIC, br#"{"spo2":97,"pi":120}"#, "impossible_value"),
+            (TOPIC, br#"{"hr":80,"leads_off":"yes"}"#, "malformed"),
             (TOPIC, br#"{"hr":5e-324}"#, "impossible_value"),
             (TOPIC, br#"{"rr":1e-40}"#, "impossible_value"),
             (TOPIC, br#"{"hr":-1}"#, "impossible_value"),

@@ -142,3 +142,24 @@ pub struct Reading {
     /// The values.
     pub vitals: Vitals,
 }
+
+/// What a device says about the quality of the signal behind one reading (contract fields
+/// `sq`, `pi`, `leads_off`; all optional). Judged at the edge by the alarm engine
+/// ([`crate::alarm::QualitySettings`]); not carried to the hub, which learns of poor signal
+/// through the technical alarm `signal_poor`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Quality {
+    /// The device's own signal quality figure, 0–100: qualifies every value of the reading.
+    pub sq: Option<f32>,
+    /// Perfusion index, %: qualifies the SpO2 value.
+    pub pi: Option<f32>,
+    /// ECG leads off: the heart rate and the (impedance) respiration rate are not measured.
+    pub leads_off: Option<bool>,
+}
+
+impl Quality {
+    /// Nothing reported: every value is taken at face value.
+    pub fn is_unknown(&self) -> bool {
+        *self == Quality::default()
+    }
+}

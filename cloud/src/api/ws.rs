@@ -432,7 +432,7 @@ fn error_json(error: &str, message: &str) -> String {
 /// Handles a client message; returns the reply, if any.
 async fn client_message(app: &AppState, scope: &Scope, text: &str) -> Option<String> {
     match serde_json::from_str::<ClientMessage>(text) {
-        Ok(ClientMessage::Ack { alert }) => acknowledge(app, scope, alert).await,
+        Ok(ClientMessage::Ack { alert, version }) => acknowledge(app, scope, alert, version).await,
         Ok(ClientMessage::Silence {
             patient,
             minutes,
@@ -503,10 +503,17 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// `{"type":"ack","alert":…}`: only for an episode of a ward the token covers. The
-/// acknowledgement reaches every dashboard (this one included) as an `alert` event with state
-/// `acknowledged` and `by`, and goes down to the edge as a command.
-async fn acknowledge(app: &AppState, scope: &Scope, alert: String) -> Option<String> {
+/// `{"type":"ack","alert":…,"version":N}`: only for an episode of a ward the token covers.
+/// The acknowledgement reaches every dashboard (this one included) as an `alert` event with
+/// state `acknowledged` and `by`, and goes down to the edge as a command. One naming an older
+/// version than the current one acknowledges nothing (it is audited): the alarm worsened
+/// since the clinician looked, and stays news.
+async fn acknowledge(
+    app: &AppState,
+    scope: &Scope,
+    alert: String,
+    version: Option<u32>,
+) -> Option<String> {
     let refuse = |label: &str, message: &str| {
         app.metrics.ws_client_errors.with(label).inc();
         Some(error_json(label, message))
@@ -525,7 +532,7 @@ async fn acknowledge(app: &AppState, scope: &Scope, alert: String) -> Option<Str
     }
     match app
         .store
-        .acknowledge(alert.clone(), scope.claims.sub.clone(), now_ms())
+        .acknowledge((alert.clone(), version), scope.claims.sub.clone(), now_ms())
         .await
     {
         Ok(Ok(AckOutcome::Acknowledged)) => {
@@ -533,6 +540,20 @@ async fn acknowledge(app: &AppState, scope: &Scope, alert: String) -> Option<Str
             None
         }
         Ok(Ok(AckOutcome::AlreadyAcknowledged)) => None,
+        Ok(Ok(AckOutcome::Stale { current })) => {
+            tracing::info!(user = %scope.claims.sub, alert = %alert, seen = version.unwrap_or(0), current, "acknowledgement of an older version: the alarm stays unacknowledged");
+            app.metrics.ws_client_errors.with("stale_version").inc();
+            Some(
+                json!({
+                    "type": "error",
+                    "error": "stale_version",
+                    "message": "the alarm has worsened since; it stays unacknowledged until its current version is acknowledged",
+                    "alert": alert,
+                    "version": current,
+                })
+                .to_string(),
+            )
+        }
         Ok(Ok(AckOutcome::Resolved)) => refuse("resolved", "the alarm is already over"),
         Ok(Ok(AckOutcome::Unknown)) => refuse("unknown_alert", "no such alert"),
         Ok(Err(e)) => {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use wardlink_io::frames::{read_frame, write_frame};
 use wardlink_shared::EdgeId;
 
-use wardlink_shared::wire::{Frame, FrameDecoder, TokenKeys};
+use wardlink_shared::wire::{EdgeCommand, Frame, FrameDecoder, TokenKeys};
 
 use super::IngressError;
 use crate::revocation::RevokedTokens;
@@ -48,6 +48,18 @@ impl TokenFeed {
     }
 }
 
+/// `command` as an edge of protocol `version` reads it: before 3, acknowledgements name no
+/// version (such an edge does not number its episodes' worsenings; the hub checked the version
+/// against the latest event it has).
+fn for_version(command: EdgeCommand, version: u16) -> EdgeCommand {
+    match command {
+        EdgeCommand::AcknowledgeVersion { alert, by, ts, .. } if version < 3 => {
+            EdgeCommand::Acknowledge { alert, by, ts }
+        }
+        other => other,
+    }
+}
+
 /// Runs until the edge closes its control stream, the connection fails, or nothing arrives on
 /// it (the edge pings every heartbeat) for `silence`.
 pub(super) async fn run(
@@ -55,7 +67,7 @@ pub(super) async fn run(
     edge: EdgeId,
     store: Store,
     silence: Duration,
-    mut tokens: Option<TokenFeed>,
+    (version, mut tokens): (u16, Option<TokenFeed>),
 ) -> Result<(), IngressError> {
     if let Some(feed) = tokens.as_mut() {
         write_frame(&mut send, &feed.frame()).await?;
@@ -71,6 +83,7 @@ pub(super) async fn run(
         if check {
             for (seq, command) in store.pending_commands(edge.clone()).await? {
                 if seq > sent {
+                    let command = for_version(command, version);
                     write_frame(&mut send, &Frame::Command { seq, command }).await?;
                     sent = seq;
                 }

@@ -409,7 +409,7 @@ impl Session {
             self.edge.clone(),
             self.store.clone(),
             self.offline_after,
-            tokens,
+            (version, tokens),
         );
         tokio::pin!(control);
         let mut lanes = tokio::task::JoinSet::new();

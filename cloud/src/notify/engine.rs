@@ -218,6 +218,14 @@ impl Engine {
             .insert(alarm.id.clone(), Episode { alarm, progress });
     }
 
+    /// New values and text of an alarm (an update from its edge): a running chain's next
+    /// texts say what is true now. Starts nothing, stops nothing.
+    pub fn update(&mut self, alarm: Alarm) {
+        if let Some(ep) = self.episodes.get_mut(&alarm.id) {
+            ep.alarm.message = alarm.message;
+        }
+    }
+
     /// Once none of a patient's alarms is open, a new alarm is news again: the repeat interval
     /// holds back repeats about alarms people were told of, not the next episode.
     fn forget_if_quiet(&mut self, patient: &str) {

@@ -271,6 +271,11 @@ impl Notifier {
                     message: text("message"),
                     silenced: v["silenced"].as_bool().unwrap_or(false),
                 };
+                if v["update"].as_bool() == Some(true) {
+                    // New values and text for a chain that runs; never the start of one.
+                    engine.update(alarm);
+                    return;
+                }
                 let watched = self.watchers.watched(&alarm.ward);
                 engine.alarm(alarm, now_ms(), watched);
             }

@@ -8,12 +8,13 @@ use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
 use wardlink_shared::alarm::{AlarmEvent, AlertState};
 use wardlink_shared::dashboard::ServerEvent;
-use wardlink_shared::wire::EdgeCommand;
+use wardlink_shared::wire::{AlarmV2, EdgeCommand};
 use wardlink_shared::{EdgeId, PatientId, WardId};
 
 use super::StoreError;
 
-/// Episodes by id (postcard [`AlertRow`]).
+/// Episodes by id ([`ROW_FORMAT`] and postcard [`AlertRow`]; rows written before episodes
+/// had versions are postcard [`AlertRowV2`]).
 pub(super) const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
 /// Commands by (edge, seq) (postcard [`EdgeCommand`]).
 pub(super) const COMMANDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("commands");
@@ -36,11 +37,61 @@ pub struct AlertRow {
     pub by: Option<String>,
 }
 
+/// The first byte of a row since episodes have versions. A row before starts with its edge
+/// id's length, which is never 0.
+const ROW_FORMAT: u8 = 0;
+
+/// A row as hubs before episode versions wrote it.
+#[derive(Deserialize)]
+struct AlertRowV2 {
+    edge: EdgeId,
+    ward: WardId,
+    event: AlarmV2,
+    by: Option<String>,
+}
+
+fn decode_row(bytes: &[u8]) -> Result<AlertRow, StoreError> {
+    match bytes.split_first() {
+        Some((&ROW_FORMAT, rest)) => decode(rest),
+        _ => {
+            let old: AlertRowV2 = decode(bytes)?;
+            let mut event = AlarmEvent::from(old.event);
+            event.version = 1;
+            Ok(AlertRow {
+                edge: old.edge,
+                ward: old.ward,
+                event,
+                by: old.by,
+            })
+        }
+    }
+}
+
+fn encode_row(row: &AlertRow) -> Result<Vec<u8>, StoreError> {
+    postcard::to_extend(row, vec![ROW_FORMAT]).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Decodes a stored episode.
+pub(super) fn row(bytes: &[u8]) -> Result<AlertRow, StoreError> {
+    decode_row(bytes)
+}
+
+/// Encodes an episode to store.
+pub(super) fn row_bytes(row: &AlertRow) -> Result<Vec<u8>, StoreError> {
+    encode_row(row)
+}
+
 /// What an acknowledgement did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
     /// Acknowledged now.
     Acknowledged,
+    /// The clinician saw an older version than the current one: nothing acknowledged, the
+    /// episode stays news.
+    Stale {
+        /// The version now.
+        current: u32,
+    },
     /// Someone already had; nothing changed.
     AlreadyAcknowledged,
     /// The episode is over.
@@ -57,32 +108,52 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Records an event of an episode from its edge; true if the hub keeps it `escalated`.
+/// Records an event of an episode from its edge; returns the dashboard event to publish, if
+/// any.
+///
+/// A worsening of an escalated episode stays `escalated` (the chain goes on; dashboards must
+/// not see it fall back to `raised`). An update (values only) keeps the episode's state here
+/// and who acknowledged it; one of an episode already closed here is dropped. An edge that
+/// does not number versions (protocol 2) gets them numbered here: a rise in priority is a
+/// worsening.
 pub(super) fn upsert(
     table: &mut Table<&str, &[u8]>,
     edge: &EdgeId,
     ward: &WardId,
     event: &AlarmEvent,
-) -> Result<bool, StoreError> {
+) -> Result<Option<ServerEvent>, StoreError> {
     let mut event = event.clone();
-    // An update from the edge (a worsening) of an escalated episode is still escalated: the
-    // chain goes on, and dashboards must not see it fall back to `raised`.
-    if event.state == AlertState::Raised
-        && let Some(v) = table.get(event.id.as_str())?
-        && decode::<AlertRow>(v.value())?.event.state == AlertState::Escalated
-    {
-        event.state = AlertState::Escalated;
+    let known = table
+        .get(event.id.as_str())?
+        .map(|v| decode_row(v.value()))
+        .transpose()?;
+    let mut by = None;
+    if let Some(row) = &known {
+        if event.version == 0 {
+            let worse = event.state == AlertState::Raised && event.priority > row.event.priority;
+            event.version = row.event.version + u32::from(worse);
+        }
+        if event.update {
+            if row.event.state == AlertState::Resolved {
+                return Ok(None);
+            }
+            event.state = row.event.state;
+            by.clone_from(&row.by);
+        } else if event.state == AlertState::Raised && row.event.state == AlertState::Escalated {
+            event.state = AlertState::Escalated;
+        }
+    } else if event.version == 0 {
+        event.version = 1;
     }
-    let escalated = event.state == AlertState::Escalated;
     let row = AlertRow {
         edge: edge.clone(),
         ward: ward.clone(),
         event,
         // A new raise (a worsening) is not covered by an earlier acknowledgement.
-        by: None,
+        by,
     };
-    table.insert(row.event.id.as_str(), encode(&row)?.as_slice())?;
-    Ok(escalated)
+    table.insert(row.event.id.as_str(), encode_row(&row)?.as_slice())?;
+    Ok(Some(ServerEvent::alert(ward, &row.event, row.by.clone())))
 }
 
 /// Where a clinician's decision was taken.
@@ -94,18 +165,20 @@ pub(super) enum Origin<'a, 'c, 't> {
     Edge(&'a EdgeId),
 }
 
-/// Acknowledges `alert` for `by` at `ts`; returns the outcome and, when acknowledged now, the
-/// dashboard event to publish. A decision taken at the hub queues the command for the
-/// episode's edge.
+/// Acknowledges `alert` as of `version` (`None`: the current one) for `by` at `ts`; returns
+/// the outcome and, when acknowledged now, the dashboard event to publish. An older version
+/// than the current one acknowledges nothing. A decision taken at the hub queues the command
+/// for the episode's edge, with the version, so that an edge whose episode worsened since
+/// leaves it unacknowledged too.
 pub(super) fn acknowledge(
     alerts: &mut Table<&str, &[u8]>,
     origin: Origin<'_, '_, '_>,
-    alert: &str,
+    (alert, version): (&str, Option<u32>),
     by: &str,
     ts: i64,
 ) -> Result<(AckOutcome, Option<(WardId, ServerEvent)>), StoreError> {
     let row: AlertRow = match alerts.get(alert)? {
-        Some(v) => decode(v.value())?,
+        Some(v) => decode_row(v.value())?,
         None => return Ok((AckOutcome::Unknown, None)),
     };
     if matches!(origin, Origin::Edge(edge) if *edge != row.edge) {
@@ -116,9 +189,14 @@ pub(super) fn acknowledge(
         AlertState::Acknowledged => return Ok((AckOutcome::AlreadyAcknowledged, None)),
         AlertState::Raised | AlertState::Escalated => {}
     }
+    let current = row.event.version;
+    if version.is_some_and(|v| v < current) {
+        return Ok((AckOutcome::Stale { current }, None));
+    }
     let event = AlarmEvent {
         state: AlertState::Acknowledged,
         ts,
+        update: false,
         ..row.event
     };
     let updated = AlertRow {
@@ -126,10 +204,11 @@ pub(super) fn acknowledge(
         by: Some(by.to_owned()),
         ..row
     };
-    alerts.insert(alert, encode(&updated)?.as_slice())?;
+    alerts.insert(alert, encode_row(&updated)?.as_slice())?;
     if let Origin::Hub(commands) = origin {
-        let command = EdgeCommand::Acknowledge {
+        let command = EdgeCommand::AcknowledgeVersion {
             alert: alert.to_owned(),
+            version: current,
             by: by.to_owned(),
             ts,
         };
@@ -145,7 +224,7 @@ pub(super) fn edge_of(
     alert: &str,
 ) -> Result<Option<EdgeId>, StoreError> {
     match alerts.get(alert)? {
-        Some(v) => Ok(Some(decode::<AlertRow>(v.value())?.edge)),
+        Some(v) => Ok(Some(decode_row(v.value())?.edge)),
         None => Ok(None),
     }
 }
@@ -161,7 +240,7 @@ pub(super) fn close_others(
     let mut stale = Vec::new();
     for entry in alerts.iter()? {
         let (k, v) = entry?;
-        let row: AlertRow = decode(v.value())?;
+        let row = decode_row(v.value())?;
         if row.edge == *edge
             && row.event.state != AlertState::Resolved
             && !open.iter().any(|id| id == k.value())
@@ -175,6 +254,7 @@ pub(super) fn close_others(
             state: AlertState::Resolved,
             message: "closed: no longer open at the edge after its restart".into(),
             ts,
+            update: false,
             ..row.event
         };
         let updated = AlertRow {
@@ -182,7 +262,7 @@ pub(super) fn close_others(
             by: None,
             ..row
         };
-        alerts.insert(event.id.as_str(), encode(&updated)?.as_slice())?;
+        alerts.insert(event.id.as_str(), encode_row(&updated)?.as_slice())?;
         events.push((
             updated.ward.clone(),
             ServerEvent::alert(&updated.ward, &event, None),
@@ -327,7 +407,7 @@ pub(super) fn silence(
 pub(super) fn read(db: &redb::Database, alert: &str) -> Result<Option<AlertRow>, StoreError> {
     let txn = db.begin_read()?;
     let t = txn.open_table(ALERTS)?;
-    t.get(alert)?.map(|v| decode(v.value())).transpose()
+    t.get(alert)?.map(|v| decode_row(v.value())).transpose()
 }
 
 /// Commands for `edge` after its confirmed position, in order.

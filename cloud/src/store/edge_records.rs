@@ -48,7 +48,8 @@ pub(super) fn apply(
     };
     Ok(match record {
         RecordBody::Acknowledged { alert, by, ts } => {
-            let (_, event) = alerts::acknowledge(t.alerts, Origin::Edge(edge), alert, by, *ts)?;
+            let (_, event) =
+                alerts::acknowledge(t.alerts, Origin::Edge(edge), (alert, None), by, *ts)?;
             with(by, event)
         }
         RecordBody::Silenced {
@@ -58,13 +59,15 @@ pub(super) fn apply(
             by,
             reason,
         } => {
+            // Checked at the edge; an older edge's text is cleaned, never stored as it came.
+            let reason = wardlink_shared::plain::cleaned(reason);
             let (_, event) = alerts::silence(
                 t.patients,
                 Origin::Edge(edge),
                 (patient, ward),
                 (*from, *until),
                 by,
-                reason,
+                &reason,
             )?;
             with(by, event)
         }
@@ -82,7 +85,7 @@ pub(super) fn apply(
                 action,
                 patient,
                 subject,
-                detail.clone(),
+                wardlink_shared::plain::cleaned(detail),
             ));
             Vec::new()
         }
@@ -128,6 +131,7 @@ pub(super) fn apply(
         }
         RecordBody::Vitals { .. }
         | RecordBody::Alarm(_)
+        | RecordBody::Episode(_)
         | RecordBody::Unreadable { .. }
         | RecordBody::Gap { .. } => Vec::new(),
     })

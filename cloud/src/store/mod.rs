@@ -71,6 +71,7 @@ enum Write {
     },
     Acknowledge {
         alert: String,
+        version: Option<u32>,
         by: String,
         ts: i64,
         reply: oneshot::Sender<Result<AckOutcome, StoreError>>,
@@ -269,16 +270,18 @@ impl Store {
         blocking(move || tables::watermarks(&db, &edge, stream)).await
     }
 
-    /// Acknowledges episode `alert` for `by` at `ts` (hub time): publishes the event and
-    /// queues the command for the edge, in one transaction.
+    /// Acknowledges episode `alert` as of `version` (`None`: the current one) for `by` at
+    /// `ts` (hub time): publishes the event and queues the command for the edge, in one
+    /// transaction. An older version is audited and acknowledges nothing.
     pub async fn acknowledge(
         &self,
-        alert: String,
+        (alert, version): (String, Option<u32>),
         by: String,
         ts: i64,
     ) -> Result<Result<AckOutcome, StoreError>, Closed> {
         self.request(|reply| Write::Acknowledge {
             alert,
+            version,
             by,
             ts,
             reply,

@@ -147,7 +147,7 @@ pub(super) fn store_batch(
     let mut events = Vec::new();
     for alert in &batch.escalated {
         let row: AlertRow = match alerts.get(alert.as_str())? {
-            Some(v) => decode(v.value())?,
+            Some(v) => super::alerts::row(v.value())?,
             None => continue,
         };
         // Acknowledged or resolved meanwhile: nothing to escalate.
@@ -156,13 +156,17 @@ pub(super) fn store_batch(
         }
         let event = AlarmEvent {
             state: AlertState::Escalated,
+            update: false,
             ..row.event
         };
         let updated = AlertRow {
             event: event.clone(),
             ..row
         };
-        alerts.insert(alert.as_str(), encode(&updated)?.as_slice())?;
+        alerts.insert(
+            alert.as_str(),
+            super::alerts::row_bytes(&updated)?.as_slice(),
+        )?;
         events.push((
             updated.ward.clone(),
             ServerEvent::alert(&updated.ward, &event, None),
@@ -267,7 +271,7 @@ pub(super) fn chains(db: &redb::Database) -> Result<Vec<(Progress, AlertRow)>, S
         let (id, v) = entry?;
         let progress: Progress = decode(v.value())?;
         if let Some(row) = alerts.get(id.value())? {
-            out.push((progress, decode(row.value())?));
+            out.push((progress, super::alerts::row(row.value())?));
         }
     }
     Ok(out)
@@ -281,7 +285,7 @@ pub(super) fn active(db: &redb::Database) -> Result<Vec<AlertRow>, StoreError> {
     let mut out = Vec::new();
     for entry in alerts.iter()? {
         let (_, v) = entry?;
-        let row: AlertRow = decode(v.value())?;
+        let row = super::alerts::row(v.value())?;
         if matches!(row.event.state, AlertState::Raised | AlertState::Escalated) {
             out.push(row);
         }

@@ -169,6 +169,8 @@ fn audit_of(event: &ServerEvent, actor: &str, pseudonyms: &Pseudonymiser) -> Opt
             hash: String::new(),
         };
     match event {
+        // What an episode's values read now: shown, not a decision or a state change.
+        ServerEvent::Alert { update: true, .. } => None,
         ServerEvent::Alert {
             id,
             patient,
@@ -322,8 +324,7 @@ pub(super) fn history(
         let alerts = txn.open_table(alerts::ALERTS)?;
         for entry in alerts.iter()? {
             let (_, v) = entry?;
-            let row: alerts::AlertRow =
-                postcard::from_bytes(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let row = alerts::row(v.value())?;
             if row.ward.as_str() == ward && row.event.state != AlertState::Resolved {
                 let event = ServerEvent::alert(&row.ward, &row.event, row.by.clone());
                 events.push(Arc::from(event.to_json(0)));
@@ -507,14 +508,19 @@ pub(super) fn commit_group(
                                 let event = ServerEvent::vitals(ward, reading, *news2);
                                 push(ward, event, &mut next_seq, (&actor, &mut audits))?;
                             }
-                            RecordBody::Alarm(alarm) => {
-                                let mut event = ServerEvent::alert(ward, alarm, None);
-                                if alerts::upsert(&mut alert_rows, edge, ward, alarm)?
-                                    && let ServerEvent::Alert { state, .. } = &mut event
+                            RecordBody::Alarm(_) | RecordBody::Episode(_) => {
+                                let alarm = match body {
+                                    RecordBody::Alarm(old) => {
+                                        wardlink_shared::alarm::AlarmEvent::from(old.clone())
+                                    }
+                                    RecordBody::Episode(e) => e.clone(),
+                                    _ => continue,
+                                };
+                                if let Some(event) =
+                                    alerts::upsert(&mut alert_rows, edge, ward, &alarm)?
                                 {
-                                    *state = AlertState::Escalated;
+                                    push(ward, event, &mut next_seq, (&actor, &mut audits))?;
                                 }
-                                push(ward, event, &mut next_seq, (&actor, &mut audits))?;
                             }
                             other => {
                                 let mut t = edge_records::Tables {
@@ -547,14 +553,37 @@ pub(super) fn commit_group(
                     )?;
                     results.push(WriteResult::Event(seq));
                 }
-                Write::Acknowledge { alert, by, ts, .. } => {
+                Write::Acknowledge {
+                    alert,
+                    version,
+                    by,
+                    ts,
+                    ..
+                } => {
                     let (outcome, event) = alerts::acknowledge(
                         &mut alert_rows,
                         Origin::Hub(&mut commands),
-                        alert,
+                        (alert, *version),
                         by,
                         *ts,
                     )?;
+                    if let AckOutcome::Stale { current } = outcome {
+                        audits.push(audit::Entry {
+                            seq: 0,
+                            ts: String::new(),
+                            actor: by.clone(),
+                            action: "ack_stale".into(),
+                            ward: None,
+                            patient: None,
+                            subject: Some(alert.clone()),
+                            detail: Some(format!(
+                                "acknowledged version {}, current {current}; not acknowledged",
+                                version.unwrap_or(0)
+                            )),
+                            prev: String::new(),
+                            hash: String::new(),
+                        });
+                    }
                     if let Some((ward, event)) = event {
                         push(&ward, event, &mut next_seq, (by, &mut audits))?;
                         commands_added = true;

@@ -27,6 +27,7 @@ use super::sessions::{Opened, SessionsError};
 use crate::durable::Tickets;
 use crate::ingest::{self, Ingested};
 use wardlink_shared::mqtt::{self as packet, PacketError, Reply};
+use wardlink_shared::payload::Decoded;
 
 /// Publishes of one session waiting for their acknowledgement, at most; also the Receive
 /// Maximum announced to MQTT 5 devices. The rules' dedupe window (`outbox::DEDUPE_WINDOW`)
@@ -341,7 +342,11 @@ impl<'g> Session<'g> {
                     self.gate.max_age(),
                     self.gate.ingest_metrics(),
                 ) {
-                    Ok((reading, stamped)) => {
+                    Ok(Decoded {
+                        reading,
+                        stamped,
+                        quality,
+                    }) => {
                         let fanout = self
                             .gate
                             .fanout()
@@ -350,6 +355,7 @@ impl<'g> Session<'g> {
                         let ingested = Ingested {
                             reading,
                             stamped,
+                            quality,
                             ticket: reply.map(|_| self.tickets.issue()),
                             fanout,
                         };

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use wardlink_shared::Reading;
 use wardlink_shared::metrics::{Counter, LabeledCounter, Registry};
-use wardlink_shared::payload::{RejectReason, decode_json_stamped};
+use wardlink_shared::payload::{Decoded, RejectReason, decode_json_stamped};
+use wardlink_shared::vitals::Quality;
 
 use crate::clock::now_ms;
 use crate::durable::Ticket;
@@ -60,6 +61,8 @@ pub struct Ingested {
     pub reading: Reading,
     /// The device stamped it (`ts`): a re-send carries the same stamp and is recognised.
     pub stamped: bool,
+    /// The signal quality the device reported.
+    pub quality: Quality,
     /// Fires when the reading is durable (QoS 1 and 2 only).
     pub ticket: Option<Ticket>,
     /// The topic and payload, for local MQTT subscribers (only while there are any).
@@ -73,7 +76,7 @@ pub fn decode(
     payload: &[u8],
     max_age: i64,
     metrics: &IngestMetrics,
-) -> Result<(Reading, bool), RejectReason> {
+) -> Result<Decoded, RejectReason> {
     metrics.received.inc();
     match decode_json_stamped(topic, payload, now_ms(), max_age) {
         Ok(r) => {

@@ -51,7 +51,7 @@ pub(super) fn vitals(id: i64) -> RecordBody {
 
 /// An alarm record identified by `id`.
 pub(super) fn alarm(id: i64) -> RecordBody {
-    RecordBody::Alarm(AlarmEvent {
+    RecordBody::Episode(AlarmEvent {
         id: format!("e-{id}"),
         patient: PatientId::new("bed-1").expect("patient id"),
         kind: "hr_high".into(),
@@ -64,6 +64,10 @@ pub(super) fn alarm(id: i64) -> RecordBody {
         },
         ts: 1_795_694_400_000 + id,
         silenced: false,
+        version: 1,
+        current: Some(181.0),
+        worst: Some(181.0),
+        update: false,
     })
 }
 
@@ -254,6 +258,7 @@ impl Harness {
             match &r.body {
                 RecordBody::Vitals { .. }
                 | RecordBody::Alarm(_)
+                | RecordBody::Episode(_)
                 | RecordBody::Acknowledged { .. }
                 | RecordBody::Silenced { .. }
                 | RecordBody::Access { .. }
@@ -518,7 +523,7 @@ fn disk_budget_evicts_telemetry_but_never_alarms() {
     let telemetry = h.read(Lane::Telemetry, 0, usize::MAX);
     let kept: Vec<u64> = alarm_lane
         .iter()
-        .filter(|r| matches!(r.body, RecordBody::Alarm(_)))
+        .filter(|r| matches!(r.body, RecordBody::Episode(_)))
         .map(|r| r.seq)
         .collect();
     assert_eq!(kept, alarms, "alarms evicted");

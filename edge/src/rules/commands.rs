@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tokio::sync::oneshot;
 use wardlink_shared::PatientId;
-use wardlink_shared::alarm::{AlarmEngine, PatientSettings};
+use wardlink_shared::alarm::{AckResult, AlarmEngine, PatientSettings};
 use wardlink_shared::wire::{EdgeCommand, RecordBody};
 
 use crate::clock::now;
@@ -77,7 +77,7 @@ pub(super) async fn handle(
             }
             tracing::info!(by = %by, "patient settings applied");
             let events = engine.set_patient_settings(patient, settings, at);
-            (events.into_iter().map(RecordBody::Alarm).collect(), true)
+            (events.into_iter().map(RecordBody::Episode).collect(), true)
         }
         EdgeCommand::Silence {
             patient,
@@ -104,18 +104,61 @@ pub(super) async fn handle(
             (record, true)
         }
         EdgeCommand::Acknowledge { alert, by, ts } => {
-            if !engine.acknowledge(&alert, &by, at) {
-                tracing::debug!(alert = %alert, "acknowledged alarm is no longer active here");
-                return (Vec::new(), !from_ward);
-            }
+            acknowledge(engine, view, (alert, None), (by, ts), from_ward)
+        }
+        EdgeCommand::AcknowledgeVersion {
+            alert,
+            version,
+            by,
+            ts,
+        } => acknowledge(engine, view, (alert, Some(version)), (by, ts), from_ward),
+    }
+}
+
+/// An acknowledgement of `alert` as of `version` (`None`: the current one). One of an older
+/// version than the engine's acknowledges nothing: from the hub it is done (the worsening is
+/// on its way up and makes the episode news there too); from the ward view it is refused, and
+/// audited at the hub as what the clinician saw.
+fn acknowledge(
+    engine: &mut AlarmEngine,
+    view: &Feed,
+    (alert, version): (String, Option<u32>),
+    (by, ts): (String, i64),
+    from_ward: bool,
+) -> (Vec<RecordBody>, bool) {
+    let at = now();
+    match engine.acknowledge(&alert, version, &by, at) {
+        AckResult::Acknowledged { version } => {
             view.acknowledged(&alert, &by, if from_ward { ts } else { at.wall });
             if from_ward {
-                tracing::info!(alert = %alert, by = %by, "alarm acknowledged on the ward view");
+                tracing::info!(alert = %alert, by = %by, version, "alarm acknowledged on the ward view");
                 (vec![RecordBody::Acknowledged { alert, by, ts }], true)
             } else {
-                tracing::info!(alert = %alert, by = %by, "alarm acknowledged at the hub");
+                tracing::info!(alert = %alert, by = %by, version, "alarm acknowledged at the hub");
                 (Vec::new(), true)
             }
+        }
+        AckResult::Stale { current } => {
+            let seen = version.unwrap_or(0);
+            tracing::info!(alert = %alert, by = %by, seen, current, "acknowledgement of an older version: the alarm stays unacknowledged");
+            if from_ward {
+                let record = RecordBody::Access {
+                    actor: by,
+                    action: "ack_stale".into(),
+                    patient: None,
+                    detail: format!(
+                        "alarm {alert}: acknowledged version {seen}, current {current}; not acknowledged"
+                    ),
+                    ts,
+                };
+                (vec![record], false)
+            } else {
+                (Vec::new(), true)
+            }
+        }
+        AckResult::Unknown => {
+            tracing::debug!(alert = %alert, "acknowledged alarm is no longer active here");
+            (Vec::new(), !from_ward)
         }
     }
 }

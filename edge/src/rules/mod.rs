@@ -143,7 +143,7 @@ pub async fn run(
             }
             () = sleep_until(due) => {
                 let events: Vec<RecordBody> =
-                    engine.tick(now()).into_iter().map(RecordBody::Alarm).collect();
+                    engine.tick(now()).into_iter().map(RecordBody::Episode).collect();
                 (events, None)
             }
             r = readings.recv() => match r {
@@ -168,11 +168,11 @@ pub async fn run(
         due = engine.next_deadline();
         let alarms = records
             .iter()
-            .filter(|r| matches!(r, RecordBody::Alarm(_)))
+            .filter(|r| matches!(r, RecordBody::Episode(_)))
             .count();
         metrics.alarm_events.add(alarms as u64);
         for r in &records {
-            if let RecordBody::Alarm(a) = r {
+            if let RecordBody::Episode(a) = r {
                 view.alarm(a);
             }
         }
@@ -246,6 +246,7 @@ async fn accept(
     let Ingested {
         mut reading,
         stamped,
+        quality,
         mut ticket,
         fanout: copy,
     } = ingested;
@@ -267,11 +268,7 @@ async fn accept(
         saved,
         view,
     } = step;
-    let observation = if stamped {
-        engine.observe(&reading, now())
-    } else {
-        engine.observe_unstamped(&reading, now())
-    };
+    let observation = engine.observe_with(&reading, &quality, stamped, now());
     view.vitals(&reading, observation.news2);
     for a in &observation.events {
         view.alarm(a);
@@ -279,7 +276,7 @@ async fn accept(
     let mut records: Vec<RecordBody> = observation
         .events
         .into_iter()
-        .map(RecordBody::Alarm)
+        .map(RecordBody::Episode)
         .collect();
     records.push(RecordBody::Vitals {
         reading,

@@ -12,9 +12,10 @@ use wardlink_shared::alarm::{AlarmEngine, EngineSnapshot};
 
 use crate::clock::now;
 
-/// The format of what follows the first byte. Another value (1: before patients said whether
-/// a device was heard from): a format this edge does not know.
-const FORMAT: u8 = 2;
+/// The format of what follows the first byte: 3 since episodes have versions and measures.
+/// 2 (before) is read and converted; another value (1: before patients said whether a device
+/// was heard from) is a format this edge does not know.
+const FORMAT: u8 = 3;
 
 /// Encodes `engine`'s state if it changed since `saved` (its change count when last handed
 /// over), and moves `saved` on.
@@ -61,6 +62,7 @@ pub(super) fn restore(engine: &mut AlarmEngine, bytes: Option<Vec<u8>>) -> u64 {
 fn decode(bytes: &[u8]) -> Result<EngineSnapshot, String> {
     match bytes.split_first() {
         Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((2, rest)) => EngineSnapshot::decode_format_2(rest).map_err(|e| e.to_string()),
         Some((other, _)) => Err(format!("unknown format {other}")),
         None => Err("empty".into()),
     }

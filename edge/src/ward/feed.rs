@@ -162,6 +162,10 @@ impl Feed {
             values: Vitals::default(),
             ts,
             silenced: false,
+            version: alarm.version,
+            current: None,
+            worst: None,
+            update: false,
         };
         self.alarm(&event);
         if let Some(by) = &alarm.acknowledged_by {
@@ -227,7 +231,12 @@ impl Feed {
             .collect()
     }
 
-    /// Whether episode `alert` is open here.
+    /// The version of episode `alert` as last shown here, if it is open.
+    pub fn version(&self, alert: &str) -> Option<u32> {
+        self.lock().open.get(alert).map(|(last, _, _)| last.version)
+    }
+
+    /// Whether episode `alert` is open.
     pub fn is_open(&self, alert: &str) -> bool {
         self.lock().open.contains_key(alert)
     }
@@ -340,6 +349,10 @@ mod tests {
             values: Vitals::default(),
             ts,
             silenced: false,
+            version: 1,
+            current: None,
+            worst: None,
+            update: false,
         }
     }
 

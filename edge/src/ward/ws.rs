@@ -255,15 +255,26 @@ fn until_expiry(exp: u64) -> Duration {
 async fn client_message(s: &WardState, claims: &Claims, text: &str) -> Option<String> {
     let refuse = |code: &str, message: &str| Some(error_json(code, message));
     let now = crate::clock::now_ms();
+    // An acknowledgement naming a version: (episode, version seen).
+    let mut stale = None;
     let command = match serde_json::from_str::<ClientMessage>(text) {
-        Ok(ClientMessage::Ack { alert }) => {
+        Ok(ClientMessage::Ack { alert, version }) => {
             if !s.feed.is_open(&alert) {
                 return refuse("unknown_alert", "no such alert");
             }
-            EdgeCommand::Acknowledge {
-                alert,
-                by: claims.sub.clone(),
-                ts: now,
+            stale = version.map(|v| (alert.clone(), v));
+            match version {
+                Some(version) => EdgeCommand::AcknowledgeVersion {
+                    alert,
+                    version,
+                    by: claims.sub.clone(),
+                    ts: now,
+                },
+                None => EdgeCommand::Acknowledge {
+                    alert,
+                    by: claims.sub.clone(),
+                    ts: now,
+                },
             }
         }
         Ok(ClientMessage::Silence {
@@ -302,6 +313,18 @@ async fn client_message(s: &WardState, claims: &Claims, text: &str) -> Option<St
     }
     match done.await {
         Ok(true) => None,
+        // The alarm worsened since the version the clinician saw: still news.
+        Ok(false)
+            if stale
+                .as_ref()
+                .is_some_and(|(alert, seen)| s.feed.version(alert).is_some_and(|v| v > *seen)) =>
+        {
+            s.metrics.refused.with("stale_version").inc();
+            refuse(
+                "stale_version",
+                "the alarm has worsened since; it stays unacknowledged until its current version is acknowledged",
+            )
+        }
         // Resolved between the check and the rules task.
         Ok(false) => refuse("resolved", "the alarm is already over"),
         Err(_) => refuse("internal", "the edge is stopping"),

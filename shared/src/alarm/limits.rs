@@ -201,6 +201,7 @@ impl AlarmLimits {
                 limit,
             },
             clear_message: Text::LimitClear { sign, value },
+            measure: Some(value),
         })
     }
 }

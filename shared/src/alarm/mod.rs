@@ -10,8 +10,10 @@
 //! are artefacts that resolve by themselves); extreme values bypass the delay; clearing needs
 //! the value back past a hysteresis band, so a value hovering at the limit does not chatter.
 
+mod episode;
 mod latest;
 mod limits;
+mod quality;
 mod settings;
 mod snapshot;
 mod text;
@@ -24,8 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use limits::Side;
 pub use limits::{AlarmLimits, VitalLimits};
+pub use quality::QualitySettings;
 pub use settings::{
     EpisodeSettings, News2Settings, PatientSettings, RuleSettings, SignalSettings, SilenceSettings,
+    WorsenSteps,
 };
 pub use snapshot::EngineSnapshot;
 use text::Text;
@@ -34,7 +38,9 @@ pub use trend::{TrendRule, TrendSettings};
 use crate::ids::PatientId;
 use crate::news2::{self, News2, Risk};
 use crate::time::{Millis, Now};
-use crate::vitals::{Reading, VitalSign, Vitals};
+use crate::vitals::{Quality, Reading, VitalSign, Vitals};
+use episode::Open;
+use quality::Poor;
 
 /// Alarm priority, as in IEC 60601-1-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -83,6 +89,17 @@ pub struct AlarmEvent {
     pub ts: Millis,
     /// A clinician silenced this patient's alarms: shown, but not notified.
     pub silenced: bool,
+    /// Grows with every worsening of the episode, from 1 at its raise; an acknowledgement
+    /// names the version the clinician saw. 0: from an edge that does not number them
+    /// (protocol 2 or older).
+    pub version: u32,
+    /// The condition's measure as of this event (the vital sign's value, the NEWS2 total),
+    /// for conditions that have one.
+    pub current: Option<f32>,
+    /// The worst measure of the episode so far.
+    pub worst: Option<f32>,
+    /// Only the values changed (no raise, worsening or reminder): shown, never notified.
+    pub update: bool,
 }
 
 /// A silence of one patient's alarms, decided at the hub.
@@ -105,6 +122,8 @@ pub(crate) struct Evaluation {
     delay_ms: Millis,
     raise_message: Text,
     clear_message: Text,
+    /// What the condition measures in this reading (see [`AlarmEvent::current`]).
+    measure: Option<f32>,
 }
 
 /// The conditions one patient can be in.
@@ -114,27 +133,29 @@ enum ConditionKey {
     News2,
     SignalLost,
     Trend(VitalSign),
+    /// Poor signal quality (appended: snapshots number the variants).
+    SignalPoor,
+}
+
+impl ConditionKey {
+    /// A technical condition (about the device, not the patient).
+    fn technical(self) -> bool {
+        matches!(self, ConditionKey::SignalLost | ConditionKey::SignalPoor)
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Condition {
-    /// Violating since `since`; not yet raised.
+    /// Violating since `since`; not yet raised. `paused` since when the sign's signal has
+    /// been poor: the wait stands still until good readings return.
     Pending {
         since: Instant,
         eval: Evaluation,
         values: Vitals,
+        paused: Option<Instant>,
     },
-    /// Raised as episode `id`; `acknowledged` by whom, once someone has.
-    Active {
-        id: String,
-        kind: String,
-        priority: Priority,
-        /// Who acknowledged it, and when.
-        acknowledged: Option<(String, Instant)>,
-        /// Whether its last notification went out silenced: when the silence no longer
-        /// covers it, it is announced again.
-        silenced: bool,
-    },
+    /// Raised as an episode.
+    Active(Open),
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +220,32 @@ pub struct ActiveAlarm {
     pub priority: Priority,
     /// Who acknowledged it, if anyone has.
     pub acknowledged_by: Option<String>,
+    /// Its version (see [`AlarmEvent::version`]).
+    pub version: u32,
+}
+
+/// What an acknowledgement did at the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckResult {
+    /// Acknowledged, as of this version.
+    Acknowledged {
+        /// The episode's version.
+        version: u32,
+    },
+    /// The clinician saw an older version: nothing acknowledged.
+    Stale {
+        /// The episode's version now.
+        current: u32,
+    },
+    /// No open episode has that id (it resolved meanwhile, or the edge restarted).
+    Unknown,
+}
+
+impl AckResult {
+    /// Whether the episode is acknowledged now.
+    pub fn acknowledged(self) -> bool {
+        matches!(self, AckResult::Acknowledged { .. })
+    }
 }
 
 /// The result of one reading.
@@ -272,25 +319,14 @@ impl AlarmEngine {
         state.in_band.clear();
         let mut events = Vec::new();
         for key in limit_keys {
-            if let Some(Condition::Active {
-                id,
-                kind,
-                priority,
-                silenced,
-                ..
-            }) = state.conditions.remove(&key)
-            {
-                events.push(AlarmEvent {
-                    id,
-                    patient: patient.clone(),
-                    kind,
-                    priority,
-                    state: AlertState::Resolved,
-                    message: "alarm limits changed; judged anew from the next reading".into(),
-                    values: Vitals::default(),
-                    ts: now.wall,
-                    silenced,
-                });
+            if let Some(Condition::Active(open)) = state.conditions.remove(&key) {
+                events.push(open.event(
+                    &patient,
+                    AlertState::Resolved,
+                    "alarm limits changed; judged anew from the next reading".into(),
+                    Vitals::default(),
+                    now,
+                ));
             }
         }
         events
@@ -310,19 +346,37 @@ impl AlarmEngine {
 
     /// Feeds one reading its device stamped, received at `now`.
     pub fn observe(&mut self, reading: &Reading, now: Now) -> Observation {
-        self.observe_from(reading, now, Clock::Device)
+        self.observe_with(reading, &Quality::default(), true, now)
     }
 
     /// [`AlarmEngine::observe`] for a reading the edge stamped itself on arrival (the device
     /// sent no time): it is the newest, whatever the wall clock did since the last one.
     pub fn observe_unstamped(&mut self, reading: &Reading, now: Now) -> Observation {
-        self.observe_from(reading, now, Clock::Arrival)
+        self.observe_with(reading, &Quality::default(), false, now)
     }
 
-    fn observe_from(&mut self, reading: &Reading, now: Now, clock: Clock) -> Observation {
+    /// Feeds one reading with what its device said of the signal's quality; `stamped`: the
+    /// device stamped it (see [`AlarmEngine::observe_unstamped`] otherwise). Values of poor
+    /// quality neither start, feed nor resolve an alarm (a wait for an alarm delay stands
+    /// still while they last) and do not count towards NEWS2 freshness; persistent poor
+    /// quality raises `signal_poor`.
+    pub fn observe_with(
+        &mut self,
+        reading: &Reading,
+        quality: &Quality,
+        stamped: bool,
+        now: Now,
+    ) -> Observation {
+        let clock = if stamped {
+            Clock::Device
+        } else {
+            Clock::Arrival
+        };
         let on_scale = self.on_scale(now);
         let mut events = Vec::new();
         let settings = self.settings_for(&reading.patient);
+        let poor = Poor::judge(&reading.vitals, quality, &settings.quality);
+        let good = poor.good(&reading.vitals);
         let state = self.patients.entry(reading.patient.clone()).or_default();
         let measured = state.measured(reading.ts, on_scale, clock);
         if let Some(prev) = state.last_seen {
@@ -332,7 +386,7 @@ impl AlarmEngine {
             state.interval_ms = Some(state.interval_ms.map_or(gap, |i| 0.8 * i + 0.2 * gap));
         }
         state.last_seen = Some(now.mono);
-        state.latest.update(&reading.vitals, measured);
+        state.latest.update(&good, measured);
         // Scored as of the reading's own measurement time, so a reading delivered late (a
         // device catching up after an outage) is scored with what was known then.
         let news2 = state
@@ -340,9 +394,18 @@ impl AlarmEngine {
             .observations(measured, Millis::from(settings.news2.freshness_s) * 1000)
             .map(|o| news2::score(&o, settings.news2.scale));
 
-        let mut evaluations = vec![(ConditionKey::SignalLost, signal_back())];
+        let mut evaluations = vec![
+            (ConditionKey::SignalLost, signal_back()),
+            (
+                ConditionKey::SignalPoor,
+                signal_poor(poor, &settings.quality),
+            ),
+        ];
         for sign in VitalSign::ALL {
-            if let Some(value) = reading.vitals.value(sign) {
+            if reading.vitals.value(sign).is_some() && pause(state, sign, poor.has(sign), now) {
+                self.changes += 1;
+            }
+            if let Some(value) = good.value(sign) {
                 for side in [Side::Low, Side::High] {
                     let through = state.in_band.get(&(sign, side)).copied().unwrap_or(false);
                     if let Some(e) = settings.limits.evaluate(sign, side, value, through) {
@@ -357,7 +420,7 @@ impl AlarmEngine {
         }
         let keep = settings.trends.longest_ms();
         for (sign, rule) in settings.trends.rules() {
-            if let Some(value) = reading.vitals.value(sign) {
+            if let Some(value) = good.value(sign) {
                 let series = state.series.entry(sign).or_default();
                 series.push(measured, value, keep);
                 if let Some(e) = trend::evaluate(sign, &rule, series) {
@@ -365,7 +428,9 @@ impl AlarmEngine {
                 }
             }
         }
-        if let Some(score) = &news2 {
+        // A reading with nothing of good quality brings NEWS2 nothing new to judge.
+        let fed = !Vitals { o2: None, ..good }.is_empty();
+        if let Some(score) = news2.as_ref().filter(|_| fed) {
             evaluations.push((
                 ConditionKey::News2,
                 news2_evaluation(score, &settings.news2),
@@ -403,23 +468,24 @@ impl AlarmEngine {
                         since,
                         eval,
                         values,
+                        paused: None,
                     } if now.since(*since) >= eval.delay_ms => {
                         due.push((patient.clone(), *key, eval.clone(), *values));
                     }
-                    Condition::Active {
+                    Condition::Active(Open {
                         acknowledged: Some((_, at)),
                         ..
-                    } if repeat > 0 && now.since(*at) >= repeat => {
+                    }) if repeat > 0 && now.since(*at) >= repeat => {
                         reminders.push((patient.clone(), *key));
                     }
-                    Condition::Active {
+                    Condition::Active(Open {
                         silenced: true,
                         priority,
                         ..
-                    } if !silenced_now(
+                    }) if !silenced_now(
                         state.silence.as_ref(),
                         *priority,
-                        *key == ConditionKey::SignalLost,
+                        key.technical(),
                         now.mono,
                         max_high,
                     ) =>
@@ -494,15 +560,22 @@ impl AlarmEngine {
         };
         for (key, cond) in &state.conditions {
             match cond {
-                Condition::Pending { since, eval, .. } => {
+                Condition::Pending {
+                    since,
+                    eval,
+                    paused: None,
+                    ..
+                } => {
                     consider(*since + millis(eval.delay_ms));
                 }
-                Condition::Active {
+                // A wait paused by poor signal goes on with the next good reading.
+                Condition::Pending { .. } => {}
+                Condition::Active(Open {
                     acknowledged,
                     silenced,
                     priority,
                     ..
-                } => {
+                }) => {
                     if let Some((_, at)) = acknowledged
                         && repeat > 0
                     {
@@ -512,7 +585,7 @@ impl AlarmEngine {
                         // The silence stops covering it at its end, or (high priority,
                         // physiological) after its first `max_high`.
                         let mut end = s.until;
-                        if *priority == Priority::High && *key != ConditionKey::SignalLost {
+                        if *priority == Priority::High && !key.technical() {
                             end = end.min(s.from + millis(max_high));
                         }
                         consider(end);
@@ -533,32 +606,24 @@ impl AlarmEngine {
         let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
         let state = self.patients.get_mut(patient)?;
         let silence = state.silence.clone();
-        let Condition::Active {
-            id,
-            kind,
-            priority,
-            acknowledged,
-            silenced,
-        } = state.conditions.get_mut(&key)?
-        else {
+        let Condition::Active(open) = state.conditions.get_mut(&key)? else {
             return None;
         };
-        let (_, at) = acknowledged.take()?;
+        let (_, at) = open.acknowledged.take()?;
         self.changes += 1;
-        *silenced = silenced_now(
+        open.silenced = silenced_now(
             silence.as_ref(),
-            *priority,
-            key == ConditionKey::SignalLost,
+            open.priority,
+            key.technical(),
             now.mono,
             max_high,
         );
         let message = format!(
-            "still present {} min after acknowledgement",
+            "{}; still present {} min after acknowledgement",
+            open.message(key),
             now.since(at) / 60_000
         );
-        Some(still_present(
-            patient, id, kind, *priority, message, now, *silenced,
-        ))
+        Some(open.event(patient, AlertState::Raised, message, Vitals::default(), now))
     }
 
     /// An active episode whose silence no longer covers it: announce it again, unsilenced.
@@ -568,41 +633,45 @@ impl AlarmEngine {
         key: ConditionKey,
         now: Now,
     ) -> Option<AlarmEvent> {
-        let Condition::Active {
-            id,
-            kind,
-            priority,
-            silenced,
-            ..
-        } = self.patients.get_mut(patient)?.conditions.get_mut(&key)?
+        let Condition::Active(open) = self.patients.get_mut(patient)?.conditions.get_mut(&key)?
         else {
             return None;
         };
-        *silenced = false;
+        open.silenced = false;
         self.changes += 1;
-        let message = "still present; no longer silenced".to_owned();
-        Some(still_present(
-            patient, id, kind, *priority, message, now, false,
-        ))
+        let message = format!("{}; still present, no longer silenced", open.message(key));
+        Some(open.event(patient, AlertState::Raised, message, Vitals::default(), now))
     }
 
-    /// Records a clinician's acknowledgement of episode `alert`. Returns false when no active
-    /// episode has that id (it resolved meanwhile, or the edge restarted).
-    pub fn acknowledge(&mut self, alert: &str, by: &str, now: Now) -> bool {
+    /// Records a clinician's acknowledgement of episode `alert` as of `version`, the version
+    /// they saw (`None`: whatever is current, for clients that do not say). An older version
+    /// than the current one acknowledges nothing: the episode worsened since, and stays news.
+    pub fn acknowledge(
+        &mut self,
+        alert: &str,
+        version: Option<u32>,
+        by: &str,
+        now: Now,
+    ) -> AckResult {
         for state in self.patients.values_mut() {
             for cond in state.conditions.values_mut() {
-                if let Condition::Active {
-                    id, acknowledged, ..
-                } = cond
-                    && id == alert
+                if let Condition::Active(open) = cond
+                    && open.id == alert
                 {
-                    *acknowledged = Some((by.to_owned(), now.mono));
+                    if version.is_some_and(|v| v < open.version) {
+                        return AckResult::Stale {
+                            current: open.version,
+                        };
+                    }
+                    open.acknowledged = Some((by.to_owned(), now.mono));
                     self.changes += 1;
-                    return true;
+                    return AckResult::Acknowledged {
+                        version: open.version,
+                    };
                 }
             }
         }
-        false
+        AckResult::Unknown
     }
 
     /// Silences `patient`'s alarms from `from` until `until` (wall clock, ms since the epoch,
@@ -644,18 +713,13 @@ impl AlarmEngine {
                     .conditions
                     .values()
                     .filter_map(move |cond| match cond {
-                        Condition::Active {
-                            id,
-                            kind,
-                            priority,
-                            acknowledged,
-                            ..
-                        } => Some(ActiveAlarm {
-                            id: id.clone(),
+                        Condition::Active(open) => Some(ActiveAlarm {
+                            id: open.id.clone(),
                             patient: patient.clone(),
-                            kind: kind.clone(),
-                            priority: *priority,
-                            acknowledged_by: acknowledged.as_ref().map(|(by, _)| by.clone()),
+                            kind: open.kind.clone(),
+                            priority: open.priority,
+                            acknowledged_by: open.acknowledged.as_ref().map(|(by, _)| by.clone()),
+                            version: open.version,
                         }),
                         Condition::Pending { .. } => None,
                     })
@@ -676,119 +740,65 @@ impl AlarmEngine {
     ) -> Option<AlarmEvent> {
         let max_high = Millis::from(self.settings.silence.max_high_s) * 1000;
         let state = self.patients.entry(patient.clone()).or_default();
-        let current = state.conditions.get(&key).cloned();
         let silence = state.silence.clone();
-        let technical = key == ConditionKey::SignalLost;
+        let technical = key.technical();
         let quiet =
             |priority| silenced_now(silence.as_ref(), priority, technical, now.mono, max_high);
-        let event = |id: String, priority, state, message: String| AlarmEvent {
-            id,
-            patient: patient.clone(),
-            kind: eval.kind.to_owned(),
-            priority,
-            state,
-            message,
-            values,
-            ts: now.wall,
-            silenced: quiet(priority),
+        let pending = match state.conditions.get(&key) {
+            Some(Condition::Active(_)) if eval.cleared => {
+                self.changes += 1;
+                let Some(Condition::Active(mut open)) = state.conditions.remove(&key) else {
+                    return None;
+                };
+                if let (Some(m), Some(t)) = (eval.measure, open.track.as_mut()) {
+                    t.current = m;
+                }
+                return Some(open.event(
+                    patient,
+                    AlertState::Resolved,
+                    eval.clear_message.render(),
+                    values,
+                    now,
+                ));
+            }
+            Some(Condition::Active(_)) => {
+                return self.follow((patient, key), &eval, values, now, quiet);
+            }
+            Some(Condition::Pending { since, .. }) => Some(*since),
+            None => None,
         };
-        // (Re)raises the episode `id` at the evaluation's priority.
-        let raise = |state: &mut PatientState, id: String| {
+        if !eval.violating {
+            let ended = state.conditions.remove(&key).is_some();
+            if state.carried.remove(&key).is_some() || ended {
+                self.changes += 1;
+            }
+            return None;
+        }
+        let since = pending.unwrap_or_else(|| {
+            // A wait starts (or a carried one is taken up): worth keeping.
+            self.changes += 1;
+            state.carried.remove(&key).unwrap_or(now.mono)
+        });
+        if eval.bypass_delay || now.since(since) >= eval.delay_ms {
+            self.changes += 1;
+            self.next_id += 1;
+            let id = format!("{}-{:x}-{}", self.id_prefix, now.wall, self.next_id);
+            let open = Open::raise(id, &eval, quiet(eval.priority), now);
+            let event = open.event(patient, AlertState::Raised, open.message(key), values, now);
+            state.conditions.insert(key, Condition::Active(open));
+            Some(event)
+        } else {
             state.conditions.insert(
                 key,
-                Condition::Active {
-                    id: id.clone(),
-                    priority: eval.priority,
-                    acknowledged: None,
-                    kind: eval.kind.to_owned(),
-                    silenced: quiet(eval.priority),
+                Condition::Pending {
+                    since,
+                    eval,
+                    values,
+                    paused: None,
                 },
             );
-            event(
-                id,
-                eval.priority,
-                AlertState::Raised,
-                eval.raise_message.render(),
-            )
-        };
-        match current {
-            None | Some(Condition::Pending { .. }) if !eval.violating => {
-                let ended = state.conditions.remove(&key).is_some();
-                if state.carried.remove(&key).is_some() || ended {
-                    self.changes += 1;
-                }
-                None
-            }
-            None | Some(Condition::Pending { .. }) => {
-                let since = match current {
-                    Some(Condition::Pending { since, .. }) => since,
-                    _ => state.carried.remove(&key).unwrap_or(now.mono),
-                };
-                if current.is_none() {
-                    // A wait starts (or a carried one is taken up): worth keeping.
-                    self.changes += 1;
-                }
-                if eval.bypass_delay || now.since(since) >= eval.delay_ms {
-                    self.changes += 1;
-                    self.next_id += 1;
-                    let id = format!("{}-{:x}-{}", self.id_prefix, now.wall, self.next_id);
-                    Some(raise(state, id))
-                } else {
-                    state.conditions.insert(
-                        key,
-                        Condition::Pending {
-                            since,
-                            eval: eval.clone(),
-                            values,
-                        },
-                    );
-                    None
-                }
-            }
-            Some(Condition::Active { id, priority, .. }) => {
-                if eval.cleared {
-                    self.changes += 1;
-                    state.conditions.remove(&key);
-                    Some(event(
-                        id,
-                        priority,
-                        AlertState::Resolved,
-                        eval.clear_message.render(),
-                    ))
-                } else if eval.violating && eval.priority > priority {
-                    // Worsening: the same episode at a higher priority, notified again; an
-                    // earlier acknowledgement no longer covers it.
-                    self.changes += 1;
-                    Some(raise(state, id))
-                } else {
-                    None
-                }
-            }
+            None
         }
-    }
-}
-
-/// A fresh notification of an episode that is still active (a reminder, or the end of a
-/// silence): same id and priority, state `raised`.
-fn still_present(
-    patient: &PatientId,
-    id: &str,
-    kind: &str,
-    priority: Priority,
-    message: String,
-    now: Now,
-    silenced: bool,
-) -> AlarmEvent {
-    AlarmEvent {
-        id: id.to_owned(),
-        patient: patient.clone(),
-        kind: kind.to_owned(),
-        priority,
-        state: AlertState::Raised,
-        message,
-        values: Vitals::default(),
-        ts: now.wall,
-        silenced,
     }
 }
 
@@ -808,6 +818,28 @@ fn silenced_now(
                 || technical
                 || now.saturating_duration_since(s.from) < millis(max_high))
     })
+}
+
+/// Pauses (`poor`) or resumes the waits of `sign`'s limit conditions; true if one changed.
+/// A resumed wait goes on from where it stood: the poor stretch does not count.
+fn pause(state: &mut PatientState, sign: VitalSign, poor: bool, now: Now) -> bool {
+    let mut changed = false;
+    for side in [Side::Low, Side::High] {
+        if let Some(Condition::Pending { since, paused, .. }) =
+            state.conditions.get_mut(&ConditionKey::Limit(sign, side))
+        {
+            match (poor, *paused) {
+                (true, None) => *paused = Some(now.mono),
+                (false, Some(at)) => {
+                    *since += now.mono.saturating_duration_since(at);
+                    *paused = None;
+                }
+                _ => continue,
+            }
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// A non-negative number of milliseconds as a duration.
@@ -837,6 +869,7 @@ fn news2_evaluation(score: &News2, settings: &News2Settings) -> Evaluation {
             single: risk == Risk::LowMedium,
         },
         clear_message: Text::News2Clear(score.total),
+        measure: Some(f32::from(score.total)),
     }
 }
 
@@ -861,6 +894,7 @@ fn signal_lost(settings: &SignalSettings, silent_ms: Millis) -> Evaluation {
         delay_ms: 0,
         raise_message: Text::Owned(format!("No data for {} s", silent_ms / 1000)),
         clear_message: Text::Fixed(""),
+        measure: None,
     }
 }
 
@@ -876,9 +910,34 @@ fn signal_back() -> Evaluation {
         delay_ms: 0,
         raise_message: Text::Fixed(""),
         clear_message: Text::Fixed("Data received again"),
+        measure: None,
     }
 }
 
+/// The reading's signal quality: poor values for `poor_after_s` raise `signal_poor`; a
+/// reading of good quality clears it.
+fn signal_poor(poor: Poor, settings: &QualitySettings) -> Evaluation {
+    let any = poor.any();
+    Evaluation {
+        kind: "signal_poor",
+        violating: any,
+        extreme: false,
+        bypass_delay: false,
+        cleared: !any,
+        priority: Priority::Low,
+        delay_ms: Millis::from(settings.poor_after_s) * 1000,
+        raise_message: if any {
+            Text::Owned(format!("Poor signal quality: {}", poor.labels()))
+        } else {
+            Text::Fixed("")
+        },
+        clear_message: Text::Fixed("Signal quality good again"),
+        measure: None,
+    }
+}
+
+#[cfg(test)]
+mod precision_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

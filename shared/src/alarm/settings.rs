@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Priority;
 use super::limits::{AlarmLimits, VitalLimits};
+use super::quality::QualitySettings;
 use super::trend::TrendSettings;
 use crate::news2::Spo2Scale;
 use crate::vitals::VitalSign;
@@ -18,13 +19,89 @@ pub struct EpisodeSettings {
     /// An acknowledged alarm that is still present notifies again after this long (seconds;
     /// 0 never).
     pub repeat_acknowledged_s: u32,
+    /// How much further an open episode's measure must go, past what was last announced,
+    /// to count as a worsening (a new version, notified again, an earlier acknowledgement
+    /// void); a rise in priority always does.
+    pub worsen_by: WorsenSteps,
 }
 
 impl Default for EpisodeSettings {
     fn default() -> Self {
         Self {
             repeat_acknowledged_s: 1800,
+            worsen_by: WorsenSteps::default(),
         }
+    }
+}
+
+/// The worsening steps of `[episodes.worsen_by]`: for a limit alarm, how far the value must
+/// move further beyond the limit; for `news2`, how many points the score must rise.
+///
+/// Defaults are about one NEWS2 band of each parameter (Royal College of Physicians, NEWS2,
+/// 2017, chart 1: heart rate bands 10–20 /min wide, respiration 3–4 /min, SpO2 2 points,
+/// systolic pressure 10 mmHg, temperature 1 °C): a change that moves the patient's score,
+/// not the noise of one device. Two NEWS2 points (e.g. 8 → 10) take the score to a worse
+/// state than one parameter wobbling across a band edge does.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorsenSteps {
+    /// Heart rate, /min.
+    pub hr: f32,
+    /// SpO2, %.
+    pub spo2: f32,
+    /// Respiration rate, /min.
+    pub rr: f32,
+    /// Temperature, °C.
+    pub temp: f32,
+    /// Systolic pressure, mmHg.
+    pub sbp: f32,
+    /// Diastolic pressure, mmHg.
+    pub dbp: f32,
+    /// NEWS2 points.
+    pub news2: u8,
+}
+
+impl Default for WorsenSteps {
+    fn default() -> Self {
+        Self {
+            hr: 10.0,
+            spo2: 3.0,
+            rr: 4.0,
+            temp: 0.5,
+            sbp: 10.0,
+            dbp: 10.0,
+            news2: 2,
+        }
+    }
+}
+
+impl WorsenSteps {
+    /// The step of one vital sign.
+    pub fn of(&self, sign: VitalSign) -> f32 {
+        match sign {
+            VitalSign::Hr => self.hr,
+            VitalSign::Spo2 => self.spo2,
+            VitalSign::Rr => self.rr,
+            VitalSign::Temp => self.temp,
+            VitalSign::Sbp => self.sbp,
+            VitalSign::Dbp => self.dbp,
+        }
+    }
+
+    fn validate(&self) -> Result<(), (String, &'static str)> {
+        for sign in VitalSign::ALL {
+            let step = self.of(sign);
+            if !(step.is_finite() && step > 0.0) {
+                return Err((
+                    format!("episodes.worsen_by.{}", sign.name()),
+                    "must be above 0",
+                ));
+            }
+        }
+        if self.news2 == 0 {
+            return Err(("episodes.worsen_by.news2".into(), "must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -130,6 +207,8 @@ pub struct RuleSettings {
     pub silence: SilenceSettings,
     /// Episodes.
     pub episodes: EpisodeSettings,
+    /// Signal quality thresholds.
+    pub quality: QualitySettings,
 }
 
 impl RuleSettings {
@@ -144,6 +223,8 @@ impl RuleSettings {
                 "technical alarms are low or medium",
             ));
         }
+        self.quality.validate()?;
+        self.episodes.worsen_by.validate()?;
         if !(self.signal.lost_after_intervals >= 1.0
             && self.signal.lost_after_intervals.is_finite())
         {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::episode::{Open, Track};
 use super::{AlarmEngine, Condition, ConditionKey, Priority, Silence, millis};
 use crate::ids::PatientId;
 use crate::time::{Millis, Now};
@@ -48,6 +49,13 @@ struct EpisodeSnapshot {
     /// Who acknowledged it, and how long before the snapshot (ms).
     acknowledged: Option<(String, Millis)>,
     silenced: bool,
+    /// Its version (see `AlarmEvent::version`).
+    version: u32,
+    /// Its current text, as last announced.
+    text: String,
+    /// Its measure: as announced, and the worst (the current one comes with the next
+    /// reading).
+    track: Option<(f32, f32)>,
 }
 
 impl EngineSnapshot {
@@ -73,22 +81,25 @@ impl AlarmEngine {
                 let mut pending = Vec::new();
                 for (key, cond) in &state.conditions {
                     match cond {
-                        Condition::Pending { since, .. } => pending.push((*key, now.since(*since))),
-                        Condition::Active {
-                            id,
-                            kind,
-                            priority,
-                            acknowledged,
-                            silenced,
-                        } => episodes.push(EpisodeSnapshot {
+                        Condition::Pending { since, paused, .. } => {
+                            // A paused wait keeps the age it had when the signal went poor.
+                            let at = paused.map_or(now.mono, |p| p);
+                            let age = at.saturating_duration_since(*since).as_millis();
+                            pending.push((*key, Millis::try_from(age).unwrap_or(Millis::MAX)));
+                        }
+                        Condition::Active(open) => episodes.push(EpisodeSnapshot {
                             key: *key,
-                            id: id.clone(),
-                            kind: kind.clone(),
-                            priority: *priority,
-                            acknowledged: acknowledged
+                            id: open.id.clone(),
+                            kind: open.kind.clone(),
+                            priority: open.priority,
+                            acknowledged: open
+                                .acknowledged
                                 .as_ref()
                                 .map(|(by, at)| (by.clone(), now.since(*at))),
-                            silenced: *silenced,
+                            silenced: open.silenced,
+                            version: open.version,
+                            text: open.text.clone(),
+                            track: open.track.map(|t| (t.announced, t.worst)),
                         }),
                     }
                 }
@@ -139,13 +150,22 @@ impl AlarmEngine {
             for e in p.episodes {
                 state.conditions.insert(
                     e.key,
-                    Condition::Active {
+                    Condition::Active(Open {
                         id: e.id,
                         kind: e.kind,
                         priority: e.priority,
                         acknowledged: e.acknowledged.map(|(by, age)| (by, back(age))),
                         silenced: e.silenced,
-                    },
+                        version: e.version,
+                        text: e.text,
+                        track: e.track.map(|(announced, worst)| Track {
+                            announced,
+                            worst,
+                            current: worst,
+                            shown: worst,
+                            shown_at: now.mono,
+                        }),
+                    }),
                 );
             }
             state.carried = p
@@ -178,4 +198,81 @@ fn before(at: Instant, d: Duration) -> Instant {
 
 fn remaining(now: Instant, until: Instant) -> Millis {
     Millis::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// Snapshots of the previous format (2: edges before episodes had versions), read once after
+/// an upgrade: every open episode is taken up at version 1 with a neutral text.
+mod format2 {
+    use serde::Deserialize;
+
+    use super::{ConditionKey, EngineSnapshot, EpisodeSnapshot, PatientSnapshot, Priority};
+    use crate::ids::PatientId;
+    use crate::time::Millis;
+
+    #[derive(Deserialize)]
+    struct Engine {
+        taken: Millis,
+        next_id: u64,
+        patients: Vec<Patient>,
+    }
+
+    #[derive(Deserialize)]
+    struct Patient {
+        patient: PatientId,
+        episodes: Vec<Episode>,
+        pending: Vec<(ConditionKey, Millis)>,
+        silence: Option<(Millis, Millis)>,
+        heard: bool,
+    }
+
+    #[derive(Deserialize)]
+    struct Episode {
+        key: ConditionKey,
+        id: String,
+        kind: String,
+        priority: Priority,
+        acknowledged: Option<(String, Millis)>,
+        silenced: bool,
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<EngineSnapshot, postcard::Error> {
+        let old: Engine = postcard::from_bytes(bytes)?;
+        Ok(EngineSnapshot {
+            taken: old.taken,
+            next_id: old.next_id,
+            patients: old
+                .patients
+                .into_iter()
+                .map(|p| PatientSnapshot {
+                    patient: p.patient,
+                    episodes: p
+                        .episodes
+                        .into_iter()
+                        .map(|e| EpisodeSnapshot {
+                            key: e.key,
+                            id: e.id,
+                            kind: e.kind,
+                            priority: e.priority,
+                            acknowledged: e.acknowledged,
+                            silenced: e.silenced,
+                            version: 1,
+                            text: "open before the edge was upgraded".into(),
+                            track: None,
+                        })
+                        .collect(),
+                    pending: p.pending,
+                    silence: p.silence,
+                    heard: p.heard,
+                })
+                .collect(),
+        })
+    }
+}
+
+impl EngineSnapshot {
+    /// Reads a snapshot of the previous format (2), written by an edge before episodes had
+    /// versions.
+    pub fn decode_format_2(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        format2::decode(bytes)
+    }
 }

@@ -100,7 +100,16 @@ fn hysteresis_keeps_an_oscillating_trace_to_one_episode() {
         values.push(if i % 2 == 0 { 127.0 } else { 133.0 });
     }
     let events = trace(&mut e, 0, &values);
-    assert_eq!(events.len(), 1, "one episode, not dozens: {events:?}");
+    let (updates, raised): (Vec<_>, Vec<_>) = events.iter().partition(|e| e.update);
+    assert_eq!(raised.len(), 1, "one episode, not dozens: {raised:?}");
+    // What the list shows follows the value, at most every 5 s, never as news.
+    assert!(
+        updates
+            .iter()
+            .all(|u| u.id == raised[0].id && u.version == 1),
+        "{updates:?}"
+    );
+    assert!(updates.len() <= 120 / 5 + 1, "{}", updates.len());
     // Past the hysteresis it resolves, with the same id.
     let resolved = trace(&mut e, 200_000, &[120.0]);
     assert_eq!(resolved.len(), 1);
@@ -286,8 +295,11 @@ fn acknowledgement_is_kept_until_the_alarm_worsens() {
     let mut e = engine();
     let raised = trace(&mut e, 0, &[150.0; 11]);
     let id = raised[0].id.clone();
-    assert!(e.acknowledge(&id, "ann", at(12_000)));
-    assert!(!e.acknowledge("no-such-episode", "ann", at(12_000)));
+    assert!(e.acknowledge(&id, None, "ann", at(12_000)).acknowledged());
+    assert!(
+        !e.acknowledge("no-such-episode", None, "ann", at(12_000))
+            .acknowledged()
+    );
     assert_eq!(e.active()[0].acknowledged_by.as_deref(), Some("ann"));
     assert_eq!(e.active()[0].kind, "hr_high");
     // Still true: no new event.
@@ -415,7 +427,10 @@ fn patient_settings_replace_the_ward_limits_for_that_patient() {
 fn an_acknowledged_alarm_still_present_reminds_after_the_repeat_interval() {
     let mut e = engine();
     let raised = trace(&mut e, 0, &[150.0; 11]);
-    assert!(e.acknowledge(&raised[0].id, "ann", at(20_000)));
+    assert!(
+        e.acknowledge(&raised[0].id, None, "ann", at(20_000))
+            .acknowledged()
+    );
     // (The device is silent in this test, so `signal_lost` events come too; ignore them.)
     let hr_events = |events: Vec<AlarmEvent>| -> Vec<AlarmEvent> {
         events

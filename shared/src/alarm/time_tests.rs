@@ -99,7 +99,7 @@ fn next_deadline_names_when_tick_has_work() {
     // Next: the device falling silent, 30 s after its last reading.
     assert_eq!(e.next_deadline(), Some(at(30_000).mono));
     let id = raised[0].id.clone();
-    assert!(e.acknowledge(&id, "ann", at(12_000)));
+    assert!(e.acknowledge(&id, None, "ann", at(12_000)).acknowledged());
     assert_eq!(e.next_deadline(), Some(at(30_000).mono));
     assert_eq!(e.tick(at(30_000)).len(), 1, "signal lost");
     // Then the reminder of the acknowledged episode, 30 min after the acknowledgement.
@@ -224,7 +224,10 @@ fn a_pending_condition_keeps_its_wait_across_a_restart() {
 fn acknowledgements_and_silences_survive_a_restart() {
     let mut e = engine();
     let raised = trace(&mut e, 0, &[150.0; 12]);
-    assert!(e.acknowledge(&raised[0].id, "ann", at(12_000)));
+    assert!(
+        e.acknowledge(&raised[0].id, None, "ann", at(12_000))
+            .acknowledged()
+    );
     e.silence(&patient(), 12_000, 312_000, at(12_000));
     let snapshot = e.snapshot(at(52_000));
     // Down 20 s; back at wall 72 s, 5 s into a new monotonic clock.
@@ -327,7 +330,7 @@ fn the_change_counter_moves_with_every_change_a_snapshot_keeps() {
             }
             1 => {
                 if let Some(a) = e.active().first() {
-                    e.acknowledge(&a.id, "ann", now);
+                    e.acknowledge(&a.id, None, "ann", now).acknowledged();
                 }
             }
             2 => e.silence(&patient(), t, t + 30_000, now),

@@ -168,6 +168,7 @@ pub(super) fn evaluate(sign: VitalSign, rule: &TrendRule, series: &Series) -> Op
             minutes: rule.window_s / 60,
         },
         clear_message: Text::TrendClear(sign),
+        measure: None,
     })
 }
 

@@ -12,11 +12,15 @@ use crate::ids::{EdgeId, PatientId, WardId};
 use crate::news2::News2;
 use crate::vitals::Reading;
 
+mod legacy;
+pub use legacy::AlarmV2;
+
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The oldest edge protocol a hub still serves. Version 1 edges get no [`Frame::Tokens`] and
-/// send no ward-view records.
+/// send no ward-view records; edges before version 3 send [`RecordBody::Alarm`] (episodes
+/// without versions) and get [`EdgeCommand::Acknowledge`] without a version.
 pub const OLDEST_EDGE_PROTOCOL: u16 = 1;
 
 /// ALPN identifier of the protocol on QUIC.
@@ -80,8 +84,9 @@ pub enum RecordBody {
         /// NEWS2, when every parameter was fresh.
         news2: Option<News2>,
     },
-    /// An alarm event (alarm lane).
-    Alarm(AlarmEvent),
+    /// An alarm event of an edge of protocol 1 or 2 (alarm lane): no version, no measures.
+    /// Edges of protocol 3 send [`RecordBody::Episode`].
+    Alarm(AlarmV2),
     /// A record the edge stored but could not read back (a damaged outbox). It keeps its place
     /// in the lane so the sequence stays contiguous; the hub counts it.
     Unreadable {
@@ -167,6 +172,9 @@ pub enum RecordBody {
         /// When (edge time, ms since the epoch).
         ts: i64,
     },
+    /// An alarm event with its episode's version, current and worst measure, and whether it
+    /// is only an update of the values (alarm lane; protocol 3).
+    Episode(AlarmEvent),
 }
 
 impl RecordBody {
@@ -175,6 +183,7 @@ impl RecordBody {
         match self {
             RecordBody::Vitals { .. } => Lane::Telemetry,
             RecordBody::Alarm(_)
+            | RecordBody::Episode(_)
             | RecordBody::Acknowledged { .. }
             | RecordBody::Silenced { .. }
             | RecordBody::Access { .. }
@@ -244,6 +253,19 @@ pub enum EdgeCommand {
         by: String,
         /// Why (audited).
         reason: String,
+    },
+    /// A clinician acknowledged an alarm episode as of the version they saw (protocol 3;
+    /// appended): an edge whose episode has worsened beyond it meanwhile leaves it
+    /// unacknowledged.
+    AcknowledgeVersion {
+        /// Episode id.
+        alert: String,
+        /// The version acknowledged.
+        version: u32,
+        /// Who acknowledged.
+        by: String,
+        /// When (hub time).
+        ts: i64,
     },
 }
 
@@ -477,9 +499,9 @@ mod tests {
             },
             Record {
                 seq: 2,
-                body: RecordBody::Alarm(AlarmEvent {
-                    id: "e-1".into(),
-                    patient,
+                body: RecordBody::Alarm(AlarmV2 {
+                    id: "e-0".into(),
+                    patient: patient.clone(),
                     kind: "hr_high".into(),
                     priority: Priority::High,
                     state: AlertState::Raised,
@@ -487,6 +509,24 @@ mod tests {
                     values: vitals,
                     ts: 1_795_694_400_250,
                     silenced: false,
+                }),
+            },
+            Record {
+                seq: 8,
+                body: RecordBody::Episode(AlarmEvent {
+                    id: "e-1".into(),
+                    patient,
+                    kind: "hr_high".into(),
+                    priority: Priority::High,
+                    state: AlertState::Raised,
+                    message: "HR high: 181 /min > 130 (worst 190 /min)".into(),
+                    values: vitals,
+                    ts: 1_795_694_400_250,
+                    silenced: false,
+                    version: 2,
+                    current: Some(181.0),
+                    worst: Some(190.0),
+                    update: true,
                 }),
             },
             Record {
@@ -685,6 +725,51 @@ mod tests {
             }),
             8
         );
+        assert_eq!(
+            tag(RecordBody::Episode(
+                AlarmV2 {
+                    id: String::new(),
+                    patient: PatientId::new("p").unwrap(),
+                    kind: String::new(),
+                    priority: Priority::Low,
+                    state: AlertState::Raised,
+                    message: String::new(),
+                    values: Vitals::default(),
+                    ts: 0,
+                    silenced: false,
+                }
+                .into()
+            )),
+            9
+        );
+        let command = |c: EdgeCommand| postcard::to_allocvec(&c).unwrap()[0];
+        assert_eq!(
+            command(EdgeCommand::AcknowledgeVersion {
+                alert: String::new(),
+                version: 1,
+                by: String::new(),
+                ts: 0
+            }),
+            3
+        );
+        // A protocol-2 alarm event decodes as one of version 0.
+        let old = AlarmV2 {
+            id: "e-9".into(),
+            patient: PatientId::new("p").unwrap(),
+            kind: "news2".into(),
+            priority: Priority::High,
+            state: AlertState::Raised,
+            message: "NEWS2 8".into(),
+            values: Vitals::default(),
+            ts: 5,
+            silenced: false,
+        };
+        let bytes = postcard::to_allocvec(&RecordBody::Alarm(old.clone())).unwrap();
+        let Ok(RecordBody::Alarm(back)) = postcard::from_bytes::<RecordBody>(&bytes) else {
+            panic!("a protocol-2 alarm must decode");
+        };
+        let event = AlarmEvent::from(back);
+        assert_eq!((event.version, event.message.as_str()), (0, "NEWS2 8"));
         let tokens = postcard::to_allocvec(&Frame::Tokens(TokenKeys::default())).unwrap();
         assert_eq!(tokens[0], 10);
         let ack = postcard::to_allocvec(&Frame::CommandAck { seq: 1 }).unwrap();
