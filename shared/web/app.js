@@ -212,7 +212,16 @@ function connect() {
     } catch (_) {
       return;
     }
-    if (msg.type === "error") return toast(msg.message || msg.error);
+    if (msg.type === "error") {
+      // An acknowledgement of a version overtaken by a worsening: the alarm stays news, and
+      // its button may be pressed again for what the list shows now.
+      if (msg.error === "stale_version" && msg.alert) {
+        const b = document.querySelector(`[data-ack="${CSS.escape(msg.alert)}"]`);
+        if (b) b.disabled = false;
+        return toast(`Not acknowledged: the alarm worsened before your click (now version ${msg.version}). Check it and acknowledge again.`);
+      }
+      return toast(msg.message || msg.error);
+    }
     if (typeof msg.seq === "number") {
       if (msg.seq <= state.lastSeq) return;
       state.lastSeq = msg.seq;
@@ -291,8 +300,11 @@ function apply(msg) {
       break;
     }
     case "alert": {
+      // An update changes what the episode reads now; its age stays that of the last change
+      // of state.
+      const before = state.alarms.get(msg.id);
       if (msg.state === "resolved") state.alarms.delete(msg.id);
-      else state.alarms.set(msg.id, { ...msg, at: Date.parse(msg.ts) });
+      else state.alarms.set(msg.id, { ...msg, at: msg.update && before ? before.at : Date.parse(msg.ts) });
       const p = patient(msg.patient, msg.ward);
       touch(p);
       renderAlarms();
@@ -351,6 +363,8 @@ function tile(p) {
     cells[k] = { value, line };
   }
   node.append(grid);
+  const alarm = el("p", { class: "alarm-text", "data-role": "alarm-text" });
+  node.append(alarm);
   const news = el("span", { class: "news", "data-news": "", text: "NEWS2 \u2013" });
   const age = el("span", { class: "age", text: "no data" });
   const silenced = el("span", { class: "silenced" });
@@ -363,7 +377,7 @@ function tile(p) {
       open();
     }
   });
-  return { node, flag, cells, news, age, silenced };
+  return { node, flag, cells, news, age, silenced, alarm };
 }
 
 function touch(p) {
@@ -400,6 +414,9 @@ function renderTile(p) {
   for (const r of ["high", "medium", "low"]) t.node.classList.toggle(`alarm-${r}`, !!top && top.priority === r);
   t.flag.className = `flag ${lost ? "lost" : top ? top.priority : ""}`;
   t.flag.textContent = lost ? "SIGNAL LOST" : top ? top.priority.toUpperCase() : "";
+  // The worst open alarm as it reads now (current and worst values), never its raise text.
+  const text = top ? top.message : "";
+  if (t.alarm.textContent !== text) t.alarm.textContent = text;
   t.silenced.textContent = p.silencedUntil > Date.now() ? "silenced" : "";
   t.age.textContent = ago(p.ts);
 }
@@ -453,13 +470,25 @@ function renderAlarms() {
   const keep = new Map([...list.children].map((li) => [li.dataset.alert, li]));
   const items = alarms.map((a) => {
     const old = keep.get(a.id);
-    const key = `${a.state}|${a.priority}|${a.message}|${a.by || ""}|${a.silenced ? 1 : 0}`;
-    if (old && old.dataset.key === key) return old;
+    const key = `${a.state}|${a.priority}|${a.by || ""}|${a.silenced ? 1 : 0}`;
+    if (old && old.dataset.key === key) {
+      // Same state: what it reads now is written into the item in place (an open silence
+      // form or a focused button stays where it is).
+      showCurrent(old, a);
+      return old;
+    }
     const li = alarmItem(a);
     li.dataset.key = key;
     return li;
   });
   list.replaceChildren(...items);
+}
+
+// The episode's current text (with its worst) and version: what an acknowledgement names.
+function showCurrent(li, a) {
+  const msg = li.querySelector(".msg");
+  if (msg.textContent !== a.message) msg.textContent = a.message;
+  li.dataset.version = String(a.version || 0);
 }
 
 function alarmItem(a) {
@@ -470,8 +499,9 @@ function alarmItem(a) {
       el("strong", { text: a.patient }),
       el("span", { text: a.kind }),
       el("span", { class: "meta", "data-role": "state", text: a.state })),
-    el("p", { class: "msg", text: a.message }),
+    el("p", { class: "msg", "aria-live": "polite", text: a.message }),
   );
+  li.dataset.version = String(a.version || 0);
   const meta = el("p", { class: "meta" });
   const age = el("span", { "data-at": String(a.at), text: ago(a.at) });
   meta.append(age);
@@ -482,7 +512,9 @@ function alarmItem(a) {
   if (a.state !== "acknowledged") {
     const ack = el("button", { type: "button", "data-ack": a.id, text: "Acknowledge" });
     ack.addEventListener("click", () => {
-      if (send({ type: "ack", alert: a.id })) ack.disabled = true;
+      // The version on screen at the click: a worsening since makes it not count.
+      const version = Number(li.dataset.version) || undefined;
+      if (send({ type: "ack", alert: a.id, version })) ack.disabled = true;
     });
     actions.append(ack);
   }

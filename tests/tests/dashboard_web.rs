@@ -356,3 +356,72 @@ async fn forty_patients_render_and_update_in_place() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+/// Issue 16: a worsening rewrites the alarm list's item in place (the same element, the new
+/// text and version, the tile's text too); the Acknowledge button sends the version on screen,
+/// so a click on a version a worsening overtook is refused and the button can be pressed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worsening_rewrites_the_alarm_list_in_place() -> anyhow::Result<()> {
+    let hub = Hub::start().await?;
+    let edge = edge(&hub, "edge-a", "ward-a").await?;
+    let mut colleague = Dashboard::connect(&hub.ws_url(""), &hub.nurse("ward-a")).await?;
+    let browser = Browser::launch().await?;
+    let mut page = browser.page(&page_url(&hub, &nurse_ann(&hub))).await?;
+    page.wait_for(r#"document.getElementById("link").textContent === "Live""#)
+        .await?;
+    let mut device = edge.device("mon-1", "bed-01").await?;
+    device.publish(r#"{"hr":150}"#).await?;
+    let item = r##"document.querySelector("#alarm-list li")"##;
+    let id = page
+        .wait_for(&format!(
+            r#"{item}?.textContent.includes("HR high: 150 /min > 130") && {item}.dataset.alert"#
+        ))
+        .await?;
+    let id = id.as_str().unwrap_or_default().to_owned();
+    assert_eq!(page.eval(&format!("{item}.dataset.version")).await?, "1");
+    // Mark the element: an item rebuilt instead of rewritten would lose the mark.
+    page.eval(&format!(r#"{item}.dataset.mark = "first""#))
+        .await?;
+
+    device.publish(r#"{"hr":172}"#).await?;
+    page.wait_for(&format!(
+        r#"{item}.querySelector(".msg").textContent === "HR high: 172 /min > 130""#
+    ))
+    .await?;
+    assert_eq!(page.eval(&format!("{item}.dataset.mark")).await?, "first");
+    assert_eq!(page.eval(&format!("{item}.dataset.version")).await?, "2");
+    assert_eq!(
+        page.eval(r##"document.querySelectorAll("#alarm-list li").length"##)
+            .await?,
+        1
+    );
+    page.wait_for(r#"document.querySelector('[data-patient="bed-01"] [data-role="alarm-text"]').textContent === "HR high: 172 /min > 130""#)
+        .await?;
+    page.screenshot(&artefacts().join("alarm-worsened.png"))
+        .await?;
+
+    // A click on what the screen showed before the worsening (version 1) is refused.
+    page.eval(&format!(
+        r#"{item}.dataset.version = "1"; document.querySelector('[data-ack="{id}"]').click()"#
+    ))
+    .await?;
+    page.wait_for(r#"document.getElementById("toast").textContent.includes("worsened")"#)
+        .await?;
+    page.wait_for(&format!(
+        r#"document.querySelector('[data-ack="{id}"]').disabled === false"#
+    ))
+    .await?;
+    // The current version is acknowledged; everyone sees it.
+    page.eval(&format!(
+        r#"{item}.dataset.version = "2"; document.querySelector('[data-ack="{id}"]').click()"#
+    ))
+    .await?;
+    let acked = colleague
+        .until(|v| v["type"] == "alert" && v["id"] == id.as_str() && v["state"] == "acknowledged")
+        .await?;
+    assert_eq!(
+        (acked["by"].as_str(), acked["version"].as_u64()),
+        (Some("nurse-ann"), Some(2))
+    );
+    Ok(())
+}

@@ -116,6 +116,21 @@ async fn the_ward_view_checks_the_hubs_tokens_and_works_without_the_hub() -> any
         .until(|v| v["type"] == "alert" && v["kind"] == "spo2_low" && v["state"] == "raised")
         .await?;
     let id = offline["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(offline["version"], 1);
+    // A worsening overtakes the version on the nurse's screen: her click on version 1 is
+    // refused, and audited at the hub once it is back.
+    monitor.publish(r#"{"spo2":74}"#).await?;
+    nurse
+        .until(|v| v["type"] == "alert" && v["id"] == id.as_str() && v["version"] == 2)
+        .await?;
+    nurse
+        .send(&format!(r#"{{"type":"ack","alert":"{id}","version":1}}"#))
+        .await?;
+    let stale = tokio::time::timeout(PATIENCE, nurse.until(|v| v["type"] == "error"))
+        .await
+        .map_err(|_| anyhow::anyhow!("no refusal of a stale acknowledgement"))??;
+    assert_eq!(stale["error"], "stale_version", "{stale}");
+    // Without a version (an older client), the acknowledgement covers the current one.
     nurse
         .send(&format!(r#"{{"type":"ack","alert":"{id}"}}"#))
         .await?;
@@ -174,7 +189,7 @@ async fn the_ward_view_checks_the_hubs_tokens_and_works_without_the_hub() -> any
         let acked = entries
             .iter()
             .any(|e| e["actor"] == "ann" && e.to_string().contains("acknowledged"));
-        if by_ann("ws_open") && by_ann("history_read") && acked {
+        if by_ann("ws_open") && by_ann("history_read") && by_ann("ack_stale") && acked {
             assert!(!log.contains("bed-01"), "a raw patient id in the audit log");
             return Ok(());
         }
