@@ -1,8 +1,9 @@
 //! An open episode: its version, what its condition measures now and at worst, and how a new
 //! evaluation that does not clear it moves it on.
 //!
-//! A **worsening** (the priority rises, or the measure goes a step further than the version
-//! last announced: [`super::WorsenSteps`]) is a new version: notified again, and an earlier
+//! A **worsening** (the priority rises, or the measure stays a step further than the version
+//! last announced for the condition's alarm delay: [`super::WorsenSteps`]; the noise of a
+//! sustained event does not re-notify) is a new version: notified again, and an earlier
 //! acknowledgement no longer covers it. An acknowledgement names the version the clinician saw
 //! and covers nothing newer. Any other change of the measure is an **update**: the event
 //! carries the current and worst values and a current text, so no screen keeps showing a
@@ -51,6 +52,8 @@ pub(crate) struct Track {
     /// As last shown (raise, worsening or update), and when.
     pub(super) shown: f32,
     pub(super) shown_at: Instant,
+    /// Since when the measure has stayed a worsening step beyond `announced`.
+    pub(super) worse_since: Option<Instant>,
 }
 
 impl Open {
@@ -70,6 +73,7 @@ impl Open {
                 current: m,
                 shown: m,
                 shown_at: now.mono,
+                worse_since: None,
             }),
         }
     }
@@ -157,9 +161,15 @@ impl AlarmEngine {
             self.changes += 1;
         }
         let priority_up = eval.violating && eval.priority > open.priority;
-        let measure_up = eval.violating
-            && matches!((open.track, step), (Some(t), Some(step))
-                if worse_by(key, t.worst, t.announced) >= step - STEP_SLACK);
+        let mut measure_up = false;
+        if let (Some(t), Some(step)) = (open.track.as_mut(), step) {
+            if eval.violating && worse_by(key, t.current, t.announced) >= step - STEP_SLACK {
+                let since = *t.worse_since.get_or_insert(now.mono);
+                measure_up = eval.bypass_delay || now.since(since) >= eval.delay_ms;
+            } else {
+                t.worse_since = None;
+            }
+        }
         if priority_up || measure_up {
             open.version += 1;
             open.priority = open.priority.max(eval.priority);
@@ -167,9 +177,10 @@ impl AlarmEngine {
             open.silenced = silenced(open.priority);
             open.text = eval.raise_message.render();
             if let Some(t) = open.track.as_mut() {
-                t.announced = t.worst;
+                t.announced = t.current;
                 t.shown = t.current;
                 t.shown_at = now.mono;
+                t.worse_since = None;
             }
             self.changes += 1;
             let message = open.message(key);

@@ -50,37 +50,54 @@ fn a_worsening_is_a_new_version_and_an_older_acknowledgement_covers_nothing() {
     assert_eq!((first.current, first.worst), (Some(90.0), Some(90.0)));
     let id = first.id.clone();
 
-    // Nurse A sees version 1; before she clicks, SpO2 falls a step further (90 → 86, step 3).
-    let worse = run(&mut e, 16_000, &[(86.0, GOOD)]);
-    let w = &of_kind(&worse, "spo2_low")[0].1;
+    // A dip of a step that does not last the alarm delay (15 s) is not a worsening.
+    let dip = run(&mut e, 16_000, &[(86.0, GOOD); 5]);
+    assert!(
+        of_kind(&dip, "spo2_low").iter().all(|(_, e)| e.update),
+        "{dip:?}"
+    );
+    let _ = run(&mut e, 21_000, &[(90.0, GOOD)]);
+    // Nurse A sees version 1; before she clicks, SpO2 falls a step further (90 → 86, step 3)
+    // and stays there for the delay.
+    let worse = run(&mut e, 22_000, &[(86.0, GOOD); 16]);
+    let w = &of_kind(&worse, "spo2_low")
+        .into_iter()
+        .find(|(_, e)| !e.update)
+        .expect("a worsening")
+        .1;
     assert_eq!(
-        (w.version, w.state, w.update, w.priority),
-        (2, AlertState::Raised, false, Priority::Medium),
+        (w.version, w.state, w.priority),
+        (2, AlertState::Raised, Priority::Medium),
         "a worsening at the same priority is news: {w:?}"
     );
     assert_eq!(w.message, "SpO2 low: 86 % < 92");
     assert_eq!(
-        e.acknowledge(&id, Some(1), "nurse-a", at(17_000)),
+        e.acknowledge(&id, Some(1), "nurse-a", at(38_000)),
         AckResult::Stale { current: 2 }
     );
     assert_eq!(e.active()[0].acknowledged_by, None, "still unacknowledged");
     // Nurse B saw version 2.
     assert_eq!(
-        e.acknowledge(&id, Some(2), "nurse-b", at(17_500)),
+        e.acknowledge(&id, Some(2), "nurse-b", at(38_500)),
         AckResult::Acknowledged { version: 2 }
     );
     assert_eq!(e.active()[0].acknowledged_by.as_deref(), Some("nurse-b"));
     // A further worsening voids it again; a client that names no version acknowledges the
     // current one (the old meaning).
-    let again = run(&mut e, 18_000, &[(82.0, GOOD)]);
-    assert_eq!(of_kind(&again, "spo2_low")[0].1.version, 3);
+    let again = run(&mut e, 39_000, &[(82.0, GOOD); 16]);
+    let versions: Vec<u32> = of_kind(&again, "spo2_low")
+        .iter()
+        .filter(|(_, e)| !e.update)
+        .map(|(_, e)| e.version)
+        .collect();
+    assert_eq!(versions, [3]);
     assert_eq!(e.active()[0].acknowledged_by, None);
     assert!(
-        e.acknowledge(&id, None, "nurse-c", at(19_000))
+        e.acknowledge(&id, None, "nurse-c", at(56_000))
             .acknowledged()
     );
     assert_eq!(
-        e.acknowledge("nope", Some(1), "x", at(19_000)),
+        e.acknowledge("nope", Some(1), "x", at(56_000)),
         AckResult::Unknown
     );
 }

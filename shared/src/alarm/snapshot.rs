@@ -164,6 +164,7 @@ impl AlarmEngine {
                             current: worst,
                             shown: worst,
                             shown_at: now.mono,
+                            worse_since: None,
                         }),
                     }),
                 );
