@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every decoder of outside bytes with cargo-fuzz (libFuzzer, nightly, AddressSanitizer):
 # the gate's MQTT parser, the same parser against rumqttc's codec as an oracle, the QUIC frame
-# decoder and the device JSON payload decoder (fuzz/fuzz_targets/).
+# decoder, the device JSON payload decoder and the dashboards' client messages
+# (fuzz/fuzz_targets/).
 #
 #   deploy/fuzz.sh                 # a short run of each target (CI: 20 s each)
 #   FUZZ_RUNS=10000000 deploy/fuzz.sh    # 10 million executions each (the recorded runs)
@@ -23,7 +24,7 @@ else
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for target in mqtt_packet mqtt_oracle wire_frame json_payload; do
+for target in mqtt_packet mqtt_oracle wire_frame json_payload client_message; do
     # The corpus grows under fuzz/corpus/ (not committed); a crash lands in fuzz/artifacts/
     # and fails the run.
     if ! cargo +nightly fuzz run -O "$target" -- "${limit[@]}" -max_len=4096 >"$log" 2>&1; then
