@@ -79,6 +79,10 @@ impl Patient {
         let sbp = self.sbp - 35.0 * p + noise(4.0);
         let dbp = (self.dbp - 20.0 * p + noise(3.0)).min(sbp - 15.0);
         let acvpu = if p > 0.9 { "C" } else { "A" };
+        // Signal quality as a monitor reports it: good, with a perfusion index that falls as
+        // the circulation fails (still above the 0.3 % a ward treats as poor).
+        let sq = (95.0 + noise(4.0)).min(100.0);
+        let pi = (2.5 - 1.5 * p + noise(0.3)).max(0.5);
         json!({
             "ts": format_rfc3339(now_ms()),
             "hr": hr.round(),
@@ -89,6 +93,8 @@ impl Patient {
             "dbp": dbp.round(),
             "o2": false,
             "acvpu": acvpu,
+            "sq": sq.round(),
+            "pi": (pi * 10.0).round() / 10.0,
         })
     }
 }

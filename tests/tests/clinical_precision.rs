@@ -98,6 +98,43 @@ async fn an_acknowledgement_overtaken_by_a_worsening_leaves_the_alarm_news() -> 
     );
     assert_eq!(worse["worst"].as_f64(), Some(166.0));
 
+    // A little higher, not a step: an update, shown but not news. A screen opened now shows
+    // the current text, and the time of the last change of state (the worsening), not the
+    // update's.
+    monitor.publish(r#"{"hr":170}"#).await?;
+    let update = tokio::time::timeout(
+        PATIENCE,
+        nurse_b.until(|v| v["type"] == "alert" && v["id"] == id.as_str() && v["update"] == true),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no update: {:?}", nurse_b.seen))??;
+    assert_eq!(
+        (update["version"].as_u64(), update["worst"].as_f64()),
+        (Some(2), Some(170.0))
+    );
+    let (status, body) = http_request(
+        hub.running.http_addr,
+        "/api/wards/ward-a/history",
+        &[("authorization", &format!("Bearer {bob}"))],
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let history: Value = serde_json::from_str(&body)?;
+    // The open episode comes last, as it stands (a page's first paint).
+    let painted = history["events"]
+        .as_array()
+        .and_then(|e| e.iter().rev().find(|v| v["id"] == id.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        painted["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("170"),
+        "{painted}"
+    );
+    assert_eq!(painted["ts"], worse["ts"], "{painted}");
+
     // Nurse A's click names version 1: refused, recorded, the alarm stays raised.
     nurse_a
         .send(&format!(r#"{{"type":"ack","alert":"{id}","version":1}}"#))

@@ -116,8 +116,9 @@ async fn an_episode_keeps_its_id_and_acknowledgement_across_kill_9() -> anyhow::
 
     // The condition persists: nothing new. Then it ends: that same episode resolves.
     let mut device = Device::connect(r.mqtt, "mon-1", &r.password, "bed-01").await?;
+    // (The same value as before: a new worst would be shown as an update of the episode.)
     device.publish(r#"{"hr":25}"#).await?;
-    device.publish(r#"{"hr":24}"#).await?;
+    device.publish(r#"{"hr":25}"#).await?;
     device.publish(r#"{"hr":70}"#).await?;
     let resolved = r
         .nurse

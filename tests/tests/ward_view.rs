@@ -130,6 +130,11 @@ async fn the_ward_view_checks_the_hubs_tokens_and_works_without_the_hub() -> any
         .await
         .map_err(|_| anyhow::anyhow!("no refusal of a stale acknowledgement"))??;
     assert_eq!(stale["error"], "stale_version", "{stale}");
+    // As the hub answers: the page frees the episode's button for the version now shown.
+    assert_eq!(
+        (stale["alert"].as_str(), stale["version"].as_u64()),
+        (Some(id.as_str()), Some(2))
+    );
     // Without a version (an older client), the acknowledgement covers the current one.
     nurse
         .send(&format!(r#"{{"type":"ack","alert":"{id}"}}"#))

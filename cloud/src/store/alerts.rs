@@ -123,6 +123,9 @@ pub(super) fn upsert(
     event: &AlarmEvent,
 ) -> Result<Option<ServerEvent>, StoreError> {
     let mut event = event.clone();
+    // The dashboards' event keeps the update's own time; the row keeps the time of the last
+    // change of state (chains resumed after a restart count their steps from it).
+    let mut row_ts = event.ts;
     let known = table
         .get(event.id.as_str())?
         .map(|v| decode_row(v.value()))
@@ -139,21 +142,27 @@ pub(super) fn upsert(
             }
             event.state = row.event.state;
             by.clone_from(&row.by);
+            row_ts = row.event.ts;
         } else if event.state == AlertState::Raised && row.event.state == AlertState::Escalated {
             event.state = AlertState::Escalated;
         }
     } else if event.version == 0 {
         event.version = 1;
     }
+    let dashboard = ServerEvent::alert(ward, &event, by.clone());
     let row = AlertRow {
         edge: edge.clone(),
         ward: ward.clone(),
-        event,
+        event: AlarmEvent {
+            ts: row_ts,
+            update: false,
+            ..event
+        },
         // A new raise (a worsening) is not covered by an earlier acknowledgement.
         by,
     };
     table.insert(row.event.id.as_str(), encode_row(&row)?.as_slice())?;
-    Ok(Some(ServerEvent::alert(ward, &row.event, row.by.clone())))
+    Ok(Some(dashboard))
 }
 
 /// Where a clinician's decision was taken.

@@ -183,6 +183,7 @@ impl Feed {
         let acked = AlarmEvent {
             state: AlertState::Acknowledged,
             ts,
+            update: false,
             ..last
         };
         let event = ServerEvent::alert(&self.ward, &acked, Some(by.to_owned()));

@@ -315,14 +315,24 @@ async fn client_message(s: &WardState, claims: &Claims, text: &str) -> Option<St
         Ok(true) => None,
         // The alarm worsened since the version the clinician saw: still news.
         Ok(false)
-            if stale
-                .as_ref()
-                .is_some_and(|(alert, seen)| s.feed.version(alert).is_some_and(|v| v > *seen)) =>
+            if let Some((alert, current)) = stale.as_ref().and_then(|(alert, seen)| {
+                s.feed
+                    .version(alert)
+                    .filter(|v| v > seen)
+                    .map(|v| (alert, v))
+            }) =>
         {
             s.metrics.refused.with("stale_version").inc();
-            refuse(
-                "stale_version",
-                "the alarm has worsened since; it stays unacknowledged until its current version is acknowledged",
+            // As the hub answers: the page frees its button for the current version.
+            Some(
+                serde_json::json!({
+                    "type": "error",
+                    "error": "stale_version",
+                    "message": "the alarm has worsened since; it stays unacknowledged until its current version is acknowledged",
+                    "alert": alert,
+                    "version": current,
+                })
+                .to_string(),
             )
         }
         // Resolved between the check and the rules task.

@@ -178,6 +178,8 @@ struct PatientState {
     carried: BTreeMap<ConditionKey, Instant>,
     /// The newest timestamp among the readings the patient's devices stamped themselves.
     device_newest: Option<Millis>,
+    /// The signs whose latest value was of poor quality (what `signal_poor` is about).
+    poor: Poor,
 }
 
 /// Whose clock stamped a reading.
@@ -394,11 +396,12 @@ impl AlarmEngine {
             .observations(measured, Millis::from(settings.news2.freshness_s) * 1000)
             .map(|o| news2::score(&o, settings.news2.scale));
 
+        state.poor = state.poor.after(&reading.vitals, poor);
         let mut evaluations = vec![
             (ConditionKey::SignalLost, signal_back()),
             (
                 ConditionKey::SignalPoor,
-                signal_poor(poor, &settings.quality),
+                signal_poor(state.poor, &settings.quality),
             ),
         ];
         for sign in VitalSign::ALL {
@@ -821,13 +824,20 @@ fn silenced_now(
 }
 
 /// Pauses (`poor`) or resumes the waits of `sign`'s limit conditions; true if one changed.
-/// A resumed wait goes on from where it stood: the poor stretch does not count.
+/// A resumed wait goes on from where it stood: the poor stretch does not count. An open
+/// episode's wait for a worsening starts again after poor signal (it must be seen in good
+/// readings for its whole delay).
 fn pause(state: &mut PatientState, sign: VitalSign, poor: bool, now: Now) -> bool {
     let mut changed = false;
     for side in [Side::Low, Side::High] {
-        if let Some(Condition::Pending { since, paused, .. }) =
-            state.conditions.get_mut(&ConditionKey::Limit(sign, side))
-        {
+        let cond = state.conditions.get_mut(&ConditionKey::Limit(sign, side));
+        if poor && let Some(Condition::Active(open)) = cond {
+            if let Some(track) = open.track.as_mut() {
+                track.worse_since = None;
+            }
+            continue;
+        }
+        if let Some(Condition::Pending { since, paused, .. }) = cond {
             match (poor, *paused) {
                 (true, None) => *paused = Some(now.mono),
                 (false, Some(at)) => {

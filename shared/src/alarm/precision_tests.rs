@@ -266,3 +266,56 @@ fn values_of_poor_quality_do_not_count_towards_news2() {
     let good = e.observe_with(&reading(1_000, full), &sq(90.0), true, at(1_000));
     assert_eq!(good.news2.map(|n| n.total), Some(0));
 }
+
+#[test]
+fn a_poor_sign_stays_poor_whatever_other_devices_send_meanwhile() {
+    let mut e = engine();
+    let hr = |t: Millis| {
+        reading(
+            t,
+            Vitals {
+                hr: Some(80.0),
+                ..Vitals::default()
+            },
+        )
+    };
+    let mut poor_raised = None;
+    for s in 0..40 {
+        let t = s * 1000;
+        // The oximeter: SpO2 84 % in poor perfusion; an ECG monitor: a good heart rate, in
+        // readings of its own.
+        let (r, q) = spo2(84.0, POOR, t);
+        let mut events = e.observe_with(&r, &q, true, at(t)).events;
+        events.extend(e.observe(&hr(t + 500), at(t + 500)).events);
+        events.extend(e.tick(at(t + 900)));
+        assert!(events.iter().all(|ev| ev.kind != "spo2_low"), "{events:?}");
+        if poor_raised.is_none() {
+            poor_raised = events.iter().find(|ev| ev.kind == "signal_poor").map(|_| t);
+        }
+    }
+    assert_eq!(poor_raised, Some(30_000), "raised after 30 s of poor SpO2");
+}
+
+#[test]
+fn a_worsening_must_be_seen_in_good_readings_for_its_delay() {
+    let mut e = engine();
+    let _ = run(&mut e, 0, &[(90.0, GOOD); 16]);
+    // One good value a step further, 30 s of poor signal, then one more good value: not a
+    // worsening yet (the poor stretch does not count).
+    let mut samples = vec![(85.0, GOOD)];
+    samples.extend([(85.0, POOR); 30]);
+    samples.push((85.0, GOOD));
+    let events = run(&mut e, 16_000, &samples);
+    assert!(
+        of_kind(&events, "spo2_low").iter().all(|(_, e)| e.update),
+        "{events:?}"
+    );
+    // Good readings for the delay: now it is.
+    let later = run(&mut e, 48_000, &[(85.0, GOOD); 16]);
+    assert!(
+        of_kind(&later, "spo2_low")
+            .iter()
+            .any(|(_, e)| !e.update && e.version == 2),
+        "{later:?}"
+    );
+}

@@ -94,6 +94,20 @@ impl Poor {
         self.0[index(sign)]
     }
 
+    /// This patient's signs in poor signal after a reading whose values are `vitals`, judged
+    /// `reading`: each sign the reading measured takes the reading's verdict; the others keep
+    /// theirs (devices of one patient may send separate readings, and an SpO2 in poor signal
+    /// stays so until a good SpO2 value arrives, whatever else comes meanwhile).
+    pub(crate) fn after(self, vitals: &Vitals, reading: Poor) -> Poor {
+        let mut next = self;
+        for sign in VitalSign::ALL {
+            if vitals.value(sign).is_some() {
+                next.0[index(sign)] = reading.has(sign);
+            }
+        }
+        next
+    }
+
     /// Whether any value is poor.
     pub(crate) fn any(self) -> bool {
         self.0.iter().any(|p| *p)
