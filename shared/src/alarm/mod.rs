@@ -40,7 +40,7 @@ use crate::news2::{self, News2, Risk};
 use crate::time::{Millis, Now};
 use crate::vitals::{Quality, Reading, VitalSign, Vitals};
 use episode::Open;
-use quality::Poor;
+use quality::{Poor, pause, signal_poor};
 
 /// Alarm priority, as in IEC 60601-1-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -823,35 +823,6 @@ fn silenced_now(
     })
 }
 
-/// Pauses (`poor`) or resumes the waits of `sign`'s limit conditions; true if one changed.
-/// A resumed wait goes on from where it stood: the poor stretch does not count. An open
-/// episode's wait for a worsening starts again after poor signal (it must be seen in good
-/// readings for its whole delay).
-fn pause(state: &mut PatientState, sign: VitalSign, poor: bool, now: Now) -> bool {
-    let mut changed = false;
-    for side in [Side::Low, Side::High] {
-        let cond = state.conditions.get_mut(&ConditionKey::Limit(sign, side));
-        if poor && let Some(Condition::Active(open)) = cond {
-            if let Some(track) = open.track.as_mut() {
-                track.worse_since = None;
-            }
-            continue;
-        }
-        if let Some(Condition::Pending { since, paused, .. }) = cond {
-            match (poor, *paused) {
-                (true, None) => *paused = Some(now.mono),
-                (false, Some(at)) => {
-                    *since += now.mono.saturating_duration_since(at);
-                    *paused = None;
-                }
-                _ => continue,
-            }
-            changed = true;
-        }
-    }
-    changed
-}
-
 /// A non-negative number of milliseconds as a duration.
 fn millis(ms: Millis) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
@@ -920,28 +891,6 @@ fn signal_back() -> Evaluation {
         delay_ms: 0,
         raise_message: Text::Fixed(""),
         clear_message: Text::Fixed("Data received again"),
-        measure: None,
-    }
-}
-
-/// The reading's signal quality: poor values for `poor_after_s` raise `signal_poor`; a
-/// reading of good quality clears it.
-fn signal_poor(poor: Poor, settings: &QualitySettings) -> Evaluation {
-    let any = poor.any();
-    Evaluation {
-        kind: "signal_poor",
-        violating: any,
-        extreme: false,
-        bypass_delay: false,
-        cleared: !any,
-        priority: Priority::Low,
-        delay_ms: Millis::from(settings.poor_after_s) * 1000,
-        raise_message: if any {
-            Text::Owned(format!("Poor signal quality: {}", poor.labels()))
-        } else {
-            Text::Fixed("")
-        },
-        clear_message: Text::Fixed("Signal quality good again"),
         measure: None,
     }
 }
