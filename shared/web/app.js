@@ -489,6 +489,12 @@ function showCurrent(li, a) {
   const msg = li.querySelector(".msg");
   if (msg.textContent !== a.message) msg.textContent = a.message;
   li.dataset.version = String(a.version || 0);
+  // A worsening restarts the item's age; an update keeps it (see `apply`).
+  const age = li.querySelector("[data-at]");
+  if (age && age.dataset.at !== String(a.at)) {
+    age.dataset.at = String(a.at);
+    age.textContent = ago(a.at);
+  }
 }
 
 function alarmItem(a) {
@@ -499,7 +505,7 @@ function alarmItem(a) {
       el("strong", { text: a.patient }),
       el("span", { text: a.kind }),
       el("span", { class: "meta", "data-role": "state", text: a.state })),
-    el("p", { class: "msg", "aria-live": "polite", text: a.message }),
+    el("p", { class: "msg", text: a.message }),
   );
   li.dataset.version = String(a.version || 0);
   const meta = el("p", { class: "meta" });
