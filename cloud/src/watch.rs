@@ -84,11 +84,21 @@ pub fn render(v: &Value, vitals: bool, colour: bool) -> Option<String> {
                 .and_then(Value::as_str)
                 .map(|b| format!(" by {b}"))
                 .unwrap_or_default();
+            // `raised v2`: a worsening; `update v2`: new values of version 2, not news.
+            let state = if v.get("update").and_then(Value::as_bool) == Some(true) {
+                "update"
+            } else {
+                s(v, "state")
+            };
+            let state = match v.get("version").and_then(Value::as_u64) {
+                Some(n) if n > 0 => format!("{state} v{n}"),
+                _ => state.to_owned(),
+            };
             Some(format!(
-                "{} {} {:<12} {:<8} {:<10} {}{}",
+                "{} {} {:<15} {:<8} {:<10} {}{}",
                 clock(s(v, "ts")),
                 paint(code, format!(" {:<6} ", priority.to_uppercase())),
-                s(v, "state"),
+                state,
                 s(v, "patient"),
                 s(v, "kind"),
                 s(v, "message"),
@@ -130,5 +140,24 @@ pub fn render(v: &Value, vitals: bool, colour: bool) -> Option<String> {
             ))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_line_says_its_version_and_whether_it_is_news() {
+        let alert = |update: bool, version: u64| {
+            serde_json::json!({"type": "alert", "ts": "2026-12-08T02:35:06.247Z", "priority": "high",
+                "state": "raised", "patient": "bed-01", "kind": "news2", "message": "NEWS2 15",
+                "version": version, "update": update})
+        };
+        let worse = render(&alert(false, 2), false, false).unwrap_or_default();
+        assert!(worse.contains(" raised v2 "), "{worse}");
+        let update = render(&alert(true, 2), false, false).unwrap_or_default();
+        assert!(update.contains(" update v2 "), "{update}");
+        assert!(update.starts_with("02:35:06.247  HIGH  "), "{update}");
     }
 }
