@@ -280,6 +280,19 @@ pub fn check_silence(minutes: u32, reason: &str) -> Result<&str, &'static str> {
     Ok(reason)
 }
 
+/// The reply to an `ack` naming a version that a worsening has overtaken (not an event: no
+/// `seq`): the page frees its button for the version it now shows.
+pub fn stale_version_json(alert: &str, current: u32) -> String {
+    serde_json::json!({
+        "type": "error",
+        "error": "stale_version",
+        "message": "the alarm has worsened since; it stays unacknowledged until its current version is acknowledged",
+        "alert": alert,
+        "version": current,
+    })
+    .to_string()
+}
+
 /// The default range of a history request: the last 30 minutes.
 const HISTORY_RANGE_MS: i64 = 30 * 60 * 1000;
 

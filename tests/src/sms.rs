@@ -17,6 +17,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+/// The charge nurse's phone in [`FakeSms::hub_notify`].
+pub const CHARGE_NURSE: &str = "+15550000001";
+/// The doctor's phone in [`FakeSms::hub_notify`].
+pub const DOCTOR: &str = "+15550000002";
+
 /// How the provider answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -117,6 +122,35 @@ impl FakeSms {
             .iter()
             .map(|(_, _, r)| r.clone())
             .collect()
+    }
+
+    /// A hub's `[notify]` for ward-a's high alarms through this provider: the charge nurse
+    /// ([`CHARGE_NURSE`]) after `first` s, the doctor ([`DOCTOR`]) after `second` s (the
+    /// provider's token is the hub file `sms.token`).
+    pub fn hub_notify(&self, first: u64, second: u64) -> String {
+        format!(
+            r#"[notify]
+timezone = "Europe/London"
+dashboard_url = "https://wl.example/"
+repeat_interval_s = 3600
+[[notify.people]]
+id = "cn"
+name = "Charge nurse A"
+phone = "{CHARGE_NURSE}"
+role = "charge_nurse"
+[[notify.people]]
+id = "dr"
+name = "Doctor on call"
+phone = "{DOCTOR}"
+role = "doctor"
+[[notify.routes]]
+name = "ward-a-high"
+wards = ["ward-a"]
+priorities = ["high"]
+steps = [{{ after_s = {first}, to = ["cn"] }}, {{ after_s = {second}, to = ["dr"] }}]
+{}"#,
+            self.config()
+        )
     }
 
     /// An edge's `[local_notify]` paging `phone` (person `cn`) through this provider as the

@@ -12,35 +12,7 @@ use wardlink_shared::alarm::Priority;
 use wardlink_tests::sms::FakeSms;
 use wardlink_tests::{Dashboard, Hub, PATIENCE, http_get, http_request, is, wait_for_metric_eq};
 
-const CN: &str = "+15550000001";
-const DR: &str = "+15550000002";
-
-/// `[notify]` for ward-a's high alarms: the charge nurse after 3 s, the doctor after 600 s.
-fn notify_config(sms: &FakeSms) -> String {
-    format!(
-        r#"[notify]
-timezone = "Europe/London"
-dashboard_url = "https://wl.example/"
-repeat_interval_s = 3600
-[[notify.people]]
-id = "cn"
-name = "Charge nurse A"
-phone = "{CN}"
-role = "charge_nurse"
-[[notify.people]]
-id = "dr"
-name = "Doctor on call"
-phone = "{DR}"
-role = "doctor"
-[[notify.routes]]
-name = "ward-a-high"
-wards = ["ward-a"]
-priorities = ["high"]
-steps = [{{ after_s = 3, to = ["cn"] }}, {{ after_s = 600, to = ["dr"] }}]
-{}"#,
-        sms.config()
-    )
-}
+const CN: &str = wardlink_tests::sms::CHARGE_NURSE;
 
 /// The edge's view of episode `id` (its admin `/alarms`).
 async fn at_edge(edge: &wardlink_tests::Edge, id: &str) -> anyhow::Result<Option<Value>> {
@@ -54,7 +26,7 @@ async fn at_edge(edge: &wardlink_tests::Edge, id: &str) -> anyhow::Result<Option
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledgement_overtaken_by_a_worsening_leaves_the_alarm_news() -> anyhow::Result<()> {
     let sms = FakeSms::start().await?;
-    let hub = Hub::start_with(&notify_config(&sms), &[("sms.token", "secret-token\n")]).await?;
+    let hub = Hub::start_with(&sms.hub_notify(3, 600), &[("sms.token", "secret-token\n")]).await?;
     let edge = hub
         .edge("edge-a", "ward-a", |c| {
             c.alarms.hr.delay_s = 0;

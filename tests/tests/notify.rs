@@ -8,45 +8,17 @@ use std::time::Duration;
 use serde_json::Value;
 use wardlink_cloud::token::Role;
 use wardlink_shared::alarm::Priority;
-use wardlink_tests::sms::{FakeSms, Mode};
+use wardlink_tests::sms::{CHARGE_NURSE, DOCTOR, FakeSms, Mode};
 use wardlink_tests::{
     Dashboard, Edge, Hub, PATIENCE, http_request, is, metric, wait_for_metric, wait_for_metric_eq,
 };
 
-const CN: &str = "+15550000001";
-const DR: &str = "+15550000002";
-
-/// `[notify]` for ward-a's high alarms: the charge nurse after `first` s, the doctor after
-/// `second` s.
-fn notify_config(sms: &FakeSms, first: u64, second: u64) -> String {
-    format!(
-        r#"[notify]
-timezone = "Europe/London"
-dashboard_url = "https://wl.example/"
-repeat_interval_s = 3600
-[[notify.people]]
-id = "cn"
-name = "Charge nurse A"
-phone = "{CN}"
-role = "charge_nurse"
-[[notify.people]]
-id = "dr"
-name = "Doctor on call"
-phone = "{DR}"
-role = "doctor"
-[[notify.routes]]
-name = "ward-a-high"
-wards = ["ward-a"]
-priorities = ["high"]
-steps = [{{ after_s = {first}, to = ["cn"] }}, {{ after_s = {second}, to = ["dr"] }}]
-{}"#,
-        sms.config()
-    )
-}
+const CN: &str = CHARGE_NURSE;
+const DR: &str = DOCTOR;
 
 async fn hub_with(sms: &FakeSms, first: u64, second: u64) -> anyhow::Result<Hub> {
     Hub::start_with(
-        &notify_config(sms, first, second),
+        &sms.hub_notify(first, second),
         &[("sms.token", "secret-token\n")],
     )
     .await

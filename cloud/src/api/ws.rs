@@ -21,7 +21,7 @@ use futures_util::stream::{SplitSink, StreamExt};
 use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use wardlink_shared::WardId;
-use wardlink_shared::dashboard::{ClientMessage, MessageBucket, check_silence};
+use wardlink_shared::dashboard::{ClientMessage, MessageBucket, check_silence, stale_version_json};
 
 use super::AppState;
 use super::auth::{authenticate, refuse};
@@ -543,16 +543,7 @@ async fn acknowledge(
         Ok(Ok(AckOutcome::Stale { current })) => {
             tracing::info!(user = %scope.claims.sub, alert = %alert, seen = version.unwrap_or(0), current, "acknowledgement of an older version: the alarm stays unacknowledged");
             app.metrics.ws_client_errors.with("stale_version").inc();
-            Some(
-                json!({
-                    "type": "error",
-                    "error": "stale_version",
-                    "message": "the alarm has worsened since; it stays unacknowledged until its current version is acknowledged",
-                    "alert": alert,
-                    "version": current,
-                })
-                .to_string(),
-            )
+            Some(stale_version_json(&alert, current))
         }
         Ok(Ok(AckOutcome::Resolved)) => refuse("resolved", "the alarm is already over"),
         Ok(Ok(AckOutcome::Unknown)) => refuse("unknown_alert", "no such alert"),

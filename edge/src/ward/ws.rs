@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::{broadcast::error::RecvError, oneshot};
-use wardlink_shared::dashboard::{ClientMessage, MessageBucket, check_silence, origin_allowed};
+use wardlink_shared::dashboard::{
+    ClientMessage, MessageBucket, check_silence, origin_allowed, stale_version_json,
+};
 use wardlink_shared::token::Claims;
 use wardlink_shared::wire::EdgeCommand;
 
@@ -324,16 +326,7 @@ async fn client_message(s: &WardState, claims: &Claims, text: &str) -> Option<St
         {
             s.metrics.refused.with("stale_version").inc();
             // As the hub answers: the page frees its button for the current version.
-            Some(
-                serde_json::json!({
-                    "type": "error",
-                    "error": "stale_version",
-                    "message": "the alarm has worsened since; it stays unacknowledged until its current version is acknowledged",
-                    "alert": alert,
-                    "version": current,
-                })
-                .to_string(),
-            )
+            Some(stale_version_json(alert, current))
         }
         // Resolved between the check and the rules task.
         Ok(false) => refuse("resolved", "the alarm is already over"),
