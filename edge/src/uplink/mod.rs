@@ -101,8 +101,8 @@ pub struct Uplink {
     pub edge: EdgeId,
     /// Our ward.
     pub ward: WardId,
-    /// `host:port` of each hub replica, in the order tried.
-    pub hub_addrs: Vec<String>,
+    /// `host:port` of the hub.
+    pub hub_addr: String,
     /// Name in the hub's certificate.
     pub server_name: String,
     /// QUIC/TLS client settings.
@@ -142,34 +142,24 @@ impl Uplink {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut state = State::Connecting;
         let mut failures: u32 = 0;
-        // The replica tried next; failures count rounds through all of them.
-        let mut hub = 0usize;
-        let replicas = self.hub_addrs.len().max(1);
         loop {
-            let addr = self.hub_addrs.get(hub).map_or("", String::as_str);
             state = match state {
                 State::Connecting => {
                     let attempt = tokio::select! {
                         () = shutdown.cancelled() => break,
-                        r = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(addr)) => r,
+                        r = tokio::time::timeout(CONNECT_TIMEOUT, self.connect()) => r,
                     };
                     match attempt.unwrap_or(Err(UplinkError::Timeout)) {
                         Ok(online) => {
                             failures = 0;
-                            tracing::info!(hub = %addr, "uplink online");
+                            tracing::info!(hub = %self.hub_addr, "uplink online");
                             State::Online(online)
                         }
                         Err(e) => {
                             self.metrics.connect_failures.inc();
-                            tracing::warn!(hub = %addr, error = %e, "uplink connect failed");
-                            hub = (hub + 1) % replicas;
-                            // Another replica at once; a pause only after a round of them all.
-                            if hub == 0 {
-                                failures = failures.saturating_add(1);
-                                State::Waiting(backoff(failures))
-                            } else {
-                                State::Connecting
-                            }
+                            failures = failures.saturating_add(1);
+                            tracing::warn!(hub = %self.hub_addr, error = %e, "uplink connect failed");
+                            State::Waiting(backoff(failures))
                         }
                     }
                 }
@@ -183,18 +173,12 @@ impl Uplink {
                         State::Stopped
                     } else {
                         match result {
-                            Ok(()) => tracing::warn!(hub = %addr, "uplink closed"),
-                            Err(e) => tracing::warn!(hub = %addr, error = %e, "uplink lost"),
+                            Ok(()) => tracing::warn!("uplink closed"),
+                            Err(e) => tracing::warn!(error = %e, "uplink lost"),
                         }
                         conn.close(1u32.into(), b"error");
-                        if replicas > 1 {
-                            // Another replica takes over at once: the backlog goes there.
-                            hub = (hub + 1) % replicas;
-                            State::Connecting
-                        } else {
-                            failures = failures.saturating_add(1);
-                            State::Waiting(backoff(failures))
-                        }
+                        failures = failures.saturating_add(1);
+                        State::Waiting(backoff(failures))
                     }
                 }
                 State::Waiting(delay) => tokio::select! {
@@ -206,12 +190,12 @@ impl Uplink {
         }
     }
 
-    async fn connect(&self, hub: &str) -> Result<Online, UplinkError> {
-        let addr: SocketAddr = tokio::net::lookup_host(hub)
+    async fn connect(&self) -> Result<Online, UplinkError> {
+        let addr: SocketAddr = tokio::net::lookup_host(&self.hub_addr)
             .await
-            .map_err(|_| UplinkError::Resolve(hub.to_owned()))?
+            .map_err(|_| UplinkError::Resolve(self.hub_addr.clone()))?
             .next()
-            .ok_or_else(|| UplinkError::Resolve(hub.to_owned()))?;
+            .ok_or_else(|| UplinkError::Resolve(self.hub_addr.clone()))?;
         let bind: SocketAddr = if addr.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
